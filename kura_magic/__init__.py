@@ -1,0 +1,74 @@
+"""kura_magic: cached LLM experimentation for Jupyter.
+
+`%load_ext kura_magic` adds the `%%summarise` and `%kura` magics; the same work is
+available as plain functions. Importing this package imports neither IPython,
+ipywidgets nor litellm.
+
+Example:
+    >>> import kura_magic
+    >>> kura_magic.cache_key(model="openai/gpt-4o-mini", messages=[]).startswith("km1-")
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kura_magic.cache import CacheEntry, CacheStrategy, DiskCacheStrategy, MemoryCacheStrategy
+from kura_magic.calls import CacheMode
+from kura_magic.completion import acomplete, complete
+from kura_magic.config import Settings, configure, settings
+from kura_magic.errors import (
+    AuthenticationError,
+    BudgetError,
+    CacheError,
+    CacheMissError,
+    ConfigError,
+    DataError,
+    KuraMagicError,
+    MissingAPIKeyError,
+    ModelError,
+    ResponseError,
+    SchemaError,
+    TemplateError,
+    UnknownModelError,
+)
+from kura_magic.keys import cache_key
+from kura_magic.loaders import load_conversations
+from kura_magic.pipeline import asummarise, summarise
+from kura_magic.results import Completion, DryRun, RunStats, SummaryResult, SummaryRun
+from kura_magic.schemas import KuraSummary
+from kura_magic.session import (
+    active_experiment,
+    cache_info,
+    clear_cache,
+    experiment,
+    export_experiment,
+    import_experiment,
+)
+from kura_magic.types import CacheInfo, Conversation, ExperimentInfo, Message, Usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError", "BudgetError", "CacheEntry", "CacheError", "CacheInfo",
+    "CacheMissError", "CacheMode", "CacheStrategy", "Completion", "ConfigError",
+    "Conversation", "DataError", "DiskCacheStrategy", "DryRun", "ExperimentInfo",
+    "KuraMagicError", "KuraSummary", "MemoryCacheStrategy", "Message", "MissingAPIKeyError",
+    "ModelError", "ResponseError", "RunStats", "SchemaError", "Settings", "SummaryResult",
+    "SummaryRun", "TemplateError", "UnknownModelError", "Usage", "acomplete",
+    "active_experiment", "asummarise", "cache_info", "cache_key", "clear_cache", "complete",
+    "configure", "experiment", "export_experiment", "import_experiment",
+    "load_conversations", "settings", "summarise",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext kura_magic`: register the magics (IPython is imported only now)."""
+    from kura_magic.magics import register
+
+    register(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """`%unload_ext kura_magic`: nothing to undo beyond IPython's own bookkeeping."""

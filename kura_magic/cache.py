@@ -1,0 +1,365 @@
+"""The response cache: JSON entries scoped by experiment, on disk (diskcache) or in memory.
+
+The cache is only an optimisation: a storage timeout or an unreadable entry is
+a miss with a warning, never a crash. Nothing is ever pickled, in either
+direction, so a shared cache directory cannot be made to run code.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import diskcache
+from pydantic import BaseModel, Field, ValidationError
+
+from kura_magic.config import Settings
+from kura_magic.errors import CacheError
+from kura_magic.types import CacheInfo, ExperimentInfo, Usage
+
+STORAGE_TIMEOUT_S = 5.0
+
+
+class CacheWarning(UserWarning):
+    """The cache could not be read or written; the call went on without it."""
+
+
+class CacheEntry(BaseModel):
+    """What one cached call keeps: its answer or deterministic error, usage, cost and timing.
+
+    Example:
+        >>> CacheEntry(model="m", response="hi").error is None
+        True
+    """
+
+    model: str
+    response: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost: float | None = None
+    latency_s: float = 0.0
+    created_at: float = Field(default_factory=time.time)
+
+
+class CacheStrategy(ABC):
+    """A store of `CacheEntry` by key, with every entry in one experiment.
+
+    Subclasses move bytes; this class turns them into entries, and reads a
+    corrupt entry as a miss (dropping it so the next write replaces it).
+    """
+
+    kind: Literal["disk", "memory", "off"]
+
+    def get(self, key: str, *, experiment: str) -> CacheEntry | None:
+        """The entry stored for `key` in `experiment`, or None."""
+        data = self._read(key, experiment)
+        if data is None:
+            return None
+        try:
+            return CacheEntry.model_validate_json(data)
+        except ValidationError:
+            warnings.warn(f"cache entry {key} was unreadable; treating it as a miss", CacheWarning)
+            self.delete(key, experiment=experiment)
+            return None
+
+    def set(self, key: str, entry: CacheEntry, *, experiment: str) -> None:
+        """Store `entry` under `key` in `experiment`, replacing any older one."""
+        self._write(key, experiment, entry.model_dump_json().encode("utf-8"))
+
+    def entries(self, experiment: str) -> Iterator[tuple[str, CacheEntry]]:
+        """Every readable (key, entry) of one experiment, for export."""
+        for key in self._keys(experiment):
+            entry = self.get(key, experiment=experiment)
+            if entry is not None:
+                yield key, entry
+
+    @abstractmethod
+    def _read(self, key: str, experiment: str) -> bytes | None: ...
+
+    @abstractmethod
+    def _write(self, key: str, experiment: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _keys(self, experiment: str) -> list[str]: ...
+
+    @abstractmethod
+    def delete(self, key: str, *, experiment: str) -> None:
+        """Forget one entry."""
+
+    @abstractmethod
+    def clear(self, experiment: str | None = None) -> int:
+        """Remove one experiment's entries, or all entries if `experiment` is None."""
+
+    @abstractmethod
+    def info(self) -> CacheInfo:
+        """Entries and bytes, per experiment and in total."""
+
+    def close(self) -> None:
+        """Release files and connections."""
+
+
+class _JSONOnlyDisk(diskcache.Disk):
+    """A diskcache Disk that stores only str/bytes and refuses to unpickle anything."""
+
+    def put(self, key: Any) -> tuple[Any, bool]:
+        if type(key) is not str:
+            raise TypeError("cache keys are strings")
+        return super().put(key)
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise _PickledData("a key stored as pickle")
+        return super().get(key, raw)
+
+    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
+        if type(value) is not bytes:
+            raise TypeError("cache values are JSON bytes")
+        return super().store(value, read, key=key)
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode == diskcache.core.MODE_PICKLE:
+            raise _PickledData("a value stored as pickle")
+        return super().fetch(mode, filename, value, read)
+
+
+class _PickledData(Exception):
+    """Someone else's pickle in our cache; we read it as a miss, never load it."""
+
+
+def _storage_key(key: str, experiment: str) -> str:
+    return f"{experiment}::{key}"
+
+
+class DiskCacheStrategy(CacheStrategy):
+    """diskcache under `directory`, least-recently-used eviction past `size_limit` bytes.
+
+    Example:
+        >>> import tempfile
+        >>> store = DiskCacheStrategy(tempfile.mkdtemp(), size_limit=10**6)
+        >>> store.set("k", CacheEntry(model="m", response="hi"), experiment="default")
+        >>> store.get("k", experiment="default").response
+        'hi'
+    """
+
+    kind = "disk"
+
+    def __init__(self, directory: str | Path, *, size_limit: int = 5 * 1024**3) -> None:
+        self.directory = Path(directory).expanduser()
+        self.size_limit = size_limit
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._cache = diskcache.Cache(
+                str(self.directory),
+                disk=_JSONOnlyDisk,
+                size_limit=size_limit,
+                eviction_policy="least-recently-used",
+                tag_index=True,
+                timeout=STORAGE_TIMEOUT_S,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise CacheError(
+                f"cannot open the cache directory {self.directory}: {exc}. "
+                "Point KURA_MAGIC_CACHE at a writable directory, or set it to 'off'."
+            ) from exc
+
+    def _read(self, key: str, experiment: str) -> bytes | None:
+        try:
+            return self._cache.get(_storage_key(key, experiment))
+        except (diskcache.Timeout, sqlite3.OperationalError, _PickledData, OSError) as exc:
+            _warn_storage("read", key, exc)
+            return None
+
+    def _write(self, key: str, experiment: str, data: bytes) -> None:
+        try:
+            self._cache.set(_storage_key(key, experiment), data, tag=experiment)
+        except (diskcache.Timeout, sqlite3.OperationalError) as exc:
+            _warn_storage("write", key, exc)
+        except OSError as exc:
+            raise CacheError(
+                f"cannot write to the cache directory {self.directory}: {exc}. "
+                "Point KURA_MAGIC_CACHE at a writable directory, or set it to 'off'."
+            ) from exc
+
+    def _keys(self, experiment: str) -> list[str]:
+        rows = self._cache._sql("SELECT key FROM Cache WHERE tag = ? AND raw = 1", (experiment,))
+        prefix = _storage_key("", experiment)
+        return [key[len(prefix) :] for (key,) in rows if key.startswith(prefix)]
+
+    def delete(self, key: str, *, experiment: str) -> None:
+        try:
+            self._cache.delete(_storage_key(key, experiment))
+        except (diskcache.Timeout, sqlite3.OperationalError) as exc:
+            _warn_storage("delete", key, exc)
+
+    def clear(self, experiment: str | None = None) -> int:
+        if experiment is None:
+            return self._cache.clear(retry=True)
+        return self._cache.evict(experiment, retry=True)
+
+    def info(self) -> CacheInfo:
+        # diskcache keeps no per-tag totals; one GROUP BY over its table gives them.
+        rows = self._cache._sql(
+            "SELECT tag, COUNT(*), SUM(size + COALESCE(LENGTH(value), 0) + LENGTH(key))"
+            " FROM Cache GROUP BY tag"
+        ).fetchall()
+        experiments = {
+            str(tag): ExperimentInfo(entries=count, bytes=int(size or 0))
+            for tag, count, size in rows
+        }
+        return CacheInfo(
+            entries=sum(e.entries for e in experiments.values()),
+            bytes=self._cache.volume(),
+            experiments=experiments,
+            directory=str(self.directory),
+            size_limit=self.size_limit,
+        )
+
+    def close(self) -> None:
+        self._cache.close()
+
+
+class MemoryCacheStrategy(CacheStrategy):
+    """An in-process cache with the disk cache's semantics (JSON bytes, LRU by size).
+
+    Example:
+        >>> store = MemoryCacheStrategy()
+        >>> store.set("k", CacheEntry(model="m", response="hi"), experiment="a")
+        >>> store.get("k", experiment="b") is None
+        True
+    """
+
+    kind = "memory"
+
+    def __init__(self, *, size_limit: int = 5 * 1024**3) -> None:
+        self.size_limit = size_limit
+        self._data: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def _read(self, key: str, experiment: str) -> bytes | None:
+        with self._lock:
+            data = self._data.get((experiment, key))
+            if data is not None:
+                self._data.move_to_end((experiment, key))
+            return data
+
+    def _write(self, key: str, experiment: str, data: bytes) -> None:
+        with self._lock:
+            self._pop((experiment, key))
+            self._data[(experiment, key)] = data
+            self._bytes += len(data)
+            while self._bytes > self.size_limit and self._data:
+                self._pop(next(iter(self._data)))
+
+    def _pop(self, slot: tuple[str, str]) -> None:
+        data = self._data.pop(slot, None)
+        if data is not None:
+            self._bytes -= len(data)
+
+    def _keys(self, experiment: str) -> list[str]:
+        with self._lock:
+            return [key for exp, key in self._data if exp == experiment]
+
+    def delete(self, key: str, *, experiment: str) -> None:
+        with self._lock:
+            self._pop((experiment, key))
+
+    def clear(self, experiment: str | None = None) -> int:
+        with self._lock:
+            doomed = [slot for slot in self._data if experiment in (None, slot[0])]
+            for slot in doomed:
+                self._pop(slot)
+            return len(doomed)
+
+    def info(self) -> CacheInfo:
+        experiments: dict[str, ExperimentInfo] = {}
+        with self._lock:
+            for (experiment, _), data in self._data.items():
+                stats = experiments.setdefault(experiment, ExperimentInfo())
+                stats.entries += 1
+                stats.bytes += len(data)
+        return CacheInfo(
+            entries=len(self._data),
+            bytes=self._bytes,
+            experiments=experiments,
+            size_limit=self.size_limit,
+        )
+
+
+class NullCacheStrategy(CacheStrategy):
+    """Caching switched off (`KURA_MAGIC_CACHE=off`): every read misses, writes vanish."""
+
+    kind = "off"
+
+    def _read(self, key: str, experiment: str) -> bytes | None:
+        return None
+
+    def _write(self, key: str, experiment: str, data: bytes) -> None:
+        return None
+
+    def _keys(self, experiment: str) -> list[str]:
+        return []
+
+    def delete(self, key: str, *, experiment: str) -> None:
+        return None
+
+    def clear(self, experiment: str | None = None) -> int:
+        return 0
+
+    def info(self) -> CacheInfo:
+        return CacheInfo(entries=0, bytes=0, enabled=False)
+
+
+_opened: dict[tuple[str, int], CacheStrategy] = {}
+_opened_lock = threading.Lock()
+
+
+def open_cache(config: Settings) -> CacheStrategy:
+    """The cache that `config` selects, opened once per process and reused.
+
+    Example:
+        >>> open_cache(Settings(cache="off")).kind
+        'off'
+    """
+    if not config.caching_enabled:
+        return NullCacheStrategy()
+    slot = (config.cache, config.cache_size_limit)
+    with _opened_lock:
+        if slot not in _opened:
+            _opened[slot] = _make_store(config)
+        return _opened[slot]
+
+
+def _make_store(config: Settings) -> CacheStrategy:
+    if config.cache.startswith("memory://"):
+        return MemoryCacheStrategy(size_limit=config.cache_size_limit)
+    if "://" in config.cache:
+        raise CacheError(
+            f"KURA_MAGIC_CACHE={config.cache!r}: this version supports a directory, "
+            "'memory://' or 'off'"
+        )
+    return DiskCacheStrategy(config.cache, size_limit=config.cache_size_limit)
+
+
+def close_all() -> None:
+    """Close every cache opened by `open_cache` (tests call this between cases)."""
+    with _opened_lock:
+        for store in _opened.values():
+            store.close()
+        _opened.clear()
+
+
+def _warn_storage(action: str, key: str, exc: BaseException) -> None:
+    warnings.warn(
+        f"cache {action} of {key} failed ({type(exc).__name__}: {exc}); going on without it",
+        CacheWarning,
+        stacklevel=3,
+    )

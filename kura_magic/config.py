@@ -1,0 +1,163 @@
+"""Settings: environment variables, overridden for the session by `configure()`.
+
+Every run reads `settings()` once, so a changed environment variable or a
+`%kura config key=value` takes effect on the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from kura_magic.errors import ConfigError
+
+CACHE_OFF = "off"
+DEFAULT_CACHE_DIR = Path("~/.kura_magic/cache")
+_OFF_WORDS = {"0", "false", "off", "no"}
+GB = 1024**3
+
+# Settings field -> the environment variable that sets it.
+ENV_VARS: dict[str, str] = {
+    "cache": "KURA_MAGIC_CACHE",
+    "cache_size_limit": "KURA_MAGIC_CACHE_SIZE_LIMIT",
+    "embedding_size_limit": "KURA_MAGIC_EMBEDDING_SIZE_LIMIT",
+    "max_concurrency": "KURA_MAGIC_MAX_CONCURRENCY",
+    "embedding_batch_size": "KURA_MAGIC_EMBEDDING_BATCH_SIZE",
+    "offline": "KURA_MAGIC_OFFLINE",
+    "model": "KURA_MAGIC_MODEL",
+    "experiment": "KURA_MAGIC_EXPERIMENT",
+    "timeout_s": "KURA_MAGIC_TIMEOUT",
+    "max_retries": "KURA_MAGIC_MAX_RETRIES",
+    "retry_base_s": "KURA_MAGIC_RETRY_BASE",
+    "api_base": "KURA_MAGIC_API_BASE",
+    "api_key": "KURA_MAGIC_API_KEY",
+}
+
+
+class Settings(BaseModel):
+    """The settings in force for one run.
+
+    Example:
+        >>> Settings(max_concurrency=4).max_concurrency
+        4
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cache: str = Field(default=str(DEFAULT_CACHE_DIR), description="directory, 'off' or redis:// URL")
+    cache_size_limit: int = Field(default=5 * GB, gt=0)
+    embedding_size_limit: int = Field(default=5 * GB, gt=0)
+    max_concurrency: int = Field(default=20, ge=1)
+    embedding_batch_size: int = Field(default=100, ge=1)
+    offline: bool = False
+    model: str = "openai/gpt-4o-mini"
+    experiment: str = "default"
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    retry_base_s: float = Field(default=0.5, ge=0)
+    api_base: str | None = Field(default=None, description="where calls go; None: litellm's default")
+    api_key: SecretStr | None = Field(default=None, description="None: the provider's own variable")
+
+    def transport(self, *, api_key: str | None = None, api_base: str | None = None) -> dict[str, Any]:
+        """Where and with which key calls travel: explicit values, else these settings."""
+        key = api_key or (self.api_key.get_secret_value() if self.api_key else None)
+        values = {"api_key": key, "api_base": api_base or self.api_base}
+        return {name: value for name, value in values.items() if value}
+
+    @field_validator("cache")
+    @classmethod
+    def _normalise_cache(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in _OFF_WORDS:
+            return CACHE_OFF
+        if "://" in value:
+            return value
+        return str(Path(value).expanduser())
+
+    @field_validator("experiment")
+    @classmethod
+    def _check_experiment(cls, value: str) -> str:
+        return check_experiment_name(value)
+
+    @property
+    def caching_enabled(self) -> bool:
+        return self.cache != CACHE_OFF
+
+
+def check_experiment_name(name: str) -> str:
+    """Return `name` stripped, or raise ConfigError if it cannot name an experiment."""
+    name = str(name).strip()
+    if not name or len(name) > 200 or any(ch in name for ch in "\x00\n\r\t\x1f"):
+        raise ConfigError(
+            f"experiment name {name!r} is not usable: give 1 to 200 printable characters"
+        )
+    return name
+
+
+_overrides: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def settings() -> Settings:
+    """The settings in force now: defaults < environment < `configure()`.
+
+    Example:
+        >>> settings().max_concurrency >= 1
+        True
+    """
+    values: dict[str, Any] = {}
+    for field, var in ENV_VARS.items():
+        raw = os.environ.get(var)
+        if raw is not None and raw.strip() != "":
+            values[field] = raw
+    with _lock:
+        values.update(_overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe_invalid(exc)) from None
+
+
+def configure(**overrides: Any) -> Settings:
+    """Override settings for this session (None removes an override).
+
+    Example:
+        >>> configure(max_concurrency=5).max_concurrency
+        5
+        >>> _ = configure(max_concurrency=None)
+    """
+    unknown = sorted(set(overrides) - set(Settings.model_fields))
+    if unknown:
+        known = ", ".join(Settings.model_fields)
+        raise ConfigError(f"unknown setting {unknown[0]!r}; known settings: {known}")
+    with _lock:
+        previous = dict(_overrides)
+        for key, value in overrides.items():
+            if value is None:
+                _overrides.pop(key, None)
+            else:
+                _overrides[key] = value
+    try:
+        return settings()
+    except ConfigError:
+        with _lock:
+            _overrides.clear()
+            _overrides.update(previous)
+        raise
+
+
+def reset_overrides() -> None:
+    """Forget every `configure()` override (the environment still applies)."""
+    with _lock:
+        _overrides.clear()
+
+
+def _describe_invalid(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    source = f"{ENV_VARS[field]} / {field}" if field in ENV_VARS else field
+    return f"setting {source} = {error.get('input')!r} is invalid: {error['msg']}"

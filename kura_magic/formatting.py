@@ -1,0 +1,52 @@
+"""Pure text formatting of money, sizes and durations, shared by tables, the panel and text."""
+
+from __future__ import annotations
+
+
+def money(amount: float | None, *, unknown: int = 0) -> str:
+    """Dollars to four significant places; '≥' when some costs are unknown.
+
+    Example:
+        >>> money(0.00123), money(1.5), money(0.0, unknown=2), money(None)
+        ('$0.00123', '$1.50', '≥ $0.00', 'unknown')
+    """
+    if amount is None:
+        return "unknown"
+    prefix = "≥ " if unknown else ""
+    if amount == 0 or amount >= 0.01:
+        return f"{prefix}${amount:,.2f}"
+    return f"{prefix}${amount:.3g}"
+
+
+def size(n_bytes: int | None) -> str:
+    """Bytes in the largest fitting binary unit.
+
+    Example:
+        >>> size(0), size(2048), size(5 * 1024**3)
+        ('0 B', '2.0 KiB', '5.0 GiB')
+    """
+    if n_bytes is None:
+        return "?"
+    value = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds as a short human duration.
+
+    Example:
+        >>> duration(0.0042), duration(1.234), duration(75)
+        ('4 ms', '1.23 s', '1 min 15 s')
+    """
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"

@@ -1,0 +1,111 @@
+"""Cache keys: a versioned prefix plus sha256 over canonical JSON of everything
+that changes a model's answer (and nothing that does not, like the API key)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from kura_magic.errors import ConfigError, SchemaError
+
+# Changing this number invalidates every entry; bumping the package version does not.
+CACHE_FORMAT = 1
+
+CallKind = Literal["chat", "embedding"]
+
+# Call settings that change how a request travels, never what comes back.
+# Secrets live here too, so they can never reach a key.
+TRANSPORT_PARAMS = frozenset(
+    {
+        "api_key",
+        "api_base",
+        "base_url",
+        "api_version",
+        "organization",
+        "timeout",
+        "request_timeout",
+        "num_retries",
+        "max_retries",
+        "extra_headers",
+        "headers",
+        "metadata",
+        "user",
+        "stream",
+        "mock_response",
+    }
+)
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys: equal data gives equal text.
+
+    Example:
+        >>> canonical_json({"b": 1, "a": [1.0, "x"]})
+        '{"a":[1.0,"x"],"b":1}'
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode_other
+    )
+
+
+def _encode_other(value: Any) -> Any:
+    if isinstance(value, type) and issubclass(value, BaseModel):
+        return schema_json(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise ConfigError(
+        f"cannot use {type(value).__name__} value {value!r} in a cache key: "
+        "pass plain JSON data (str, number, bool, list, dict) or a pydantic model"
+    )
+
+
+@lru_cache(maxsize=256)
+def schema_json(schema: type[BaseModel]) -> dict[str, Any]:
+    """The full JSON Schema of a pydantic model (what the key hashes, not the name)."""
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise SchemaError(f"schema must be a pydantic BaseModel subclass, got {schema!r}")
+    return schema.model_json_schema()
+
+
+def output_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters that can change the answer, with None values dropped.
+
+    Example:
+        >>> output_params({"temperature": 0, "api_key": "sk-x", "seed": None})
+        {'temperature': 0}
+    """
+    return {k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and v is not None}
+
+
+def cache_key(
+    *,
+    model: str,
+    messages: Sequence[Mapping[str, Any]] = (),
+    schema: type[BaseModel] | None = None,
+    params: Mapping[str, Any] | None = None,
+    kind: CallKind = "chat",
+) -> str:
+    """The cache key a call would have; compare two to see why one was a miss.
+
+    Example:
+        >>> a = cache_key(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        >>> b = cache_key(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+        ...               params={"temperature": 0.7})
+        >>> a.startswith("km1-chat-"), a == b
+        (True, False)
+    """
+    payload = {
+        "format": CACHE_FORMAT,
+        "kind": kind,
+        "model": model,
+        "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        "schema": schema_json(schema) if schema is not None else None,
+        "params": output_params(params or {}),
+    }
+    digest = hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+    return f"km{CACHE_FORMAT}-{kind}-{digest}"

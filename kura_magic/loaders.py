@@ -1,0 +1,115 @@
+"""Turn what a user has (Conversations, dicts, strings, a DataFrame, a JSON/JSONL file)
+into a list of `Conversation`, naming the row and field of anything that does not fit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kura_magic.errors import DataError
+from kura_magic.types import Conversation
+
+ConversationSource = Any  # list of Conversation/dict/str, a DataFrame, or a path
+
+_TEXT_FIELDS = ("text", "transcript", "content")
+_ID_FIELDS = ("chat_id", "id", "conversation_id")
+
+
+def load_conversations(source: ConversationSource) -> list[Conversation]:
+    """Read conversations from a list, a pandas DataFrame, or a .json/.jsonl path.
+
+    Example:
+        >>> [c.chat_id for c in load_conversations(["hello", {"text": "hi", "id": 7}])]
+        ['0', '7']
+    """
+    if isinstance(source, (str, Path)):
+        return _from_rows(_read_file(Path(source)), origin=str(source))
+    if _is_dataframe(source):
+        return _from_rows(source.to_dict(orient="records"), origin="the DataFrame")
+    if isinstance(source, Conversation):
+        return [source]
+    if isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
+        return _from_rows(list(source), origin="the data")
+    raise DataError(
+        f"cannot read conversations from a {type(source).__name__}: give a list of "
+        "conversations, dicts or strings, a pandas DataFrame, or a .json/.jsonl path"
+    )
+
+
+def _is_dataframe(value: Any) -> bool:
+    return type(value).__name__ == "DataFrame" and hasattr(value, "to_dict")
+
+
+def _read_file(path: Path) -> list[Any]:
+    if not path.is_file():
+        raise DataError(f"no file {str(path)!r}: give a path to a .json or .jsonl file")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".jsonl":
+        return [_parse_line(line, number, path) for number, line in _numbered(text)]
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    rows = data.get("conversations") if isinstance(data, dict) else data
+    if not isinstance(rows, list):
+        raise DataError(f"{path} holds no list of conversations (nor a 'conversations' list)")
+    return rows
+
+
+def _numbered(text: str) -> Iterable[tuple[int, str]]:
+    return ((n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip())
+
+
+def _parse_line(line: str, number: int, path: Path) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} line {number} is not valid JSON: {exc.msg}") from None
+
+
+def _from_rows(rows: list[Any], *, origin: str) -> list[Conversation]:
+    conversations = [_to_conversation(row, index, origin) for index, row in enumerate(rows)]
+    if not conversations:
+        raise DataError(f"{origin} holds no conversations")
+    return conversations
+
+
+def _to_conversation(row: Any, index: int, origin: str) -> Conversation:
+    if isinstance(row, Conversation):
+        return row
+    if isinstance(row, str):
+        row = {"text": row}
+    if not isinstance(row, Mapping):
+        raise DataError(
+            f"row {index} of {origin} is a {type(row).__name__}: each row must be a "
+            "conversation, a dict or a string"
+        )
+    try:
+        return Conversation.model_validate(_normalise(dict(row), index))
+    except ValidationError as exc:
+        raise DataError(_describe_row_error(exc, index, origin)) from None
+
+
+def _normalise(row: dict[str, Any], index: int) -> dict[str, Any]:
+    """Map the accepted row shapes onto Kura's: ids, a text column, extra columns as metadata."""
+    chat_id = next((row.pop(k) for k in _ID_FIELDS if row.get(k) is not None), index)
+    known = {"created_at", "messages", "metadata"}
+    text_field = next((k for k in _TEXT_FIELDS if k in row and "messages" not in row), None)
+    if text_field is not None:
+        row["messages"] = [{"role": "user", "content": row.pop(text_field)}]
+    extra = {k: row.pop(k) for k in list(row) if k not in known}
+    metadata = {**extra, **(row.get("metadata") or {})}
+    return {**row, "chat_id": chat_id, "metadata": metadata}
+
+
+def _describe_row_error(exc: ValidationError, index: int, origin: str) -> str:
+    error = exc.errors()[0]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+    problem = "is empty: a conversation needs at least one message" if (
+        error["type"] == "too_short" and where == "messages"
+    ) else error["msg"]
+    return f"row {index} of {origin}, field {where!r}: {problem}"

@@ -1,0 +1,69 @@
+"""Prompt templates: Jinja2, seeing `conversation`, `transcript` and the user's variables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+import jinja2.meta
+
+from kura_magic.errors import TemplateError
+from kura_magic.types import Conversation
+
+_ENVIRONMENT = jinja2.Environment(
+    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+)
+_CONVERSATION_NAMES = {"conversation", "transcript"}
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A compiled prompt; `render(conversation)` gives the text sent to the model.
+
+    Example:
+        >>> from kura_magic.types import Message
+        >>> t = PromptTemplate.compile("Summarise:\\n{{ transcript }}")
+        >>> t.render(Conversation(chat_id="1", messages=[Message(role="user", content="hi")]))
+        'Summarise:\\nuser: hi'
+    """
+
+    source: str
+    template: jinja2.Template
+    variables: Mapping[str, Any]
+
+    @classmethod
+    def compile(cls, source: str, variables: Mapping[str, Any] | None = None) -> PromptTemplate:
+        """Parse `source`, checking that it uses the conversation somewhere."""
+        source = source.strip()
+        if not source:
+            raise TemplateError("the prompt is empty: write a prompt that uses {{ transcript }}")
+        try:
+            parsed = _ENVIRONMENT.parse(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"the prompt does not parse, line {exc.lineno}: {exc.message}") from None
+        if not jinja2.meta.find_undeclared_variables(parsed) & _CONVERSATION_NAMES:
+            raise TemplateError(
+                "the prompt never uses {{ transcript }} or {{ conversation }}, so every "
+                "conversation would get the same answer: put {{ transcript }} where the "
+                "conversation belongs"
+            )
+        return cls(source, _ENVIRONMENT.from_string(source), dict(variables or {}))
+
+    def render(self, conversation: Conversation) -> str:
+        """The prompt for one conversation; a failure names the conversation and the cause."""
+        try:
+            return self.template.render(
+                {**self.variables, "conversation": conversation, "transcript": conversation.transcript()}
+            ).strip()
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(
+                f"the prompt does not render for conversation {conversation.chat_id!r}: "
+                f"{exc.message}. Define it in the notebook, or pass it in `variables`"
+            ) from None
+        except Exception as exc:  # a filter or expression of the user's own raised
+            raise TemplateError(
+                f"the prompt does not render for conversation {conversation.chat_id!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None

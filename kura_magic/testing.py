@@ -1,0 +1,740 @@
+"""A loopback OpenAI-compatible LLM server for tests and offline notebooks.
+
+Standard library only: no IPython, ipywidgets or litellm. Answers are
+deterministic, so a cached run can be told apart from a fresh one.
+
+Example::
+
+    with LoopbackLLM() as server:
+        litellm.completion(model="openai/gpt-4o-mini", api_base=server.url,
+                           api_key="sk-test", messages=[{"role": "user", "content": "hi"}])
+        assert server.request_count == 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import math
+import random
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, NamedTuple
+
+__all__ = ["LoopbackLLM", "RecordedRequest", "embedding_for", "main", "reply_for"]
+
+_SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
+_STATUS_ERRORS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Bad request (injected by the loopback LLM)."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided (injected)."),
+    403: ("invalid_request_error", None, "You are not allowed to use this model (injected)."),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist (injected)."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests (injected)."),
+    500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
+    502: ("server_error", None, "Bad gateway (injected)."),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+    504: ("server_error", None, "Gateway timeout (injected)."),
+}
+_REFUSAL = (
+    "Your request was rejected as a result of our safety system. Your prompt may contain "
+    "text that is not allowed by our safety system."
+)
+_TOO_LONG = (
+    "This model's maximum context length is 8192 tokens. However, your messages resulted in "
+    "9000 tokens. Please reduce the length of the messages."
+)
+_TEXT_FIELD = re.compile(r"summary|request|description|text|content|answer|reason|explanation", re.I)
+_FORMATS = {
+    "date-time": "2024-01-01T12:00:00Z", "date": "2024-01-01", "time": "12:00:00Z",
+    "duration": "PT1M", "email": "user@example.com", "uri": "https://example.com/",
+    "url": "https://example.com/", "hostname": "example.com", "ipv4": "127.0.0.1", "ipv6": "::1",
+}
+_MAX_DEPTH = 6
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One HTTP request as the server saw it, secrets redacted.
+
+    Example: ``server.chat_requests[0].messages[-1]["content"]``
+    """
+
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    method: str = "POST"
+
+    @property
+    def model(self) -> str | None:
+        """The request's ``model``, if any."""
+        return self.body.get("model")
+
+    @property
+    def inputs(self) -> list[str]:
+        """Embedding inputs normalised to a list of strings (``[]`` if invalid)."""
+        return _embedding_inputs(self.body.get("input")) or []
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Chat messages (``[]`` for other requests)."""
+        messages = self.body.get("messages")
+        return messages if isinstance(messages, list) else []
+
+
+class _Reply(NamedTuple):
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = {}
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _text_of(content: Any) -> str:
+    """Text of a message content: a string or a list of ``{"type": "text"}`` parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _word_count(texts: list[str]) -> int:
+    return max(1, sum(len(t.split()) for t in texts))
+
+
+def _digest(messages: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(_canonical(messages).encode()).hexdigest()
+
+
+def reply_for(messages: list[dict[str, Any]]) -> str:
+    """The default deterministic reply: the last user message's start plus a hash.
+
+    >>> reply_for([{"role": "user", "content": "Where is my parcel?"}])[:29]
+    'Summary: Where is my parcel? '
+    """
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    last = (users or messages or [{}])[-1]
+    words = _text_of(last.get("content") if isinstance(last, dict) else None).split()
+    return f"Summary: {' '.join(words[:12])} [{_digest(messages)[:8]}]"
+
+
+def embedding_for(text: str, dims: int = 16) -> list[float]:
+    """The deterministic unit vector the server returns for ``text``.
+
+    >>> round(sum(v * v for v in embedding_for("hello", 8)), 5)
+    1.0
+    """
+    blocks = math.ceil(dims * 4 / 32)
+    raw = b"".join(hashlib.sha256(f"{i}:{text}".encode()).digest() for i in range(blocks))
+    values = [u / 2**31 - 1.0 for u in struct.unpack(f"<{dims}I", raw[: dims * 4])]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    packed = struct.pack(f"<{dims}f", *(v / norm for v in values))
+    return list(struct.unpack(f"<{dims}f", packed))  # float32 values, same as base64
+
+
+def _embedding_inputs(value: Any) -> list[str] | None:
+    """``input`` as a list of texts; token-id lists become their repr."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not value:
+        return None
+    if all(isinstance(v, int) for v in value):
+        return [repr(value)]
+    if all(isinstance(v, (str, list)) for v in value):
+        return [v if isinstance(v, str) else repr(v) for v in value]
+    return None
+
+
+def _error(status: int, message: str, kind: str, code: str | None = None,
+           param: str | None = None, headers: dict[str, str] | None = None) -> _Reply:
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return _Reply(status, body, headers or {})
+
+
+def _invalid(message: str, param: str | None = None) -> _Reply:
+    return _error(400, message, "invalid_request_error", param=param)
+
+
+def _fault_reply(status: int, retry_after_s: float | None) -> _Reply:
+    default = ("server_error" if status >= 500 else "invalid_request_error", None, f"Injected HTTP {status}.")
+    kind, code, message = _STATUS_ERRORS.get(status, default)
+    headers = {}
+    if retry_after_s is not None:
+        headers = {"Retry-After": f"{retry_after_s:g}", "retry-after-ms": str(round(retry_after_s * 1000))}
+    return _error(status, message, kind, code, headers=headers)
+
+
+def _route(path: str) -> str:
+    """``/v1/chat/completions?x=1`` -> ``/chat/completions``."""
+    path = path.split("?", 1)[0].rstrip("/")
+    return path[3:] if path.startswith("/v1/") else path
+
+
+def _parse_json(raw: bytes) -> tuple[dict[str, Any], _Reply | None]:
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {}, _invalid("We could not parse the JSON body of your request. Send valid JSON.")
+    if not isinstance(body, dict):
+        return {}, _invalid("The request body must be a JSON object.")
+    return body, None
+
+
+# ---------------------------------------------------------------- JSON schema values
+
+
+@dataclass(frozen=True)
+class _SchemaFaker:
+    """Builds a value valid under a (pydantic v2) JSON schema, varied by prompt."""
+
+    root: dict[str, Any]
+    text: str
+    digest: str
+
+    def value(self, schema: Any, name: str = "item", depth: int = 0) -> Any:
+        schema = self._resolve(schema if isinstance(schema, dict) else {})
+        if "const" in schema:
+            return schema["const"]
+        if schema.get("enum"):
+            return self._pick(schema["enum"], name)
+        options = schema.get("anyOf") or schema.get("oneOf")
+        if options:
+            return self.value(self._option(options, depth), name, depth)
+        if schema.get("allOf"):
+            merged = {k: v for k, v in schema.items() if k != "allOf"}
+            for part in schema["allOf"]:
+                merged = {**merged, **self._resolve(part)}
+            return self.value(merged, name, depth)
+        kind = self._kind(schema, depth)
+        if kind is None:
+            return schema["default"] if "default" in schema else self._string(schema, name, depth)
+        return _GENERATORS.get(kind, _SchemaFaker._string)(self, schema, name, depth)
+
+    def _resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
+        for _ in range(64):
+            ref = schema.get("$ref")
+            if not isinstance(ref, str):
+                break
+            target: Any = self.root
+            for part in ref.lstrip("#").split("/")[1:]:
+                part = part.replace("~1", "/").replace("~0", "~")
+                target = target.get(part, {}) if isinstance(target, dict) else {}
+            schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        return schema
+
+    def _option(self, options: list[Any], depth: int) -> Any:
+        real = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
+        if not real or (depth >= _MAX_DEPTH and len(real) < len(options)):
+            return {"type": "null"}
+        return real[0]
+
+    def _kind(self, schema: dict[str, Any], depth: int) -> str | None:
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            real = [k for k in kind if k != "null"]
+            kind = "null" if not real or (depth >= _MAX_DEPTH and "null" in kind) else real[0]
+        if kind is None and "properties" in schema:
+            return "object"
+        if kind is None and ("items" in schema or "prefixItems" in schema):
+            return "array"
+        return kind
+
+    def _seed(self, name: str) -> int:
+        return int(hashlib.sha256(f"{self.digest}:{name}".encode()).hexdigest()[:8], 16)
+
+    def _pick(self, options: list[Any], name: str) -> Any:
+        return options[self._seed(name) % len(options)]
+
+    def _string(self, schema: dict[str, Any], name: str, depth: int) -> str:
+        fmt = schema.get("format")
+        if fmt in _FORMATS:
+            return _FORMATS[fmt]
+        if fmt == "uuid":
+            return str(uuid.UUID(self.digest[:32]))
+        text = self.text if _TEXT_FIELD.search(name) else f"{name} {self.digest[:6]}"
+        text = text.ljust(schema.get("minLength", 0), "x")
+        return text[: schema["maxLength"]] if "maxLength" in schema else text
+
+    def _integer(self, schema: dict[str, Any], name: str, depth: int) -> int:
+        lo, hi = _bounds(schema, integer=True)
+        seed = self._seed(name)
+        if lo is not None and hi is not None:
+            return lo + seed % (hi - lo + 1) if hi >= lo else lo
+        if lo is not None or hi is not None:
+            return lo + seed % 10 if lo is not None else hi - seed % 10
+        return seed % 10
+
+    def _number(self, schema: dict[str, Any], name: str, depth: int) -> float:
+        lo, hi = _bounds(schema, integer=False)
+        frac = (self._seed(name) % 999 + 1) / 1000  # strictly inside (0, 1): exclusive bounds hold
+        if lo is not None and hi is not None:
+            return lo + (hi - lo) * frac
+        if lo is not None or hi is not None:
+            return lo + 10 * frac if lo is not None else hi - 10 * frac
+        return round(10 * frac, 3)
+
+    def _boolean(self, schema: dict[str, Any], name: str, depth: int) -> bool:
+        return self._seed(name) % 2 == 0
+
+    def _null(self, schema: dict[str, Any], name: str, depth: int) -> None:
+        return None
+
+    def _array(self, schema: dict[str, Any], name: str, depth: int) -> list[Any]:
+        if "prefixItems" in schema:
+            return [self.value(s, f"{name}_{i}", depth + 1) for i, s in enumerate(schema["prefixItems"])]
+        count = schema.get("minItems", 0) if depth >= _MAX_DEPTH else max(schema.get("minItems", 0), 1)
+        count = min(count, schema.get("maxItems", count))
+        names = [name] + [f"{name}_{i}" for i in range(1, count)]
+        return [self.value(schema.get("items", {}), n, depth + 1) for n in names[:count]]
+
+    def _object(self, schema: dict[str, Any], name: str, depth: int) -> dict[str, Any]:
+        props, required = schema.get("properties", {}), set(schema.get("required", []))
+        keep = [k for k in props if depth < _MAX_DEPTH or k in required]
+        return {k: self.value(props[k], k, depth + 1) for k in keep}
+
+
+_GENERATORS: dict[str, Callable[..., Any]] = {
+    "string": _SchemaFaker._string, "integer": _SchemaFaker._integer,
+    "number": _SchemaFaker._number, "boolean": _SchemaFaker._boolean,
+    "null": _SchemaFaker._null, "array": _SchemaFaker._array, "object": _SchemaFaker._object,
+}
+
+
+def _bounds(schema: dict[str, Any], *, integer: bool) -> tuple[Any, Any]:
+    """The tightest (low, high) of minimum/maximum and their exclusive forms."""
+    lows, highs = [], []
+    if "minimum" in schema:
+        lows.append(math.ceil(schema["minimum"]) if integer else schema["minimum"])
+    if "exclusiveMinimum" in schema:
+        lows.append(math.floor(schema["exclusiveMinimum"]) + 1 if integer else schema["exclusiveMinimum"])
+    if "maximum" in schema:
+        highs.append(math.floor(schema["maximum"]) if integer else schema["maximum"])
+    if "exclusiveMaximum" in schema:
+        highs.append(math.ceil(schema["exclusiveMaximum"]) - 1 if integer else schema["exclusiveMaximum"])
+    return (max(lows) if lows else None), (min(highs) if highs else None)
+
+
+def _json_content(response_format: Any, messages: list[dict[str, Any]]) -> str | None:
+    """JSON text for a ``response_format`` asking for JSON, else None."""
+    if not isinstance(response_format, dict):
+        return None
+    kind, text = response_format.get("type"), reply_for(messages)
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if kind == "json_schema" and isinstance(schema, dict):
+        return json.dumps(_SchemaFaker(schema, text, _digest(messages)).value(schema))
+    if kind in ("json_object", "json_schema"):
+        return json.dumps({"summary": text})
+    return None
+
+
+# ---------------------------------------------------------------- the server
+
+
+class _Faults:
+    """Injected failures and hangs, consumed one request at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.clear()
+
+    def clear(self) -> None:
+        with self._lock:
+            self.rate, self.rate_status, self.rate_retry = 0.0, 429, 0.0
+            self.rng = random.Random(0)
+            self.fail_left, self.fail_status, self.fail_retry = 0, 500, None
+            self.hang_left, self.hang_s = 0, 0.0
+
+    def set_rate(self, rate: float, status: int, retry_after_s: float | None, seed: int) -> None:
+        with self._lock:
+            self.rate, self.rate_status, self.rate_retry = rate, status, retry_after_s
+            self.rng = random.Random(seed)
+
+    def set_fail(self, n: int, status: int, retry_after_s: float | None) -> None:
+        with self._lock:
+            self.fail_left, self.fail_status, self.fail_retry = n, status, retry_after_s
+
+    def set_hang(self, n: int, seconds: float) -> None:
+        with self._lock:
+            self.hang_left, self.hang_s = n, seconds
+
+    def take(self) -> tuple[float, _Reply | None]:
+        """(seconds to hang, error reply or None) for the next request."""
+        with self._lock:
+            hang = self.hang_s if self.hang_left > 0 else 0.0
+            self.hang_left = max(0, self.hang_left - 1)
+            if self.fail_left > 0:
+                self.fail_left -= 1
+                return hang, _fault_reply(self.fail_status, self.fail_retry)
+            if self.rate > 0 and self.rng.random() < self.rate:
+                return hang, _fault_reply(self.rate_status, self.rate_retry)
+            return hang, None
+
+
+class LoopbackLLM:
+    """An OpenAI-compatible server on 127.0.0.1 with deterministic answers.
+
+    Example::
+
+        with LoopbackLLM(latency_s=0.1) as server:
+            server.fail_next(1, status=429, retry_after_s=0.05)
+            ...  # call server.url as the api_base; inspect server.requests
+    """
+
+    def __init__(self, *, latency_s: float = 0.0, embedding_dims: int = 16,
+                 reply: Callable[[list[dict[str, Any]]], str] | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        self.latency_s = latency_s
+        self.embedding_dims = embedding_dims
+        self.reply = reply
+        self.host = host
+        self.refuse_marker = "[[refuse]]"
+        self.too_long_marker = "[[too-long]]"
+        self._port = port
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._in_flight = self._peak = 0
+        self._faults = _Faults()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle
+    def start(self) -> LoopbackLLM:
+        """Bind (a free port if ``port=0``) and serve on a daemon thread."""
+        if self._server is None:
+            self._stopping = threading.Event()
+            self._server = _Server((self.host, self._port), self)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                name=f"LoopbackLLM:{self.port}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake hanging requests and close open connections."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> LoopbackLLM:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port once started (the requested one before)."""
+        return self._server.server_address[1] if self._server else self._port
+
+    @property
+    def url(self) -> str:
+        """The ``api_base``: ``http://127.0.0.1:PORT/v1``."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    # what was received
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received, in order."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def request_count(self) -> int:
+        """Every HTTP request, failed and injected ones included."""
+        with self._lock:
+            return len(self._requests)
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        """Requests to ``/chat/completions``."""
+        return [r for r in self.requests if _route(r.path) == "/chat/completions"]
+
+    @property
+    def embedding_requests(self) -> list[RecordedRequest]:
+        """Requests to ``/embeddings``."""
+        return [r for r in self.requests if _route(r.path) == "/embeddings"]
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests handled at the same moment."""
+        with self._lock:
+            return self._peak
+
+    def reset(self) -> None:
+        """Forget requests and the peak; clear injected faults (not ``latency_s``)."""
+        with self._lock:
+            self._requests.clear()
+            self._peak = self._in_flight
+        self._faults.clear()
+
+    # fault injection
+    def fail_rate(self, rate: float, *, status: int = 429, retry_after_s: float | None = 0.0,
+                  seed: int = 0) -> None:
+        """Fail each request with probability ``rate`` (seeded, deterministic).
+
+        Example: ``server.fail_rate(0.3, status=503)``; ``server.fail_rate(0)`` turns it off.
+        """
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be between 0 and 1, got {rate!r}")
+        self._faults.set_rate(rate, status, retry_after_s, seed)
+
+    def fail_next(self, n: int, *, status: int = 500, retry_after_s: float | None = None) -> None:
+        """Fail the next ``n`` requests with ``status``. Example: ``server.fail_next(2)``."""
+        self._faults.set_fail(n, status, retry_after_s)
+
+    def hang_next(self, n: int, *, seconds: float = 30.0) -> None:
+        """Make the next ``n`` requests wait ``seconds`` (or until stop) before answering.
+
+        Example: ``server.hang_next(1, seconds=5)`` then call with ``timeout=0.5``.
+        """
+        self._faults.set_hang(n, seconds)
+
+    # request handling (called from the handler threads)
+    @contextmanager
+    def _tracking(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+            self._peak = max(self._peak, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _respond(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> _Reply:
+        body, bad_json = _parse_json(raw) if method != "GET" else ({}, None)
+        redacted = {k: "<redacted>" if k in _SECRET_HEADERS else v for k, v in headers.items()}
+        with self._lock:
+            self._requests.append(RecordedRequest(path, body, redacted, method))
+        self._pause(self.latency_s)
+        hang, fault = self._faults.take()
+        self._pause(hang)
+        endpoint = _ENDPOINTS.get((method, _route(path)))
+        if fault is not None:
+            return fault
+        if bad_json is not None:
+            return bad_json
+        if endpoint is None:
+            return _error(404, f"Invalid URL ({method} {path})", "invalid_request_error")
+        return endpoint(self, body)
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the server stops."""
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    def _marker_error(self, texts: list[str], param: str) -> _Reply | None:
+        joined = "\n".join(texts)
+        if self.refuse_marker and self.refuse_marker in joined:
+            return _error(400, _REFUSAL, "invalid_request_error", "content_policy_violation")
+        if self.too_long_marker and self.too_long_marker in joined:
+            return _error(400, _TOO_LONG, "invalid_request_error", "context_length_exceeded", param)
+        return None
+
+    def _chat(self, body: dict[str, Any]) -> _Reply:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            return _invalid("'messages' must be a non-empty list of message objects.", "messages")
+        if body.get("stream"):
+            return _invalid("The loopback LLM does not stream; call it with stream=False.", "stream")
+        texts = [_text_of(m.get("content")) for m in messages]
+        error = self._marker_error(texts, "messages")
+        if error:
+            return error
+        try:
+            content = self._content(messages, body.get("response_format"))
+        except Exception as exc:  # the user's reply callable failed
+            return _error(500, f"The reply function raised {exc!r}.", "server_error")
+        return _Reply(200, _completion(body, content, _word_count(texts)))
+
+    def _content(self, messages: list[dict[str, Any]], response_format: Any) -> str:
+        if self.reply is not None:
+            return self.reply(messages)  # verbatim, even in JSON mode (to test bad output)
+        return _json_content(response_format, messages) or reply_for(messages)
+
+    def _embeddings(self, body: dict[str, Any]) -> _Reply:
+        texts = _embedding_inputs(body.get("input"))
+        dims = body.get("dimensions", self.embedding_dims)
+        if texts is None:
+            return _invalid("'input' must be a string or a non-empty list of strings or token ids.", "input")
+        if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
+            return _invalid("'dimensions' must be a positive integer.", "dimensions")
+        if body.get("encoding_format", "float") not in ("float", "base64", None):
+            return _invalid("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
+        error = self._marker_error(texts, "input")
+        if error:
+            return error
+        as_b64 = body.get("encoding_format") == "base64"
+        data = [{"object": "embedding", "index": i, "embedding": _encode(embedding_for(t, dims), as_b64)}
+                for i, t in enumerate(texts)]
+        tokens = sum(_word_count([t]) for t in texts)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return _Reply(200, {"object": "list", "data": data, "model": body.get("model"), "usage": usage})
+
+    def _models(self, body: dict[str, Any]) -> _Reply:
+        model = {"id": "loopback", "object": "model", "created": 0, "owned_by": "kura_magic"}
+        return _Reply(200, {"object": "list", "data": [model]})
+
+
+def _encode(vector: list[float], as_b64: bool) -> list[float] | str:
+    if not as_b64:
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def _completion(body: dict[str, Any], content: str, prompt_tokens: int) -> dict[str, Any]:
+    """The chat.completion body; ``max_tokens`` cuts plain text to that many words."""
+    limit = body.get("max_tokens") or body.get("max_completion_tokens")
+    words, finish = content.split(), "stop"
+    json_mode = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
+    if isinstance(limit, int) and 0 < limit < len(words) and not json_mode:  # never break JSON
+        content, words, finish = " ".join(words[:limit]), words[:limit], "length"
+    choices = [{"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
+               for i in range(max(1, int(body.get("n") or 1)))]
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(words)) * len(choices)}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model"), "choices": choices, "usage": usage,
+            "system_fingerprint": "fp_loopback"}
+
+
+_ENDPOINTS: dict[tuple[str, str], Callable[[LoopbackLLM, dict[str, Any]], _Reply]] = {
+    ("POST", "/chat/completions"): LoopbackLLM._chat,
+    ("POST", "/embeddings"): LoopbackLLM._embeddings,
+    ("GET", "/models"): LoopbackLLM._models,
+}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], llm: LoopbackLLM) -> None:
+        super().__init__(address, _Handler)
+        self.llm = llm
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def track(self, connection: socket.socket, open_: bool) -> None:
+        with self._connections_lock:
+            (self._connections.add if open_ else self._connections.discard)(connection)
+
+    def close_connections(self) -> None:
+        """Shut keep-alive sockets so no handler thread serves after stop()."""
+        with self._connections_lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # a client hanging up is not news
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, False)
+        super().finish()
+
+    def do_GET(self) -> None:
+        llm = self.server.llm
+        with llm._tracking():
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            reply = llm._respond(self.command, self.path, headers, self._read_body())
+            self._send(reply)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
+
+    def _read_body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            return b""
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, reply: _Reply) -> None:
+        data = json.dumps(reply.body).encode("utf-8")
+        try:
+            self.send_response(reply.status)
+            for name, value in {"Content-Type": "application/json", **reply.headers}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:  # the client gave up (e.g. its timeout fired during a hang)
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: no per-request lines on stderr."""
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m kura_magic.testing",
+                                     description="Serve a loopback OpenAI-compatible LLM.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--embedding-dims", type=int, default=16)
+    parser.add_argument("--port-file", type=Path, help="write the bound port to this file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until Ctrl-C or SIGTERM. Example: ``python -m kura_magic.testing --port 8765``."""
+    args = _parser().parse_args(argv)
+    done = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+    with LoopbackLLM(latency_s=args.latency, embedding_dims=args.embedding_dims,
+                     host=args.host, port=args.port) as server:
+        print(f"kura_magic loopback LLM on {server.url}", flush=True)
+        if args.port_file is not None:
+            partial = args.port_file.with_name(args.port_file.name + ".partial")
+            partial.write_text(f"{server.port}\n")
+            partial.replace(args.port_file)  # atomic: a poller never reads half a file
+        try:
+            while not done.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
