@@ -9,6 +9,8 @@ kernel's own loop free to carry widget updates.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -32,7 +34,23 @@ def background_loop() -> asyncio.AbstractEventLoop:
                 target=_loop.run_forever, name="kura_magic-loop", daemon=True
             )
             _thread.start()
+            atexit.register(_shutdown, _loop)
         return _loop
+
+
+def _shutdown(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left on the loop (litellm's logging worker) so exit is quiet."""
+
+    async def cancel_others() -> None:
+        current = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not current:
+                task.cancel()
+
+    if loop.is_running():
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(cancel_others(), loop).result(timeout=2)
+        loop.call_soon_threadsafe(loop.stop)
 
 
 def run_sync(

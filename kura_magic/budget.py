@@ -12,11 +12,14 @@ from kura_magic.errors import BudgetError
 DEFAULT_COMPLETION_TOKENS = 200
 
 
-def estimate_call(call: gateway.ChatCall) -> float | None:
-    """litellm's price for the call's prompt and an expected reply; None if no price is known."""
+def estimate_call(call: gateway.ChatCall, *, reply_tokens: float | None = None) -> float | None:
+    """litellm's price for the call's prompt and an expected reply; None if no price is known.
+
+    The reply is `max_tokens` long if the call sets it, else `reply_tokens`, else a guess.
+    """
     lib = gateway.litellm()
     prompt_tokens = lib.token_counter(model=call.model, messages=list(call.messages))
-    completion_tokens = call.params.get("max_tokens") or DEFAULT_COMPLETION_TOKENS
+    completion_tokens = call.params.get("max_tokens") or reply_tokens or DEFAULT_COMPLETION_TOKENS
     try:
         prompt_cost, completion_cost = lib.cost_per_token(
             model=call.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
@@ -49,6 +52,8 @@ class Budget:
     max_cost: float | None
     spent: float = 0.0
     reserved: float = 0.0
+    replies: int = 0
+    reply_tokens: int = 0
 
     @classmethod
     def create(cls, max_cost: float | None, model: str) -> Budget:
@@ -73,7 +78,8 @@ class Budget:
         """Reserve the call's estimate, or return None if it would pass the budget."""
         if self.max_cost is None or call is None:
             return 0.0
-        estimate = estimate_call(call) or 0.0
+        average = self.reply_tokens / self.replies if self.replies else None
+        estimate = estimate_call(call, reply_tokens=average) or 0.0
         if self.spent + self.reserved + estimate > self.max_cost:
             return None
         self.reserved += estimate
@@ -82,5 +88,8 @@ class Budget:
     def release(self, estimate: float) -> None:
         self.reserved -= estimate
 
-    def record(self, cost: float | None) -> None:
+    def record(self, cost: float | None, reply_tokens: int) -> None:
+        """Count a finished call; its reply length sharpens the next estimates."""
         self.spent += cost or 0.0
+        self.replies += 1
+        self.reply_tokens += reply_tokens

@@ -206,7 +206,7 @@ async def _make_calls(
                 entry, joined = await plan.context.fetch(call, key)
             finally:
                 spend.release(estimate)
-        spend.record(entry.cost)
+        spend.record(entry.cost, entry.usage.completion_tokens)
         for position, row in enumerate(rows):
             result = _result(plan, row, entry, cached=joined or position > 0)
             results[row] = _count(stats, result, entry)

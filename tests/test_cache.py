@@ -1,0 +1,164 @@
+"""The cache stores: JSON only, experiments, eviction, and damage read as a miss."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sqlite3
+
+import diskcache
+import pytest
+
+import kura_magic as km
+from kura_magic.cache import CacheEntry, CacheWarning, DiskCacheStrategy, MemoryCacheStrategy
+from conftest import API_KEY, make_conversations
+
+PROMPT = "Summarise:\n{{ transcript }}"
+
+
+@pytest.fixture(params=["disk", "memory"])
+def store(request, tmp_path):
+    if request.param == "disk":
+        return DiskCacheStrategy(tmp_path / "store", size_limit=10**7)
+    return MemoryCacheStrategy(size_limit=10**7)
+
+
+def entry(text: str = "hi", cost: float | None = 0.01) -> CacheEntry:
+    return CacheEntry(model="openai/gpt-4o-mini", response=text, cost=cost)
+
+
+def test_entries_round_trip_per_experiment(store):
+    store.set("k1", entry("one"), experiment="a")
+    store.set("k2", entry("two"), experiment="b")
+
+    assert store.get("k1", experiment="a").response == "one"
+    assert store.get("k1", experiment="b") is None
+    info = store.info()
+    assert info.for_experiment("a").entries == 1 and info.for_experiment("b").entries == 1
+    assert info.for_experiment("a").bytes > 0
+
+
+def test_clearing_one_experiment_keeps_the_others(store):
+    store.set("k", entry(), experiment="a")
+    store.set("k", entry(), experiment="b")
+
+    assert store.clear("a") == 1
+    assert store.get("k", experiment="a") is None
+    assert store.get("k", experiment="b") is not None
+    assert store.clear() == 1
+    assert store.info().entries == 0
+
+
+def test_lru_eviction_keeps_the_store_under_its_limit(tmp_path):
+    store = DiskCacheStrategy(tmp_path / "small", size_limit=200_000)
+    big = "x" * 20_000
+    for i in range(40):
+        store.set(f"k{i}", entry(big), experiment="default")
+    sizes = store.info().for_experiment("default")
+    assert sizes.entries < 40
+    assert sizes.bytes <= 200_000
+
+
+def test_memory_store_evicts_least_recently_used():
+    one = len(entry("y" * 200).model_dump_json())
+    store = MemoryCacheStrategy(size_limit=int(one * 3.5))
+    for i in range(3):
+        store.set(f"k{i}", entry("y" * 200), experiment="e")
+    store.get("k0", experiment="e")  # k0 is now the most recently used
+    store.set("k3", entry("y" * 200), experiment="e")
+    assert store.get("k0", experiment="e") is not None
+    assert store.get("k1", experiment="e") is None
+
+
+def test_a_corrupt_entry_is_a_miss_and_is_replaced(llm, tmp_path):
+    conversations = make_conversations(2)
+    first = km.summarise(conversations, PROMPT)
+    raw = diskcache.Cache(str(tmp_path / "cache"))
+    damaged = f"default::{first[0].key}"
+    raw.set(damaged, b"{not json")
+    raw.close()
+
+    with pytest.warns(CacheWarning, match="unreadable"):
+        second = km.summarise(conversations, PROMPT)
+
+    assert (second.stats.fresh, second.stats.cached) == (1, 1)
+    assert llm.request_count == 3
+    assert km.summarise(conversations, PROMPT).stats.cached == 2
+
+
+def test_a_pickled_value_is_never_loaded(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    store = DiskCacheStrategy(tmp_path / "shared")
+    evil = diskcache.Cache(str(tmp_path / "shared"))
+    evil.set("default::k", Boom())
+    evil.close()
+
+    with pytest.warns(CacheWarning):
+        assert store.get("k", experiment="default") is None
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_the_cache_directory_holds_no_pickle_and_no_api_key(llm, tmp_path):
+    km.summarise(make_conversations(5), PROMPT)
+    km.complete("hello there")
+
+    directory = tmp_path / "cache"
+    blobs = [p.read_bytes() for p in directory.rglob("*") if p.is_file()]
+    assert blobs and not any(API_KEY.encode() in blob for blob in blobs)
+    with sqlite3.connect(directory / "cache.db") as db:
+        modes = {mode for (mode,) in db.execute("SELECT DISTINCT mode FROM Cache")}
+        values = [value for (value,) in db.execute("SELECT value FROM Cache")]
+    assert diskcache.core.MODE_PICKLE not in modes
+    assert all(v is None or not bytes(v).startswith(pickle.PROTO) for v in values)
+
+
+def test_a_cache_path_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch, llm):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("I am a file")
+    monkeypatch.setenv("KURA_MAGIC_CACHE", str(blocker))
+    with pytest.raises(km.CacheError, match="not-a-dir"):
+        km.summarise(make_conversations(1), PROMPT)
+    assert llm.request_count == 0
+
+
+@pytest.mark.parametrize("word", ["0", "false", "off", "OFF"])
+def test_caching_can_be_switched_off(word, monkeypatch, llm):
+    monkeypatch.setenv("KURA_MAGIC_CACHE", word)
+    conversations = make_conversations(2)
+    km.summarise(conversations, PROMPT)
+    run = km.summarise(conversations, PROMPT)
+    assert run.stats.fresh == 2 and llm.request_count == 4
+    assert km.cache_info().enabled is False
+
+
+def test_export_and_import_replays_an_experiment_offline(llm, tmp_path, monkeypatch):
+    conversations = make_conversations(4)
+    km.summarise(conversations, PROMPT, experiment="shared")
+    exported = tmp_path / "shared.jsonl"
+    assert km.export_experiment(exported, "shared") == 4
+
+    monkeypatch.setenv("KURA_MAGIC_CACHE", str(tmp_path / "teammate"))
+    monkeypatch.setenv("KURA_MAGIC_OFFLINE", "1")
+    assert km.import_experiment(exported, "shared") == 4
+    run = km.summarise(conversations, PROMPT, experiment="shared")
+    assert run.stats.cached == 4 and llm.request_count == 4
+
+
+def test_import_of_a_file_that_is_not_an_export_names_the_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": "k", "entry": {"model": "m"}}\nnot json\n')
+    with pytest.raises(km.DataError, match="line 2"):
+        km.import_experiment(bad, "x")
+
+
+def test_cache_info_reports_directory_and_active_experiment(llm, tmp_path):
+    km.summarise(make_conversations(2), PROMPT)
+    info = km.cache_info()
+    assert info.directory == str(tmp_path / "cache")
+    assert info.entries == 2 and info.bytes > 0
+    assert info.active_experiment == "default"
+    assert set(km.cache_info("other").experiments) == {"other"}
+
