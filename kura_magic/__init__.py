@@ -18,6 +18,15 @@ from kura_magic.cache import CacheEntry, CacheStrategy, DiskCacheStrategy, Memor
 from kura_magic.calls import CacheMode
 from kura_magic.completion import acomplete, complete
 from kura_magic.config import Settings, configure, settings
+from kura_magic.embeddings import (
+    Embedding,
+    Embeddings,
+    aembed,
+    clear_embedding_cache,
+    embed,
+    embedding_cache_info,
+    embedding_key,
+)
 from kura_magic.errors import (
     AuthenticationError,
     BudgetError,
@@ -53,11 +62,13 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationError", "BudgetError", "CacheEntry", "CacheError", "CacheInfo",
     "CacheMissError", "CacheMode", "CacheStrategy", "Completion", "ConfigError",
-    "Conversation", "DataError", "DiskCacheStrategy", "DryRun", "ExperimentInfo",
+    "Conversation", "DataError", "DiskCacheStrategy", "DryRun", "Embedding", "Embeddings",
+    "ExperimentInfo",
     "KuraMagicError", "KuraSummary", "MemoryCacheStrategy", "Message", "MissingAPIKeyError",
     "ModelError", "ResponseError", "RunStats", "SchemaError", "Settings", "SummaryResult",
     "SummaryRun", "TemplateError", "UnknownModelError", "Usage", "acomplete",
-    "active_experiment", "asummarise", "cache_info", "cache_key", "clear_cache", "complete",
+    "active_experiment", "aembed", "asummarise", "cache_info", "cache_key", "clear_cache",
+    "clear_embedding_cache", "complete", "embed", "embedding_cache_info", "embedding_key",
     "configure", "experiment", "export_experiment", "import_experiment",
     "load_conversations", "settings", "summarise",
 ]

@@ -13,7 +13,7 @@ import time
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,7 +60,7 @@ class CacheStrategy(ABC):
 
     def get(self, key: str, *, experiment: str) -> CacheEntry | None:
         """The entry stored for `key` in `experiment`, or None."""
-        data = self._read(key, experiment)
+        data = self.read_bytes(key, experiment)
         if data is None:
             return None
         try:
@@ -72,7 +72,7 @@ class CacheStrategy(ABC):
 
     def set(self, key: str, entry: CacheEntry, *, experiment: str) -> None:
         """Store `entry` under `key` in `experiment`, replacing any older one."""
-        self._write(key, experiment, entry.model_dump_json().encode("utf-8"))
+        self.write_bytes(key, experiment, entry.model_dump_json().encode("utf-8"))
 
     def entries(self, experiment: str) -> Iterator[tuple[str, CacheEntry]]:
         """Every readable (key, entry) of one experiment, for export."""
@@ -82,10 +82,12 @@ class CacheStrategy(ABC):
                 yield key, entry
 
     @abstractmethod
-    def _read(self, key: str, experiment: str) -> bytes | None: ...
+    def read_bytes(self, key: str, experiment: str) -> bytes | None:
+        """The stored bytes, or None (a storage failure is a miss with a warning)."""
 
     @abstractmethod
-    def _write(self, key: str, experiment: str, data: bytes) -> None: ...
+    def write_bytes(self, key: str, experiment: str, data: bytes) -> None:
+        """Store bytes as they are (the embedding store keeps raw float32 vectors)."""
 
     @abstractmethod
     def _keys(self, experiment: str) -> list[str]: ...
@@ -170,14 +172,14 @@ class DiskCacheStrategy(CacheStrategy):
                 "Point KURA_MAGIC_CACHE at a writable directory, or set it to 'off'."
             ) from exc
 
-    def _read(self, key: str, experiment: str) -> bytes | None:
+    def read_bytes(self, key: str, experiment: str) -> bytes | None:
         try:
             return self._cache.get(_storage_key(key, experiment))
         except (diskcache.Timeout, sqlite3.OperationalError, _PickledData, OSError) as exc:
             _warn_storage("read", key, exc)
             return None
 
-    def _write(self, key: str, experiment: str, data: bytes) -> None:
+    def write_bytes(self, key: str, experiment: str, data: bytes) -> None:
         try:
             self._cache.set(_storage_key(key, experiment), data, tag=experiment)
         except (diskcache.Timeout, sqlite3.OperationalError) as exc:
@@ -244,14 +246,14 @@ class MemoryCacheStrategy(CacheStrategy):
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def _read(self, key: str, experiment: str) -> bytes | None:
+    def read_bytes(self, key: str, experiment: str) -> bytes | None:
         with self._lock:
             data = self._data.get((experiment, key))
             if data is not None:
                 self._data.move_to_end((experiment, key))
             return data
 
-    def _write(self, key: str, experiment: str, data: bytes) -> None:
+    def write_bytes(self, key: str, experiment: str, data: bytes) -> None:
         with self._lock:
             self._pop((experiment, key))
             self._data[(experiment, key)] = data
@@ -299,10 +301,10 @@ class NullCacheStrategy(CacheStrategy):
 
     kind = "off"
 
-    def _read(self, key: str, experiment: str) -> bytes | None:
+    def read_bytes(self, key: str, experiment: str) -> bytes | None:
         return None
 
-    def _write(self, key: str, experiment: str, data: bytes) -> None:
+    def write_bytes(self, key: str, experiment: str, data: bytes) -> None:
         return None
 
     def _keys(self, experiment: str) -> list[str]:
@@ -331,10 +333,14 @@ def open_cache(config: Settings) -> CacheStrategy:
     """
     if not config.caching_enabled:
         return NullCacheStrategy()
-    slot = (config.cache, config.cache_size_limit)
+    return open_once((config.cache, config.cache_size_limit), lambda: _make_store(config))
+
+
+def open_once(slot: tuple[str, int], make: Callable[[], CacheStrategy]) -> CacheStrategy:
+    """The store for `slot` (location, size limit), made on first use; see `close_all`."""
     with _opened_lock:
         if slot not in _opened:
-            _opened[slot] = _make_store(config)
+            _opened[slot] = make()
         return _opened[slot]
 
 
@@ -350,7 +356,7 @@ def _make_store(config: Settings) -> CacheStrategy:
 
 
 def close_all() -> None:
-    """Close every cache opened by `open_cache` (tests call this between cases)."""
+    """Close every store opened by `open_once` (tests call this between cases)."""
     with _opened_lock:
         for store in _opened.values():
             store.close()

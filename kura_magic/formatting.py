@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 
 def money(amount: float | None, *, unknown: int = 0) -> str:
-    """Dollars to four significant places; '≥' when some costs are unknown.
+    """Dollars in plain decimals, three significant digits below a cent; '≥' when some
+    costs are unknown.
 
     Example:
-        >>> money(0.00123), money(1.5), money(0.0, unknown=2), money(None)
-        ('$0.00123', '$1.50', '≥ $0.00', 'unknown')
+        >>> money(0.00123), money(0.0000973), money(1.5), money(0.0, unknown=2), money(None)
+        ('$0.00123', '$0.0000973', '$1.50', '≥ $0.00', 'unknown')
     """
     if amount is None:
         return "unknown"
     prefix = "≥ " if unknown else ""
-    if amount == 0 or amount >= 0.01:
+    if amount == 0 or abs(amount) >= 0.01:
         return f"{prefix}${amount:,.2f}"
-    return f"{prefix}${amount:.3g}"
+    decimals = 2 - math.floor(math.log10(abs(amount)))
+    return f"{prefix}${amount:.{decimals}f}"
 
 
 def size(n_bytes: int | None) -> str:

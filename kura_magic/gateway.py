@@ -14,6 +14,7 @@ import random
 import re
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -54,6 +55,9 @@ def litellm() -> ModuleType:
     """Import litellm on first use (loading the extension or a cached run never pays for it)."""
     import litellm as module
 
+    # The only global we touch, and it changes no call: without it litellm prints a
+    # "Give Feedback / Get Help" banner into the notebook on every retried 429.
+    module.suppress_debug_info = True
     return module
 
 
@@ -89,14 +93,16 @@ class Outcome:
 
 
 @dataclass
-class _Failure:
+class Failure:
+    """A failed provider call, sorted by `classify()`."""
+
     kind: ErrorKind
     error_type: str
     message: str
     retry_after_s: float | None = None
 
 
-def classify(exc: BaseException) -> _Failure:
+def classify(exc: BaseException) -> Failure:
     """Sort a provider exception into transient / deterministic / fatal / other."""
     kind, error_type = "other", type(exc).__name__
     for cls in type(exc).__mro__:
@@ -106,7 +112,7 @@ def classify(exc: BaseException) -> _Failure:
     status = getattr(exc, "status_code", None)
     if kind == "other" and isinstance(status, int) and status >= 500:
         kind, error_type = "transient", "server_error"
-    return _Failure(kind, error_type, _short_message(exc), _retry_after(exc))
+    return Failure(kind, error_type, _short_message(exc), _retry_after(exc))
 
 
 _SECRET_PATTERN = re.compile(r"\b(sk|key|token)-[A-Za-z0-9_*\-]{4,}", re.IGNORECASE)
@@ -204,8 +210,11 @@ async def complete_call(
     cost: float | None = 0.0
     usage = Usage()
     for schema_attempt in range(SCHEMA_RETRIES + 1):
-        response = await _with_retries(call, messages, timeout_s, max_retries, retry_base_s)
-        if isinstance(response, _Failure):
+        response = await with_retries(
+            lambda: litellm().acompletion(**_request(call, messages, timeout_s)),
+            model=call.model, max_retries=max_retries, retry_base_s=retry_base_s,
+        )
+        if isinstance(response, Failure):
             return _failed(call, response, started, usage, cost)
         text, step_usage, step_cost = _read_response(response)
         usage = _add_usage(usage, step_usage)
@@ -224,18 +233,18 @@ async def complete_call(
     return Outcome(entry, cacheable=True)
 
 
-async def _with_retries(
-    call: ChatCall, messages: list[dict[str, Any]], timeout_s: float, max_retries: int,
-    retry_base_s: float,
+async def with_retries(
+    send: Callable[[], Awaitable[Any]], *, model: str, max_retries: int, retry_base_s: float
 ) -> Any:
-    """The litellm response, or the _Failure that ended the attempts; fatal errors raise."""
+    """`await send()` with transient errors retried: the response, or the `Failure` that
+    ended the attempts; fatal errors raise `ModelError`."""
     for attempt in range(max_retries + 1):
         try:
-            return await litellm().acompletion(**_request(call, messages, timeout_s))
+            return await send()
         except Exception as exc:  # litellm raises many classes; classify() sorts them
             failure = classify(exc)
             if failure.kind == "fatal":
-                raise _fatal_error(call.model, failure) from exc
+                raise _fatal_error(model, failure) from exc
             if failure.kind != "transient" or attempt == max_retries:
                 return failure
             await asyncio.sleep(
@@ -311,7 +320,7 @@ def _entry(
 
 
 def _failed(
-    call: ChatCall, failure: _Failure, started: float, usage: Usage, cost: float | None
+    call: ChatCall, failure: Failure, started: float, usage: Usage, cost: float | None
 ) -> Outcome:
     entry = _entry(
         call, started, usage, cost, error=failure.message, error_type=failure.error_type
@@ -319,7 +328,7 @@ def _failed(
     return Outcome(entry, cacheable=failure.kind == "deterministic")
 
 
-def _fatal_error(model: str, failure: _Failure) -> ModelError:
+def _fatal_error(model: str, failure: Failure) -> ModelError:
     if failure.error_type == "unknown_model":
         return UnknownModelError(f"the provider does not know model {model!r}: {failure.message}")
     return AuthenticationError(

@@ -6,12 +6,14 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, overload
 
 from pydantic import BaseModel
 
 from kura_magic import budget, gateway
 from kura_magic.cache import CacheEntry, CacheStrategy
+from kura_magic.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from kura_magic.calls import CacheMode, CallContext
 from kura_magic.background import run_sync
 from kura_magic.errors import CacheMissError, ConfigError, ModelError
@@ -101,6 +103,7 @@ async def asummarise(
     api_key: str | None = None,
     api_base: str | None = None,
     dry_run: bool = False,
+    checkpoint: str | Path | None = None,
     on_progress: ProgressCallback | None = None,
     _control: RunControl | None = None,
 ) -> SummaryRun | DryRun:
@@ -118,21 +121,56 @@ async def asummarise(
         max_concurrency=max_concurrency,
     )
     stats = RunStats(total=len(plan.conversations))
-    results: list[SummaryResult | None] = [None] * len(plan.conversations)
     started = time.perf_counter()
+    saved_at = _checkpoint_path(plan, checkpoint)
+    results: list[SummaryResult | None] | None = None
+    if saved_at is not None and not dry_run:
+        results = _from_checkpoint(plan, saved_at, stats)
+    if results is not None:
+        return _finish(plan, results, stats, started, on_progress, saved_at=None)
+    results = [None] * len(plan.conversations)
     misses = _serve_hits(plan, results, stats)
     _report(on_progress, stats)
     if dry_run:
         return _dry_run(plan, stats, misses)
     if misses:
         await _make_calls(plan, misses, results, stats, started, max_cost, on_progress, _control or RunControl())
+    return _finish(plan, results, stats, started, on_progress, saved_at=saved_at)
+
+
+def _finish(
+    plan: _Plan, results: list[SummaryResult | None], stats: RunStats, started: float,
+    on_progress: ProgressCallback | None, *, saved_at: Path | None,
+) -> SummaryRun:
     stats.elapsed_s = time.perf_counter() - started
     _report(on_progress, stats)
+    rows = [r or _unfinished(plan, i) for i, r in enumerate(results)]
+    if saved_at is not None and all(r.status in ("ok", "error") for r in rows):
+        save_checkpoint(saved_at, rows)
     return SummaryRun(
-        [r or _unfinished(plan, i) for i, r in enumerate(results)], stats,
-        model=plan.model, experiment=context.experiment,
+        rows, stats, model=plan.model, experiment=plan.context.experiment,
         schema_name=plan.schema.__name__ if plan.schema else None, prompt=plan.prompt,
     )
+
+
+def _checkpoint_path(plan: _Plan, directory: str | Path | None) -> Path | None:
+    if directory is None:
+        return None
+    return checkpoint_path(directory, plan.keys, [c.chat_id for c in plan.conversations])
+
+
+def _from_checkpoint(plan: _Plan, path: Path, stats: RunStats) -> list[SummaryResult | None] | None:
+    """The run's results from its checkpoint, as cached rows, or None if there is none."""
+    saved = load_checkpoint(path, plan.schema)
+    if saved is None or len(saved) != len(plan.conversations):
+        return None
+    rows: list[SummaryResult | None] = []
+    for conversation, result in zip(plan.conversations, saved):
+        row = result.model_copy(update={"cached": True, "cost": 0.0, "latency_s": 0.0,
+                                        "metadata": conversation.metadata})
+        entry = CacheEntry(model=plan.model, cost=row.fresh_cost, error=row.error)
+        rows.append(_count(stats, row, entry))
+    return rows
 
 
 def _plan(
@@ -239,6 +277,7 @@ def _result(plan: _Plan, row: int, entry: CacheEntry, *, cached: bool) -> Summar
         summary=summary if entry.error is None else None,
         cached=cached,
         cost=0.0 if cached else entry.cost,
+        fresh_cost=entry.cost,
         latency_s=0.0 if cached else entry.latency_s,
         error=None if entry.error is None else f"{entry.error_type}: {entry.error}",
         status="ok" if entry.error is None else "error",
@@ -257,14 +296,19 @@ def _count(stats: RunStats, result: SummaryResult, entry: CacheEntry) -> Summary
         if entry.cost is None:
             stats.saved_unknown += 1
         else:
-            stats.saved_cost += entry.cost
+            stats.saved_cost = _add_money(stats.saved_cost, entry.cost)
         return result
     stats.fresh += 1
     if entry.cost is None:
         stats.cost_unknown += 1
     else:
-        stats.cost += entry.cost
+        stats.cost = _add_money(stats.cost, entry.cost)
     return result
+
+
+def _add_money(total: float, amount: float) -> float:
+    # Rounded so the same calls add up to the same total in any order (spent == saved).
+    return round(total + amount, 12)
 
 
 def _fill_skipped(

@@ -14,6 +14,8 @@ from kura_magic.types import Usage
 if TYPE_CHECKING:
     import pandas
 
+    from kura_magic.embeddings import Embeddings
+
 HTML_ROW_LIMIT = 200
 ResultStatus = Literal["ok", "error", "skipped", "unfinished"]
 
@@ -27,12 +29,20 @@ class SummaryResult(BaseModel):
     summary: Any = None
     cached: bool = False
     cost: float | None = None
+    fresh_cost: float | None = None  # what the call cost when it was made (saved on a hit)
     latency_s: float = 0.0
     error: str | None = None
     status: ResultStatus = "ok"
     key: str = ""
     usage: Usage = Field(default_factory=Usage)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def summary_text(self) -> str | None:
+        """The summary as one text: itself, a schema's `summary` field, or the object as JSON."""
+        if self.summary is None or isinstance(self.summary, str):
+            return self.summary
+        text = getattr(self.summary, "summary", None)
+        return text if isinstance(text, str) else self.summary.model_dump_json()
 
     def summary_fields(self) -> dict[str, Any]:
         """The summary as columns: the schema's fields, or one 'summary' column."""
@@ -140,6 +150,19 @@ class SummaryRun:
         ]
         return pandas.DataFrame(rows)
 
+    def embed(self, *, model: str, dimensions: int | None = None) -> Embeddings:
+        """Embed the summaries that succeeded (Kura's next step), through the embedding cache.
+
+        Example:
+            >>> vectors = run.embed(model="openai/text-embedding-3-small")   # doctest: +SKIP
+            >>> vectors.to_numpy().shape                                       # doctest: +SKIP
+            (50, 1536)
+        """
+        from kura_magic.embeddings import embed
+
+        texts = [r.summary_text() for r in self.results if r.status == "ok"]
+        return embed([t for t in texts if t], model=model, dimensions=dimensions)
+
     def provenance(self) -> dict[str, Any]:
         """Where these results came from, for output metadata and reports."""
         return {
@@ -168,7 +191,8 @@ def render_table(run: SummaryRun) -> str:
     footer = f"<p>… {more} more rows: use <code>.to_pandas()</code></p>" if more > 0 else ""
     caption = html.escape(f"{run.model} · experiment {run.experiment} · {run.stats.summary_line()}")
     return (
-        f'<div class="kura-run"><p class="kura-run-caption">{caption}</p>'
+        # mathjax_ignore: JupyterLab would typeset the text between two "$" as maths
+        f'<div class="kura-run mathjax_ignore"><p class="kura-run-caption">{caption}</p>'
         f'<table class="kura-results"><thead><tr>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table>{footer}</div>"
     )

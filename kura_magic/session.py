@@ -9,6 +9,7 @@ from types import TracebackType
 
 from kura_magic.cache import CacheEntry, CacheStrategy, open_cache
 from kura_magic.config import check_experiment_name, configure, settings
+from kura_magic.embeddings import clear_embedding_cache, embedding_cache_info
 from kura_magic.errors import DataError
 from kura_magic.types import CacheInfo
 
@@ -38,7 +39,10 @@ def cache_info(experiment: str | None = None, *, cache: CacheStrategy | None = N
         True
     """
     info = _store(cache).info()
-    updates: dict[str, object] = {"active_experiment": active_experiment()}
+    updates: dict[str, object] = {
+        "active_experiment": active_experiment(),
+        "embeddings": embedding_cache_info(),
+    }
     if experiment is not None:
         name = check_experiment_name(experiment)
         updates["experiments"] = {name: info.for_experiment(name)}
@@ -46,9 +50,14 @@ def cache_info(experiment: str | None = None, *, cache: CacheStrategy | None = N
 
 
 def clear_cache(
-    experiment: str | None = None, *, all: bool = False, cache: CacheStrategy | None = None
+    experiment: str | None = None,
+    *,
+    all: bool = False,
+    embeddings: bool = False,
+    cache: CacheStrategy | None = None,
 ) -> int:
-    """Remove one experiment's entries (the active one if None), or everything with `all=True`.
+    """Remove one experiment's entries (the active one if None), everything with `all=True`
+    (embeddings included), or only the embedding store with `embeddings=True`.
 
     Returns how many entries were removed.
 
@@ -56,9 +65,11 @@ def clear_cache(
         >>> clear_cache("scratch")
         0
     """
+    if embeddings:
+        return clear_embedding_cache()
     store = _store(cache)
     if all:
-        return store.clear()
+        return store.clear() + clear_embedding_cache()
     return store.clear(check_experiment_name(experiment or active_experiment()))
 
 

@@ -87,6 +87,7 @@ class CacheInfo(BaseModel):
     size_limit: int | None = None
     enabled: bool = True
     active_experiment: str = "default"
+    embeddings: ExperimentInfo = Field(default_factory=ExperimentInfo)
 
     def for_experiment(self, name: str) -> ExperimentInfo:
         """The counts of one experiment (zero if it has no entries)."""

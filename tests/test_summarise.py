@@ -307,3 +307,29 @@ def test_identical_calls_in_flight_at_once_are_made_once(llm):
     replies = asyncio.run(three_at_once())
     assert llm.request_count == 1
     assert sorted(r.cached for r in replies) == [False, True, True]
+
+
+def test_checkpoint_reloads_a_finished_run_and_a_changed_prompt_never_loads_it(llm, tmp_path):
+    conversations = make_conversations(4)
+    first = km.summarise(conversations, PROMPT, checkpoint=tmp_path / "ck")
+    saved = list((tmp_path / "ck").glob("summaries-*.jsonl"))
+    assert len(saved) == 1
+    km.clear_cache(all=True)
+
+    again = km.summarise(conversations, PROMPT, checkpoint=tmp_path / "ck")
+    assert llm.request_count == 4, "served from the checkpoint, not the (cleared) cache"
+    assert [r.summary for r in again] == [r.summary for r in first]
+    assert again.stats.cached == 4
+    assert again.stats.saved_cost == pytest.approx(first.stats.cost)
+
+    changed = km.summarise(conversations, PROMPT + "\nBe brief.", checkpoint=tmp_path / "ck")
+    assert changed.stats.fresh == 4 and llm.request_count == 8
+    assert len(list((tmp_path / "ck").glob("summaries-*.jsonl"))) == 2
+
+
+def test_checkpoint_keeps_schema_objects(llm, tmp_path):
+    schema = _schema_v2()
+    km.summarise(make_conversations(2), PROMPT, schema=schema, checkpoint=tmp_path)
+    again = km.summarise(make_conversations(2), PROMPT, schema=schema, checkpoint=tmp_path)
+    assert all(isinstance(r.summary, schema) for r in again)
+    assert llm.request_count == 2
