@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from kura_magic import gateway
+from kura_magic import formatting, gateway
 from kura_magic.background import run_sync
 from kura_magic.cache import (
     CacheStrategy,
@@ -113,10 +113,9 @@ class Embeddings(Sequence[Embedding]):
         return iter(self._items)
 
     def __repr__(self) -> str:
-        cost = "unknown" if self.total_cost is None else f"${self.total_cost:.6g}"
         return (
             f"<Embeddings {self.model}: {len(self)} texts, {self.cached_count} cached, "
-            f"{self.fresh_count} fresh, cost {cost}>"
+            f"{self.fresh_count} fresh, cost {formatting.money(self.total_cost)}>"
         )
 
 

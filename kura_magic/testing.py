@@ -1,7 +1,10 @@
 """A loopback OpenAI-compatible LLM server for tests and offline notebooks.
 
 Standard library only: no IPython, ipywidgets or litellm. Answers are
-deterministic, so a cached run can be told apart from a fresh one.
+deterministic (equal prompts, equal answers), JSON mode answers validate under
+the requested JSON schema, and faults (429/5xx, hangs, refusals, too-long
+prompts) can be injected while it runs. ``python -m kura_magic.testing`` serves
+one from the command line.
 
 Example::
 
@@ -38,10 +41,7 @@ __all__ = ["LoopbackLLM", "RecordedRequest", "embedding_for", "main", "reply_for
 
 _SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
 _STATUS_ERRORS: dict[int, tuple[str, str | None, str]] = {
-    400: ("invalid_request_error", None, "Bad request (injected by the loopback LLM)."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided (injected)."),
-    403: ("invalid_request_error", None, "You are not allowed to use this model (injected)."),
-    404: ("invalid_request_error", "model_not_found", "The model does not exist (injected)."),
     429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests (injected)."),
     500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
     502: ("server_error", None, "Bad gateway (injected)."),
@@ -67,7 +67,7 @@ _MAX_DEPTH = 6
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One HTTP request as the server saw it, secrets redacted.
+    """One HTTP request as the server saw it: header names lower-cased, secrets redacted.
 
     Example: ``server.chat_requests[0].messages[-1]["content"]``
     """
@@ -103,10 +103,6 @@ class _Reply(NamedTuple):
 # ---------------------------------------------------------------- pure helpers
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def _text_of(content: Any) -> str:
     """Text of a message content: a string or a list of ``{"type": "text"}`` parts."""
     if isinstance(content, str):
@@ -121,7 +117,8 @@ def _word_count(texts: list[str]) -> int:
 
 
 def _digest(messages: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(_canonical(messages).encode()).hexdigest()
+    canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def reply_for(messages: list[dict[str, Any]]) -> str:
@@ -163,14 +160,11 @@ def _embedding_inputs(value: Any) -> list[str] | None:
     return None
 
 
-def _error(status: int, message: str, kind: str, code: str | None = None,
+def _error(status: int, message: str, *, kind: str = "invalid_request_error", code: str | None = None,
            param: str | None = None, headers: dict[str, str] | None = None) -> _Reply:
+    """An OpenAI-shaped error reply."""
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return _Reply(status, body, headers or {})
-
-
-def _invalid(message: str, param: str | None = None) -> _Reply:
-    return _error(400, message, "invalid_request_error", param=param)
 
 
 def _fault_reply(status: int, retry_after_s: float | None) -> _Reply:
@@ -179,7 +173,7 @@ def _fault_reply(status: int, retry_after_s: float | None) -> _Reply:
     headers = {}
     if retry_after_s is not None:
         headers = {"Retry-After": f"{retry_after_s:g}", "retry-after-ms": str(round(retry_after_s * 1000))}
-    return _error(status, message, kind, code, headers=headers)
+    return _error(status, message, kind=kind, code=code, headers=headers)
 
 
 def _route(path: str) -> str:
@@ -192,9 +186,9 @@ def _parse_json(raw: bytes) -> tuple[dict[str, Any], _Reply | None]:
     try:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        return {}, _invalid("We could not parse the JSON body of your request. Send valid JSON.")
+        return {}, _error(400, "We could not parse the JSON body of your request. Send valid JSON.")
     if not isinstance(body, dict):
-        return {}, _invalid("The request body must be a JSON object.")
+        return {}, _error(400, "The request body must be a JSON object.")
     return body, None
 
 
@@ -210,6 +204,8 @@ class _SchemaFaker:
     digest: str
 
     def value(self, schema: Any, name: str = "item", depth: int = 0) -> Any:
+        if depth > 4 * _MAX_DEPTH:
+            raise ValueError("the response schema has no finite value (a required recursive field?)")
         schema = self._resolve(schema if isinstance(schema, dict) else {})
         if "const" in schema:
             return schema["const"]
@@ -291,12 +287,6 @@ class _SchemaFaker:
             return lo + 10 * frac if lo is not None else hi - 10 * frac
         return round(10 * frac, 3)
 
-    def _boolean(self, schema: dict[str, Any], name: str, depth: int) -> bool:
-        return self._seed(name) % 2 == 0
-
-    def _null(self, schema: dict[str, Any], name: str, depth: int) -> None:
-        return None
-
     def _array(self, schema: dict[str, Any], name: str, depth: int) -> list[Any]:
         if "prefixItems" in schema:
             return [self.value(s, f"{name}_{i}", depth + 1) for i, s in enumerate(schema["prefixItems"])]
@@ -313,8 +303,9 @@ class _SchemaFaker:
 
 _GENERATORS: dict[str, Callable[..., Any]] = {
     "string": _SchemaFaker._string, "integer": _SchemaFaker._integer,
-    "number": _SchemaFaker._number, "boolean": _SchemaFaker._boolean,
-    "null": _SchemaFaker._null, "array": _SchemaFaker._array, "object": _SchemaFaker._object,
+    "number": _SchemaFaker._number, "array": _SchemaFaker._array, "object": _SchemaFaker._object,
+    "boolean": lambda self, schema, name, depth: self._seed(name) % 2 == 0,
+    "null": lambda self, schema, name, depth: None,
 }
 
 
@@ -348,44 +339,30 @@ def _json_content(response_format: Any, messages: list[dict[str, Any]]) -> str |
 # ---------------------------------------------------------------- the server
 
 
+@dataclass
 class _Faults:
-    """Injected failures and hangs, consumed one request at a time."""
+    """Injected failures and hangs, consumed one request at a time (under the server's lock)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.clear()
-
-    def clear(self) -> None:
-        with self._lock:
-            self.rate, self.rate_status, self.rate_retry = 0.0, 429, 0.0
-            self.rng = random.Random(0)
-            self.fail_left, self.fail_status, self.fail_retry = 0, 500, None
-            self.hang_left, self.hang_s = 0, 0.0
-
-    def set_rate(self, rate: float, status: int, retry_after_s: float | None, seed: int) -> None:
-        with self._lock:
-            self.rate, self.rate_status, self.rate_retry = rate, status, retry_after_s
-            self.rng = random.Random(seed)
-
-    def set_fail(self, n: int, status: int, retry_after_s: float | None) -> None:
-        with self._lock:
-            self.fail_left, self.fail_status, self.fail_retry = n, status, retry_after_s
-
-    def set_hang(self, n: int, seconds: float) -> None:
-        with self._lock:
-            self.hang_left, self.hang_s = n, seconds
+    rate: float = 0.0
+    rate_status: int = 429
+    rate_retry: float | None = 0.0
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    fail_left: int = 0
+    fail_status: int = 500
+    fail_retry: float | None = None
+    hang_left: int = 0
+    hang_s: float = 0.0
 
     def take(self) -> tuple[float, _Reply | None]:
         """(seconds to hang, error reply or None) for the next request."""
-        with self._lock:
-            hang = self.hang_s if self.hang_left > 0 else 0.0
-            self.hang_left = max(0, self.hang_left - 1)
-            if self.fail_left > 0:
-                self.fail_left -= 1
-                return hang, _fault_reply(self.fail_status, self.fail_retry)
-            if self.rate > 0 and self.rng.random() < self.rate:
-                return hang, _fault_reply(self.rate_status, self.rate_retry)
-            return hang, None
+        hang = self.hang_s if self.hang_left > 0 else 0.0
+        self.hang_left = max(0, self.hang_left - 1)
+        if self.fail_left > 0:
+            self.fail_left -= 1
+            return hang, _fault_reply(self.fail_status, self.fail_retry)
+        if self.rate > 0 and self.rng.random() < self.rate:
+            return hang, _fault_reply(self.rate_status, self.rate_retry)
+        return hang, None
 
 
 class LoopbackLLM:
@@ -407,12 +384,12 @@ class LoopbackLLM:
         self.host = host
         self.refuse_marker = "[[refuse]]"
         self.too_long_marker = "[[too-long]]"
-        self._port = port
+        self._port = self._bound_port = port
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
-        self._in_flight = self._peak = 0
+        self._in_flight = self._peak = self._generation = 0
         self._faults = _Faults()
-        self._stopping = threading.Event()
+        self._wake = threading.Event()  # set by stop() and reset(): ends pauses at once
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -420,8 +397,9 @@ class LoopbackLLM:
     def start(self) -> LoopbackLLM:
         """Bind (a free port if ``port=0``) and serve on a daemon thread."""
         if self._server is None:
-            self._stopping = threading.Event()
+            self._wake = threading.Event()
             self._server = _Server((self.host, self._port), self)
+            self._bound_port = self._server.server_address[1]
             self._thread = threading.Thread(
                 target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                 name=f"LoopbackLLM:{self.port}", daemon=True)
@@ -433,7 +411,7 @@ class LoopbackLLM:
         server, self._server = self._server, None
         if server is None:
             return
-        self._stopping.set()
+        self._wake.set()
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -449,7 +427,7 @@ class LoopbackLLM:
     @property
     def port(self) -> int:
         """The bound port once started (the requested one before)."""
-        return self._server.server_address[1] if self._server else self._port
+        return self._bound_port
 
     @property
     def url(self) -> str:
@@ -486,11 +464,18 @@ class LoopbackLLM:
             return self._peak
 
     def reset(self) -> None:
-        """Forget requests and the peak; clear injected faults (not ``latency_s``)."""
+        """Forget requests and the peak, clear injected faults (not ``latency_s``).
+
+        Requests still in flight (say, hanging after their client gave up) are woken
+        and no longer counted, so one test's leftovers never inflate the next one's peak.
+        """
         with self._lock:
             self._requests.clear()
-            self._peak = self._in_flight
-        self._faults.clear()
+            self._faults = _Faults()
+            self._generation += 1
+            self._in_flight = self._peak = 0
+            self._wake.set()
+            self._wake = threading.Event()
 
     # fault injection
     def fail_rate(self, rate: float, *, status: int = 429, retry_after_s: float | None = 0.0,
@@ -501,75 +486,78 @@ class LoopbackLLM:
         """
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"rate must be between 0 and 1, got {rate!r}")
-        self._faults.set_rate(rate, status, retry_after_s, seed)
+        with self._lock:
+            f = self._faults
+            f.rate, f.rate_status, f.rate_retry, f.rng = rate, status, retry_after_s, random.Random(seed)
 
     def fail_next(self, n: int, *, status: int = 500, retry_after_s: float | None = None) -> None:
         """Fail the next ``n`` requests with ``status``. Example: ``server.fail_next(2)``."""
-        self._faults.set_fail(n, status, retry_after_s)
+        with self._lock:
+            f = self._faults
+            f.fail_left, f.fail_status, f.fail_retry = n, status, retry_after_s
 
     def hang_next(self, n: int, *, seconds: float = 30.0) -> None:
-        """Make the next ``n`` requests wait ``seconds`` (or until stop) before answering.
+        """Make the next ``n`` requests wait ``seconds`` (or until stop/reset) before answering.
 
         Example: ``server.hang_next(1, seconds=5)`` then call with ``timeout=0.5``.
         """
-        self._faults.set_hang(n, seconds)
+        with self._lock:
+            self._faults.hang_left, self._faults.hang_s = n, seconds
 
     # request handling (called from the handler threads)
     @contextmanager
     def _tracking(self) -> Iterator[None]:
         with self._lock:
+            generation = self._generation
             self._in_flight += 1
             self._peak = max(self._peak, self._in_flight)
         try:
             yield
         finally:
             with self._lock:
-                self._in_flight -= 1
+                if generation == self._generation:  # else reset() has already let it go
+                    self._in_flight -= 1
 
     def _respond(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> _Reply:
         body, bad_json = _parse_json(raw) if method != "GET" else ({}, None)
         redacted = {k: "<redacted>" if k in _SECRET_HEADERS else v for k, v in headers.items()}
         with self._lock:
             self._requests.append(RecordedRequest(path, body, redacted, method))
-        self._pause(self.latency_s)
-        hang, fault = self._faults.take()
-        self._pause(hang)
-        endpoint = _ENDPOINTS.get((method, _route(path)))
+            hang, fault = self._faults.take()
+            wake = self._wake
+        if self.latency_s > 0 or hang > 0:
+            wake.wait(self.latency_s + hang)
         if fault is not None:
             return fault
         if bad_json is not None:
             return bad_json
+        endpoint = _ENDPOINTS.get((method, _route(path)))
         if endpoint is None:
-            return _error(404, f"Invalid URL ({method} {path})", "invalid_request_error")
+            return _error(404, f"Invalid URL ({method} {path})")
         return endpoint(self, body)
-
-    def _pause(self, seconds: float) -> None:
-        """Sleep, but wake at once when the server stops."""
-        if seconds > 0:
-            self._stopping.wait(seconds)
 
     def _marker_error(self, texts: list[str], param: str) -> _Reply | None:
         joined = "\n".join(texts)
         if self.refuse_marker and self.refuse_marker in joined:
-            return _error(400, _REFUSAL, "invalid_request_error", "content_policy_violation")
+            return _error(400, _REFUSAL, code="content_policy_violation")
         if self.too_long_marker and self.too_long_marker in joined:
-            return _error(400, _TOO_LONG, "invalid_request_error", "context_length_exceeded", param)
+            return _error(400, _TOO_LONG, code="context_length_exceeded", param=param)
         return None
 
     def _chat(self, body: dict[str, Any]) -> _Reply:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-            return _invalid("'messages' must be a non-empty list of message objects.", "messages")
+            return _error(400, "'messages' must be a non-empty list of message objects.", param="messages")
         if body.get("stream"):
-            return _invalid("The loopback LLM does not stream; call it with stream=False.", "stream")
+            return _error(400, "The loopback LLM does not stream; call it with stream=False.", param="stream")
         texts = [_text_of(m.get("content")) for m in messages]
         error = self._marker_error(texts, "messages")
         if error:
             return error
         try:
             content = self._content(messages, body.get("response_format"))
-        except Exception as exc:  # the user's reply callable failed
-            return _error(500, f"The reply function raised {exc!r}.", "server_error")
+        except Exception as exc:  # the user's reply callable, or an impossible schema
+            return _error(500, f"The loopback LLM could not answer: {exc!r}", kind="server_error")
         return _Reply(200, _completion(body, content, _word_count(texts)))
 
     def _content(self, messages: list[dict[str, Any]], response_format: Any) -> str:
@@ -579,13 +567,14 @@ class LoopbackLLM:
 
     def _embeddings(self, body: dict[str, Any]) -> _Reply:
         texts = _embedding_inputs(body.get("input"))
-        dims = body.get("dimensions", self.embedding_dims)
+        dims = self.embedding_dims if body.get("dimensions") is None else body["dimensions"]
         if texts is None:
-            return _invalid("'input' must be a string or a non-empty list of strings or token ids.", "input")
+            message = "'input' must be a string or a non-empty list of strings or token ids."
+            return _error(400, message, param="input")
         if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
-            return _invalid("'dimensions' must be a positive integer.", "dimensions")
+            return _error(400, "'dimensions' must be a positive integer.", param="dimensions")
         if body.get("encoding_format", "float") not in ("float", "base64", None):
-            return _invalid("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
+            return _error(400, "'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
         error = self._marker_error(texts, "input")
         if error:
             return error
@@ -614,8 +603,9 @@ def _completion(body: dict[str, Any], content: str, prompt_tokens: int) -> dict[
     json_mode = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
     if isinstance(limit, int) and 0 < limit < len(words) and not json_mode:  # never break JSON
         content, words, finish = " ".join(words[:limit]), words[:limit], "length"
+    n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1
     choices = [{"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
-               for i in range(max(1, int(body.get("n") or 1)))]
+               for i in range(n)]
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(words)) * len(choices)}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
@@ -659,6 +649,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else headers and body meet delayed ACKs: ~40 ms a request
     server: _Server
 
     def setup(self) -> None:
@@ -679,12 +670,23 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
 
     def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunks()
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             self.close_connection = True
             return b""
         return self.rfile.read(length) if length > 0 else b""
+
+    def _read_chunks(self) -> bytes:
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline().strip():  # trailers up to the blank line
+            pass
+        return b"".join(chunks)
 
     def _send(self, reply: _Reply) -> None:
         data = json.dumps(reply.body).encode("utf-8")

@@ -204,7 +204,7 @@ def test_a_refused_batch_raises_response_error(llm):
 def test_a_corrupt_entry_is_a_miss_and_is_replaced(llm):
     embed(["good", "broken"], model=MODEL)
     key = embedding_key("broken", model=MODEL)
-    open_embedding_store().backend._write(key, "embeddings", b"\x00\x01\x02")
+    open_embedding_store().backend.write_bytes(key, "embeddings", b"\x00\x01\x02")
 
     with pytest.warns(CacheWarning, match="treating it as a miss"):
         result = embed(["good", "broken"], model=MODEL)
