@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 import kura_magic as km
-from conftest import MODEL, UNPRICED_MODEL, make_conversations
+from conftest import UNPRICED_MODEL, make_conversations
 
 PROMPT = "Summarise this support chat in one line:\n{{ transcript }}"
 
