@@ -59,3 +59,7 @@ class ResponseError(ModelError):
         super().__init__(message)
         self.error_type = error_type
         self.cached = cached
+
+
+class LocalModelError(KuraMagicError, RuntimeError):
+    """The bundled local model cannot run: the [local] extra is missing or its server failed."""

