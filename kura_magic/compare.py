@@ -1,0 +1,134 @@
+"""Two runs side by side per conversation, with the rows whose output differs marked.
+
+Pure: builds a pandas DataFrame and its escaped HTML; no IPython.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import TYPE_CHECKING
+
+from kura_magic.errors import ConfigError
+from kura_magic.results import HTML_ROW_LIMIT, SummaryResult, SummaryRun
+
+if TYPE_CHECKING:
+    import pandas
+
+ID_COLUMN = "conversation_id"
+DIFFERS_COLUMN = "differs"
+
+
+def compare_runs(a: SummaryRun, b: SummaryRun, *, labels: tuple[str, str] = ("a", "b")) -> pandas.DataFrame:
+    """One row per conversation id (in a's order, then b's new ids): each run's output, and whether they differ.
+
+    A conversation missing from one run is NA there and counts as differing.
+
+    Example:
+        >>> frame = compare_runs(run_v1, run_v2, labels=("v1", "v2"))   # doctest: +SKIP
+        >>> list(frame.columns)                                          # doctest: +SKIP
+        ['conversation_id', 'v1', 'v2', 'differs']
+    """
+    import pandas
+
+    _check_labels(labels)
+    left, right = _outputs(a), _outputs(b)
+    rows = [
+        {ID_COLUMN: cid, labels[0]: left.get(cid), labels[1]: right.get(cid),
+         DIFFERS_COLUMN: cid not in left or cid not in right or left[cid] != right[cid]}
+        for cid in dict.fromkeys([*left, *right])
+    ]
+    return pandas.DataFrame(rows, columns=[ID_COLUMN, *labels, DIFFERS_COLUMN])
+
+
+def _check_labels(labels: tuple[str, str]) -> None:
+    if labels[0] == labels[1] or {ID_COLUMN, DIFFERS_COLUMN} & set(labels):
+        raise ConfigError(
+            f"cannot label the runs {labels[0]!r} and {labels[1]!r}: give two different names, "
+            f"neither {ID_COLUMN!r} nor {DIFFERS_COLUMN!r}"
+        )
+
+
+def _outputs(run: SummaryRun) -> dict[str, str]:
+    return {result.conversation_id: output_text(result) for result in run.results}
+
+
+def output_text(result: SummaryResult) -> str:
+    """What a run answered for one conversation, as text: the summary, the schema's fields
+    as JSON, or the error in brackets.
+
+    Example:
+        >>> output_text(SummaryResult(conversation_id="1", summary="Refund issued."))
+        'Refund issued.'
+    """
+    if result.error is not None:
+        return f"[{result.status}] {result.error}"
+    fields = result.summary_fields()
+    if list(fields) == ["summary"]:
+        return str(fields["summary"])
+    return json.dumps(fields, ensure_ascii=False)
+
+
+def comparison_html(frame: pandas.DataFrame) -> str:
+    """The comparison as an HTML table, differing rows with class `kura-differs`; all text escaped."""
+    label_a, label_b = frame.columns[1], frame.columns[2]
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ("", "id", label_a, label_b))
+    body = "".join(_row_html(row) for row in frame.head(HTML_ROW_LIMIT).itertuples(index=False, name=None))
+    more = len(frame) - HTML_ROW_LIMIT
+    footer = f"<p>… {more} more rows: use <code>.frame</code></p>" if more > 0 else ""
+    return (
+        f'<div class="kura-compare"><p class="kura-compare-caption">{html.escape(caption(frame))}</p>'
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{footer}</div>"
+    )
+
+
+def comparison_text(frame: pandas.DataFrame) -> str:
+    """The comparison as plain text: the caption, then each differing conversation's two outputs."""
+    label_a, label_b = frame.columns[1], frame.columns[2]
+    differing = frame[frame[DIFFERS_COLUMN]].head(HTML_ROW_LIMIT)
+    blocks = [
+        f"≠ {cid}\n  {label_a}: {_shown(a)}\n  {label_b}: {_shown(b)}"
+        for cid, a, b, _ in differing.itertuples(index=False, name=None)
+    ]
+    return "\n".join([caption(frame), *blocks])
+
+
+def _row_html(row: tuple) -> str:
+    conversation_id, output_a, output_b, differs = row
+    mark, css = ("≠", ' class="kura-differs"') if differs else ("", "")
+    cells = (mark, conversation_id, _shown(output_a), _shown(output_b))
+    return f"<tr{css}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+
+
+def _shown(output: object) -> str:
+    return output if isinstance(output, str) else "(not in this run)"
+
+
+def caption(frame: pandas.DataFrame) -> str:
+    """One line: how many conversations differ between the two runs.
+
+    Example:
+        >>> import pandas
+        >>> caption(pandas.DataFrame({"conversation_id": ["1", "2"], "a": ["x", "y"], "b": ["x", "z"], "differs": [False, True]}))
+        'a vs b: 1 of 2 conversations differ'
+    """
+    differing = int(frame[DIFFERS_COLUMN].sum())
+    return f"{frame.columns[1]} vs {frame.columns[2]}: {differing} of {len(frame)} conversations differ"
+
+
+class Comparison:
+    """What `%kura compare` shows: the comparison table, as HTML in a notebook, as text elsewhere.
+
+    Example:
+        >>> Comparison(compare_runs(run_v1, run_v2)).frame.differs.sum()   # doctest: +SKIP
+        12
+    """
+
+    def __init__(self, frame: pandas.DataFrame) -> None:
+        self.frame = frame
+
+    def __repr__(self) -> str:
+        return comparison_text(self.frame)
+
+    def _repr_html_(self) -> str:
+        return comparison_html(self.frame)

@@ -1,0 +1,84 @@
+"""compare_runs: two runs side by side per conversation, differing rows marked, HTML escaped."""
+
+from __future__ import annotations
+
+import pandas
+import pytest
+from pydantic import BaseModel
+
+from kura_magic.compare import Comparison, compare_runs, comparison_html, output_text
+from kura_magic.errors import ConfigError
+from kura_magic.results import RunStats, SummaryResult, SummaryRun
+
+
+def run_of(*results: SummaryResult) -> SummaryRun:
+    return SummaryRun(list(results), RunStats(total=len(results)), model="m", experiment="default")
+
+
+def ok(cid: str, summary) -> SummaryResult:
+    return SummaryResult(conversation_id=cid, summary=summary)
+
+
+class Verdict(BaseModel):
+    topic: str
+    urgent: bool
+
+
+def test_rows_follow_the_first_run_and_mark_differences():
+    a = run_of(ok("1", "refund"), ok("2", "login"), ok("3", "export"))
+    b = run_of(ok("1", "refund"), ok("2", "password reset"), ok("3", "export"))
+
+    frame = compare_runs(a, b, labels=("v1", "v2"))
+
+    assert list(frame.columns) == ["conversation_id", "v1", "v2", "differs"]
+    assert frame["conversation_id"].tolist() == ["1", "2", "3"]
+    assert frame["differs"].tolist() == [False, True, False]
+    assert frame.loc[1, "v2"] == "password reset"
+
+
+def test_a_conversation_in_only_one_run_differs():
+    frame = compare_runs(run_of(ok("1", "x")), run_of(ok("1", "x"), ok("9", "new")))
+
+    assert frame["conversation_id"].tolist() == ["1", "9"]
+    assert frame["differs"].tolist() == [False, True]
+    assert pandas.isna(frame.loc[1, "a"])
+    assert "(not in this run)" in comparison_html(frame)
+
+
+def test_schema_outputs_compare_field_by_field_and_errors_are_outputs_too():
+    failed = SummaryResult(conversation_id="2", status="error", error="ContentPolicy: refused")
+    a = run_of(ok("1", Verdict(topic="billing", urgent=True)), ok("2", "fine"))
+    b = run_of(ok("1", Verdict(topic="billing", urgent=False)), failed)
+
+    frame = compare_runs(a, b)
+
+    assert frame["differs"].tolist() == [True, True]
+    assert frame.loc[0, "a"] == '{"topic": "billing", "urgent": true}'
+    assert output_text(failed) == "[error] ContentPolicy: refused"
+
+
+def test_html_escapes_model_text_and_marks_rows():
+    a = run_of(ok("<i>1</i>", "<script>alert(1)</script>"), ok("2", "same"))
+    b = run_of(ok("<i>1</i>", "safe"), ok("2", "same"))
+
+    html = Comparison(compare_runs(a, b, labels=("<a>", "b")))._repr_html_()
+
+    assert "<script" not in html and "<i>" not in html and "<a>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count('class="kura-differs"') == 1
+    assert "1 of 2 conversations differ" in html
+
+
+def test_text_view_lists_only_the_differing_conversations():
+    a = run_of(ok("1", "refund"), ok("2", "login"))
+    b = run_of(ok("1", "refund"), ok("2", "password"))
+
+    shown = repr(Comparison(compare_runs(a, b, labels=("old", "new"))))
+
+    assert shown == "old vs new: 1 of 2 conversations differ\n≠ 2\n  old: login\n  new: password"
+
+
+@pytest.mark.parametrize("labels", [("a", "a"), ("differs", "b"), ("a", "conversation_id")])
+def test_labels_must_be_two_new_column_names(labels):
+    with pytest.raises(ConfigError, match="give two different names"):
+        compare_runs(run_of(ok("1", "x")), run_of(ok("1", "x")), labels=labels)

@@ -1,0 +1,378 @@
+"""The magics, driven through a real InteractiveShell against the loopback LLM server."""
+
+from __future__ import annotations
+
+import json
+
+import pandas
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import kura_magic as km
+from conftest import make_conversations
+from kura_magic.magics import KuraMagics
+from kura_magic.samples import sample_conversations
+
+PROMPT = "Summarise this support chat in one line:\n{{ transcript }}"
+
+
+@pytest.fixture
+def shell(llm):
+    """IPython with the extension loaded; the namespace is emptied afterwards."""
+    ip = InteractiveShell.instance()
+    ip.extension_manager.load_extension("kura_magic")
+    yield ip
+    ip.reset(new_session=False)
+
+
+def summarise(shell, line: str, prompt: str = PROMPT):
+    return shell.run_cell_magic("summarise", line, prompt)
+
+
+def test_a_cell_run_twice_sends_n_then_zero_requests(shell, llm):
+    shell.user_ns["convs"] = make_conversations(6)
+
+    first = summarise(shell, "convs --out s")
+    assert llm.request_count == 6
+    assert (first.stats.fresh, first.stats.cached) == (6, 0)
+
+    second = shell.run_cell_magic("summarize", "convs --out s", PROMPT)
+    assert llm.request_count == 6, "the re-run must be served from the cache"
+    assert (second.stats.fresh, second.stats.cached) == (0, 6)
+    assert second.stats.saved_cost == pytest.approx(first.stats.cost)
+    assert shell.user_ns["s"] is second
+
+
+def test_the_run_is_bound_to_summaries_by_default_and_carries_provenance(shell, llm):
+    shell.user_ns["convs"] = make_conversations(3)
+
+    run = summarise(shell, "convs")
+
+    assert shell.user_ns["summaries"] is run
+    data, metadata = shell.display_formatter.format(run)
+    assert 'class="kura-results"' in data["text/html"]
+    provenance = metadata["kura_magic"]
+    assert provenance["model"] == "openai/gpt-4o-mini"
+    assert provenance["experiment"] == "default"
+    assert provenance["stats"]["fresh"] == 3
+    assert provenance["keys"] == [r.key for r in run]
+
+
+def test_shipped_samples_repeat_a_conversation_within_one_run_as_cached(shell, llm):
+    shell.user_ns["samples"] = sample_conversations()
+
+    run = summarise(shell, "samples")
+
+    assert len(run) == 40
+    assert run.stats.cached >= 2, "the samples hold conversations repeated under other ids"
+    assert llm.request_count == run.stats.fresh == 40 - run.stats.cached
+
+
+def test_the_shipped_samples_are_varied_kura_conversations():
+    samples = sample_conversations()
+
+    assert len({c.chat_id for c in samples}) == len(samples) == 40
+    assert all(2 <= len(c.messages) <= 6 for c in samples)
+    assert {"channel", "plan"} <= set(samples[0].metadata)
+    assert any("¿" in c.transcript() or "¡" in c.transcript() for c in samples)
+    assert [c.chat_id for c in sample_conversations(3)] == ["conv-001", "conv-002", "conv-003"]
+
+
+def test_the_template_sees_the_notebooks_variables(shell, llm):
+    shell.user_ns["convs"] = make_conversations(2)
+    shell.user_ns["product"] = "Tidewater"
+
+    summarise(shell, "convs", "Summarise this chat about {{ product }}:\n{{ transcript }}")
+
+    sent = [r.messages[-1]["content"] for r in llm.chat_requests]
+    assert all(text.startswith("Summarise this chat about Tidewater:") for text in sent)
+
+
+def test_data_can_be_a_jsonl_path_or_a_dataframe(shell, llm, tmp_path):
+    path = tmp_path / "chats.jsonl"
+    path.write_text("\n".join(json.dumps(c) for c in make_conversations(3)))
+    shell.user_ns["frame"] = pandas.DataFrame({"id": ["x", "y"], "text": ["refund please", "login fails"]})
+
+    from_file = summarise(shell, str(path))
+    from_frame = summarise(shell, "frame")
+
+    assert [r.conversation_id for r in from_file] == ["c0", "c1", "c2"]
+    assert [r.conversation_id for r in from_frame] == ["x", "y"]
+    assert llm.request_count == 5
+
+
+def test_schema_names_a_pydantic_class_of_the_notebook(shell, llm):
+    shell.run_cell(
+        "from pydantic import BaseModel\n"
+        "class Ticket(BaseModel):\n"
+        "    summary: str\n"
+        "    urgent: bool\n"
+        "convs = " + repr(make_conversations(3))
+    )
+
+    run = summarise(shell, "convs --schema Ticket --out tickets")
+
+    assert all(isinstance(r.summary, shell.user_ns["Ticket"]) for r in run)
+    assert {"summary", "urgent"} <= set(run.to_pandas().columns)
+    schema = llm.chat_requests[0].body["response_format"]["json_schema"]["schema"]
+    assert set(schema["properties"]) == {"summary", "urgent"}
+
+
+def test_schema_kura_summary_is_built_in(shell, llm):
+    shell.user_ns["convs"] = make_conversations(2)
+
+    run = summarise(shell, "convs --schema KuraSummary")
+
+    assert all(isinstance(r.summary, km.KuraSummary) for r in run)
+    assert "user_frustration" in run.to_pandas().columns
+
+
+def test_refresh_calls_again_and_overwrites(shell, llm):
+    shell.user_ns["convs"] = make_conversations(4)
+    summarise(shell, "convs")
+
+    refreshed = summarise(shell, "convs --refresh")
+    again = summarise(shell, "convs")
+
+    assert llm.request_count == 8
+    assert refreshed.stats.fresh == 4
+    assert again.stats.cached == 4
+
+
+def test_no_cache_neither_reads_nor_writes(shell, llm):
+    shell.user_ns["convs"] = make_conversations(4)
+    summarise(shell, "convs")
+
+    uncached = summarise(shell, "convs --no-cache")
+    elsewhere = summarise(shell, "convs --no-cache --experiment fresh-look")
+
+    assert uncached.stats.fresh == elsewhere.stats.fresh == 4
+    assert llm.request_count == 12
+    assert km.cache_info("fresh-look").for_experiment("fresh-look").entries == 0
+
+
+def test_read_only_reads_but_never_writes(shell, llm):
+    shell.user_ns["convs"] = make_conversations(3)
+
+    summarise(shell, "convs --read-only")
+    summarise(shell, "convs --read-only")
+    assert llm.request_count == 6, "a read-only run stores nothing"
+    summarise(shell, "convs")
+    replay = summarise(shell, "convs --read-only")
+    assert llm.request_count == 9
+    assert replay.stats.cached == 3
+
+
+def test_dry_run_calls_nothing_and_says_what_a_run_would_do(shell, llm):
+    shell.user_ns["convs"] = make_conversations(5)
+    summarise(shell, "convs --limit 2")
+    llm.reset()
+
+    report = summarise(shell, "convs --dry-run --out ignored")
+
+    assert llm.request_count == 0
+    assert isinstance(report, km.DryRun)
+    assert (report.total, report.cached, report.fresh) == (5, 2, 3)
+    assert "ignored" not in shell.user_ns
+
+
+def test_limit_model_temperature_max_tokens_and_concurrency_reach_the_server(shell, llm):
+    shell.user_ns["convs"] = make_conversations(6)
+
+    run = summarise(shell, "convs --limit 4 --model openai/gpt-4o --temperature 0.5 "
+                           "--max-tokens 30 --max-concurrency 1")
+
+    assert len(run) == 4
+    bodies = [r.body for r in llm.chat_requests]
+    assert len(bodies) == 4
+    assert {(b["model"], b["temperature"], b["max_tokens"]) for b in bodies} == {("gpt-4o", 0.5, 30)}
+    assert llm.peak_in_flight == 1
+
+
+def test_an_experiment_is_its_own_cache(shell, llm):
+    shell.user_ns["convs"] = make_conversations(3)
+    summarise(shell, "convs")
+
+    other = summarise(shell, "convs --experiment other")
+
+    assert other.experiment == "other"
+    assert other.stats.fresh == 3
+    assert llm.request_count == 6
+    assert km.active_experiment() == "default"
+
+
+def test_max_cost_stops_fresh_calls(shell, llm):
+    shell.user_ns["convs"] = make_conversations(4)
+
+    run = summarise(shell, "convs --max-cost 0.000000001")
+
+    assert llm.request_count == 0
+    assert run.stats.skipped == 4
+    assert all(r.status == "skipped" for r in run)
+
+
+@pytest.mark.parametrize(
+    ("line", "prompt", "message"),
+    [
+        ("nowhere", PROMPT, "no variable named 'nowhere'"),
+        ("convs", "Summarise {{ transcript }", "the prompt does not parse"),
+        ("convs", "Summarise {{ trnscript }}", "never uses {{ transcript }}"),
+        ("convs", "{{ transcript }} for {{ customer }}", "'customer' is undefined"),
+        ("convs --schema Verdict", PROMPT, "no schema named 'Verdict'"),
+        ("number", PROMPT, "cannot read conversations from a int"),
+        ("convs --refresh --no-cache", PROMPT, "--refresh and --no-cache contradict"),
+        ("convs --out 2bad", PROMPT, "not a Python variable name"),
+        ("convs --limit 0", PROMPT, "limit must be at least 1"),
+    ],
+    ids=["unknown-name", "bad-template", "no-transcript", "undefined-variable", "unknown-schema",
+         "not-conversations", "contradicting-flags", "bad-out", "bad-limit"],
+)
+def test_mistakes_are_one_line_usage_errors_and_send_nothing(shell, llm, line, prompt, message):
+    shell.user_ns["convs"] = make_conversations(2)
+    shell.user_ns["number"] = 42
+
+    with pytest.raises(UsageError, match="^.*" + message.replace("{", r"\{").replace("}", r"\}")) as caught:
+        summarise(shell, line, prompt)
+
+    assert "\n" not in str(caught.value)
+    assert llm.request_count == 0
+
+
+def test_a_usage_error_in_a_cell_shows_no_traceback(shell, llm, capsys):
+    result = shell.run_cell("%%summarise nowhere\n{{ transcript }}")
+
+    assert isinstance(result.error_in_exec, UsageError)
+    shown = capsys.readouterr()
+    assert "UsageError: no variable named 'nowhere'" in shown.out + shown.err
+    assert "Traceback" not in shown.out + shown.err
+
+
+def test_offline_mode_turns_misses_into_an_error_and_serves_hits(shell, llm):
+    shell.user_ns["convs"] = make_conversations(3)
+    summarise(shell, "convs --limit 2")
+    llm.reset()
+
+    assert "offline mode on" in shell.run_line_magic("kura", "offline on")
+    cached = summarise(shell, "convs --limit 2")
+    with pytest.raises(UsageError, match="offline mode: 1 of 3 calls"):
+        summarise(shell, "convs")
+    assert "offline mode off" in shell.run_line_magic("kura", "offline off")
+
+    assert cached.stats.cached == 2
+    assert llm.request_count == 0
+
+
+def test_model_text_is_escaped_in_the_runs_html(shell, llm, monkeypatch):
+    monkeypatch.setattr(llm, "reply", lambda messages: "<script>alert(1)</script>")
+    shell.user_ns["convs"] = make_conversations(2)
+
+    run = summarise(shell, "convs")
+    html = shell.display_formatter.format(run)[0]["text/html"]
+
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in html
+
+
+def test_help_lists_every_option():
+    help_text = KuraMagics.summarise.__doc__
+    for flag in ("--out", "--model", "--temperature", "--max-tokens", "--schema", "--experiment",
+                 "--max-concurrency", "--max-cost", "--limit", "--refresh", "--no-cache",
+                 "--read-only", "--dry-run"):
+        assert flag in help_text
+    assert "%kura compare RUN_A RUN_B" in KuraMagics.kura.__doc__
+
+
+def test_kura_experiment_shows_and_switches_the_active_experiment(shell, llm):
+    shell.user_ns["convs"] = make_conversations(2)
+
+    assert shell.run_line_magic("kura", "experiment") == "active experiment: default (0 entries cached)"
+    assert shell.run_line_magic("kura", "experiment scratch").startswith("active experiment: scratch")
+    run = summarise(shell, "convs")
+
+    assert run.experiment == km.active_experiment() == "scratch"
+    assert km.cache_info().experiments["scratch"].entries == 2
+
+
+def test_kura_config_sets_settings_and_never_shows_the_key(shell):
+    shown = shell.run_line_magic("kura", "config api_key=sk-very-secret max_concurrency=3")
+
+    assert "sk-very-secret" not in shown
+    assert "api_key = **********" in shown
+    assert "max_concurrency = 3" in shown
+    assert km.settings().api_key.get_secret_value() == "sk-very-secret"
+    shell.run_line_magic("kura", "config max_concurrency=")
+    assert km.settings().max_concurrency == 20
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("config max_concurrency", "takes key=value pairs"),
+        ("config colour=blue", "unknown setting 'colour'"),
+        ("config max_concurrency=0", "max_concurrency"),
+        ("bogus", "unknown %kura subcommand 'bogus'"),
+        ("local bogus", "use %kura local start|stop|status"),
+        ("offline maybe", "takes on or off"),
+        ("stats --all", "--experiment and --all go with %kura clear only"),
+        ("clear --all --experiment x", "either --experiment NAME or --all"),
+        ("compare onlyone", "takes two run variables"),
+        ("experiment a b", "too many arguments"),
+    ],
+)
+def test_kura_mistakes_are_usage_errors(shell, line, message):
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("kura", line)
+
+
+def test_kura_stats_and_clear_work_per_experiment(shell, llm):
+    shell.user_ns["convs"] = make_conversations(3)
+    summarise(shell, "convs")
+    summarise(shell, "convs --limit 2 --experiment other")
+
+    stats = shell.run_line_magic("kura", "stats").set_index("experiment")
+    assert stats.loc["default", "entries"] == 3
+    assert stats.loc["other", "entries"] == 2
+    assert bool(stats.loc["default", "active"])
+
+    assert shell.run_line_magic("kura", "clear --experiment other") == "cleared 2 entries of experiment 'other'"
+    assert summarise(shell, "convs").stats.cached == 3
+    assert summarise(shell, "convs --limit 2 --experiment other").stats.fresh == 2
+    assert llm.request_count == 3 + 2 + 2
+
+    assert shell.run_line_magic("kura", "clear --all") == "cleared 5 entries from the whole cache"
+    assert km.cache_info().entries == 0
+
+
+def test_kura_alone_shows_the_cache_panel(shell, llm):
+    shell.user_ns["convs"] = make_conversations(2)
+    summarise(shell, "convs")
+
+    panel = shell.run_line_magic("kura", "")
+
+    assert "default: 2 entries" in repr(panel)
+    assert "cache: 2 entries" in repr(panel)
+
+
+def test_kura_compare_marks_the_rows_whose_output_differs(shell, llm):
+    before = make_conversations(4)
+    after = make_conversations(4)
+    after[1]["messages"][0]["content"] = "<b>cancel</b> my order 1"
+    shell.user_ns.update(before=before, after=after)
+    summarise(shell, "before --out a")
+    summarise(shell, "after --out b")
+
+    comparison = shell.run_line_magic("kura", "compare a b")
+
+    assert comparison.frame["differs"].tolist() == [False, True, False, False]
+    html = shell.display_formatter.format(comparison)[0]["text/html"]
+    assert html.count('class="kura-differs"') == 1
+    assert "&lt;b&gt;cancel&lt;/b&gt;" in html and "<b>" not in html
+    assert "1 of 4 conversations differ" in repr(comparison)
+
+
+def test_kura_compare_names_what_is_not_a_run(shell):
+    shell.user_ns["a"] = [1, 2]
+
+    with pytest.raises(UsageError, match="'a' is a list, not a run"):
+        shell.run_line_magic("kura", "compare a b")

@@ -1,0 +1,318 @@
+"""The cache panel: its text, its widgets and buttons against a real cache and the loopback
+server, and the plain-text fallback where no widget front end exists."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+from ipywidgets.widgets.widget import _instances as live_widgets
+
+import kura_magic as km
+from conftest import make_conversations
+from kura_magic.formatting import size
+from kura_magic.panel import (
+    THROTTLE_S,
+    Panel,
+    WidgetPanel,
+    cache_table,
+    cache_texts,
+    embeddings_available,
+    experiment_names,
+    run_texts,
+    widgets_available,
+)
+from kura_magic.types import CacheInfo, ExperimentInfo
+
+PROMPT = "Summarise:\n{{ transcript }}"
+INFO = CacheInfo(
+    entries=5, bytes=3 * 1024,
+    experiments={"default": ExperimentInfo(entries=3, bytes=2048), "v2": ExperimentInfo(entries=2, bytes=100)},
+)
+
+
+# ---------------------------------------------------------------- pure text
+
+
+def test_run_texts_give_counts_money_and_time():
+    stats = km.RunStats(total=10, done=7, fresh=4, cached=3, errors=1, cost=0.0123,
+                        saved_cost=0.5, elapsed_s=1.5)
+
+    assert run_texts(stats) == {
+        "kura-done": "7/10 done", "kura-fresh": "4 fresh", "kura-cached": "3 cached",
+        "kura-errors": "1 errors", "kura-spent": "spent $0.01", "kura-saved": "saved $0.50",
+        "kura-elapsed": "elapsed 1.50 s",
+    }
+
+
+def test_unknown_costs_read_as_at_least():
+    texts = run_texts(km.RunStats(cost=0.02, cost_unknown=1, saved_cost=0.0, saved_unknown=2))
+
+    assert texts["kura-spent"] == "spent ≥ $0.02"
+    assert texts["kura-saved"] == "saved ≥ $0.00"
+
+
+def test_budget_stops_and_interruptions_show_beside_the_progress():
+    texts = run_texts(km.RunStats(total=5, done=5, skipped=2, interrupted=True))
+
+    assert texts["kura-done"] == "5/5 done · 2 skipped (budget) · interrupted"
+
+
+def test_cache_texts_give_sizes_per_experiment_and_in_total():
+    assert cache_texts(INFO, "default") == {
+        "kura-experiment-size": "default: 3 entries, 2.0 KiB",
+        "kura-total-size": "cache: 5 entries, 3.0 KiB",
+        "kura-experiments": "experiments: default (3), v2 (2)",
+    }
+    assert cache_texts(INFO, "new")["kura-experiment-size"] == "new: 0 entries, 0 B"
+    assert cache_texts(CacheInfo(entries=0, bytes=0, enabled=False), "default")["kura-total-size"] == "cache: off"
+
+
+def test_experiment_names_include_the_active_one():
+    assert experiment_names(INFO, "draft") == ["default", "draft", "v2"]
+
+
+def test_cache_table_has_a_row_per_experiment_and_the_whole_cache():
+    table = cache_table(INFO, "v2")
+
+    assert table["experiment"].tolist() == ["default", "v2", "(whole cache)"]
+    assert table["entries"].tolist() == [3, 2, 5]
+    assert table["size"].tolist() == ["2.0 KiB", "100 B", "3.0 KiB"]
+    assert table["active"].tolist() == [False, True, False]
+
+
+# ---------------------------------------------------------------- widgets
+
+
+def find(widget, css_class: str):
+    """The widget under `widget` carrying `css_class` (the contract browser tests use)."""
+    if css_class in widget._dom_classes:
+        return widget
+    for child in getattr(widget, "children", ()):
+        found = find(child, css_class)
+        if found is not None:
+            return found
+    return None
+
+
+def text(panel: WidgetPanel, css_class: str) -> str:
+    return find(panel.root, css_class).value
+
+
+def run_with(panel: WidgetPanel, conversations, **options) -> km.SummaryRun:
+    run = km.summarise(conversations, PROMPT, on_progress=panel.update, **options)
+    panel.finish(run.stats)
+    return run
+
+
+def test_after_a_run_the_labels_show_counts_and_sizes(llm):
+    conversations = make_conversations(5)
+    conversations.append({**conversations[0], "chat_id": "again"})
+    panel = WidgetPanel()
+
+    run = run_with(panel, conversations)
+
+    assert llm.request_count == 5
+    assert text(panel, "kura-fresh") == "5 fresh"
+    assert text(panel, "kura-cached") == "1 cached"
+    assert text(panel, "kura-errors") == "0 errors"
+    assert text(panel, "kura-spent") == f"spent {km.formatting.money(run.stats.cost)}"
+    assert text(panel, "kura-saved").startswith("saved $")
+    assert text(panel, "kura-elapsed").startswith("elapsed ")
+    info = km.cache_info()
+    assert text(panel, "kura-experiment-size") == f"default: 5 entries, {size(info.experiments['default'].bytes)}"
+    assert text(panel, "kura-total-size") == f"cache: 5 entries, {size(info.bytes)}"
+    progress = find(panel.root, "kura-progress")
+    assert (progress.value, progress.max, progress.bar_style) == (6, 6, "success")
+    assert "kura-panel" in panel.root._dom_classes
+
+
+def test_updates_are_throttled_and_the_last_one_always_shows(llm):
+    llm.latency_s = 0.005
+    panel = WidgetPanel()
+    changes = []
+    find(panel.root, "kura-progress").observe(changes.append, names="value")
+
+    run = run_with(panel, make_conversations(60), max_concurrency=4)
+
+    assert find(panel.root, "kura-progress").value == 60
+    assert len(changes) <= run.stats.elapsed_s / THROTTLE_S + 2
+
+
+def test_clear_experiment_empties_it_and_leaves_the_others(llm):
+    conversations = make_conversations(4)
+    km.summarise(conversations, PROMPT, experiment="keep")
+    panel = WidgetPanel()
+    run_with(panel, conversations)
+    llm.reset()
+
+    find(panel.root, "kura-clear-experiment").click()
+
+    assert text(panel, "kura-experiment-size") == "default: 0 entries, 0 B"
+    assert text(panel, "kura-status") == "cleared 4 entries of experiment 'default'"
+    assert km.cache_info().experiments["keep"].entries == 4
+    assert run_with(panel, conversations).stats.fresh == 4
+    assert km.summarise(conversations, PROMPT, experiment="keep").stats.cached == 4
+    assert llm.request_count == 4
+
+
+def test_clear_all_asks_once_then_clears_on_the_second_click(llm):
+    conversations = make_conversations(3)
+    km.summarise(conversations, PROMPT, experiment="other")
+    panel = WidgetPanel()
+    run_with(panel, conversations)
+    button = find(panel.root, "kura-clear-all")
+    assert button.description == "Clear all"
+
+    button.click()
+    assert button.description == "Really clear all?"
+    assert km.cache_info().entries == 6
+
+    button.click()
+    assert button.description == "Clear all"
+    assert km.cache_info().entries == 0
+    assert text(panel, "kura-total-size") == f"cache: 0 entries, {size(km.cache_info().bytes)}"
+    llm.reset()
+    assert run_with(panel, conversations).stats.fresh == 3
+    assert llm.request_count == 3
+
+
+def test_any_other_action_cancels_the_clear_all_confirmation(llm):
+    km.summarise(make_conversations(2), PROMPT)
+    panel = WidgetPanel(run=False)
+    button = find(panel.root, "kura-clear-all")
+
+    button.click()
+    find(panel.root, "kura-clear-experiment").click()
+    button.click()
+
+    assert button.description == "Really clear all?"
+    assert km.cache_info().experiments == {}
+    km.summarise(make_conversations(2), PROMPT, experiment="kept")
+    find(panel.root, "kura-experiment-select").value = "kept"
+    assert button.description == "Clear all"
+    button.click()
+    assert km.cache_info().experiments["kept"].entries == 2
+
+
+def test_the_selector_switches_or_starts_an_experiment(llm):
+    km.summarise(make_conversations(2), PROMPT, experiment="v2")
+    panel = WidgetPanel(run=False)
+    selector = find(panel.root, "kura-experiment-select")
+    assert list(selector.options) == ["default", "v2"]
+
+    selector.value = "v2"
+    assert km.active_experiment() == "v2"
+    assert text(panel, "kura-experiment-size").startswith("v2: 2 entries")
+
+    selector.value = "brand-new"
+    assert km.active_experiment() == "brand-new"
+    assert text(panel, "kura-experiment-size") == "brand-new: 0 entries, 0 B"
+    assert "brand-new" in selector.options
+    assert km.summarise(make_conversations(1), PROMPT).experiment == "brand-new"
+
+
+def test_a_bad_experiment_name_is_reported_in_the_panel(llm):
+    panel = WidgetPanel(run=False)
+
+    find(panel.root, "kura-experiment-select").value = "x" * 300
+
+    assert "is not usable" in text(panel, "kura-status")
+    assert km.active_experiment() == "default"
+
+
+def test_clear_embeddings_is_offered_only_when_the_embedding_cache_exists():
+    button = find(WidgetPanel(run=False).root, "kura-clear-embeddings")
+
+    assert button.description == "Clear embeddings"
+    assert (button.layout.display != "none") == embeddings_available()
+
+
+def test_clear_embeddings_empties_the_embedding_cache(llm):
+    embeddings = pytest.importorskip("kura_magic.embeddings")
+    embeddings.embed(["refund", "login"], model="openai/text-embedding-3-small")
+    panel = WidgetPanel(run=False)
+
+    find(panel.root, "kura-clear-embeddings").click()
+
+    assert text(panel, "kura-status") == "cleared 2 vectors from the embedding cache"
+    assert embeddings.embedding_cache_info().entries == 0
+    llm.reset()
+    assert embeddings.embed(["refund"], model="openai/text-embedding-3-small").fresh_count == 1
+    assert len(llm.embedding_requests) == 1
+
+
+def test_the_panel_never_shows_the_api_key(llm, monkeypatch):
+    monkeypatch.setenv("KURA_MAGIC_API_KEY", "sk-do-not-show")
+    panel = WidgetPanel()
+    run_with(panel, make_conversations(2))
+
+    shown = [w.value for w in panel.labels.values()] + [repr(Panel())]
+    assert not any("sk-do-not-show" in s for s in shown)
+
+
+# ---------------------------------------------------------------- through the magic
+
+
+@pytest.fixture
+def shell(llm):
+    ip = InteractiveShell.instance()
+    ip.extension_manager.load_extension("kura_magic")
+    yield ip
+    ip.run_line_magic("config", "KuraMagics.panel = 'auto'")
+    ip.reset(new_session=False)
+
+
+def test_in_widget_mode_the_cell_shows_the_panel_live_and_keeps_it(shell, llm):
+    shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
+    shell.user_ns["convs"] = make_conversations(3)
+
+    with capture_output() as shown:
+        shell.run_cell_magic("summarise", "convs", PROMPT)
+
+    view = shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]
+    root = live_widgets[view["model_id"]]
+    assert "kura-panel" in root._dom_classes
+    assert find(root, "kura-fresh").value == "3 fresh"
+    assert find(root, "kura-experiment-size").value.startswith("default: 3 entries")
+
+
+def test_a_failed_run_turns_the_bar_red_and_says_why(shell, llm):
+    shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
+    shell.run_line_magic("kura", "offline on")
+    shell.user_ns["convs"] = make_conversations(2)
+
+    with capture_output() as shown, pytest.raises(Exception, match="offline mode"):
+        shell.run_cell_magic("summarise", "convs", PROMPT)
+
+    root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
+    assert find(root, "kura-progress").bar_style == "danger"
+    assert find(root, "kura-status").value.startswith("offline mode")
+    assert llm.request_count == 0
+
+
+def test_without_a_widget_front_end_the_panel_is_plain_text(shell, llm, capsys):
+    shell.user_ns["convs"] = make_conversations(3)
+    assert not widgets_available()
+
+    shell.run_cell_magic("summarise", "convs", PROMPT)
+    printed = capsys.readouterr().out
+
+    assert "3/3 done · 3 fresh · 0 cached · 0 errors" in printed
+    assert "spent $" in printed and "saved $0.00" in printed
+    assert "default: 3 entries" in printed
+    assert "cache: 3 entries" in printed
+    assert "experiments: default (3)" in printed
+    for widget_repr in ("VBox", "Label(", "IntProgress", "Button", "model_id"):
+        assert widget_repr not in printed
+
+
+def test_kura_alone_in_text_mode_prints_the_cache_lines(shell, llm):
+    km.summarise(make_conversations(2), PROMPT, experiment="v2")
+
+    with capture_output() as shown:
+        shell.run_cell("%kura")
+
+    assert f"default: 0 entries, 0 B · cache: 2 entries, {size(km.cache_info().bytes)}" in shown.stdout
+    assert "experiments: v2 (2)" in shown.stdout
+    assert "VBox" not in shown.stdout
