@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 THROTTLE_S = 0.1
 CLEAR_ALL = "Clear all"
 CONFIRM_CLEAR_ALL = "Really clear all?"
-EMBEDDINGS_MODULE = "kura_magic.embeddings"
 
 # The panel's text, row by row: each name is a CSS class and a key of `Panel.texts()`.
 RUN_ROWS = (
@@ -36,7 +35,7 @@ RUN_ROWS = (
     ("kura-spent", "kura-saved", "kura-elapsed"),
 )
 CACHE_ROWS = (
-    ("kura-experiment-size", "kura-total-size"),
+    ("kura-experiment-size", "kura-total-size", "kura-embeddings-size"),
     ("kura-experiments",),
     ("kura-status",),
 )
@@ -74,9 +73,11 @@ def cache_texts(info: CacheInfo, name: str) -> dict[str, str]:
         return {"kura-experiment-size": f"{name}: caching is off", "kura-total-size": "cache: off"}
     own = info.for_experiment(name)
     listed = ", ".join(f"{n} ({info.experiments[n].entries})" for n in sorted(info.experiments))
+    vectors = info.embeddings
     return {
         "kura-experiment-size": f"{name}: {own.entries} entries, {formatting.size(own.bytes)}",
-        "kura-total-size": f"cache: {info.entries} entries, {formatting.size(info.bytes)}",
+        "kura-total-size": f"cache: {info.entries} entries, {formatting.size(info.bytes)} on disk",
+        "kura-embeddings-size": f"embeddings: {vectors.entries} vectors, {formatting.size(vectors.bytes)} on disk",
         "kura-experiments": f"experiments: {listed or 'none yet'}",
     }
 
@@ -127,11 +128,6 @@ def widgets_available() -> bool:
         warnings.warn("ipywidgets is not installed: the kura_magic panel is shown as text", stacklevel=2)
         return False
     return True
-
-
-def embeddings_available() -> bool:
-    """Whether the embedding cache module exists, so its Clear button can be offered."""
-    return importlib.util.find_spec(EMBEDDINGS_MODULE) is not None
 
 
 class Panel:
@@ -214,9 +210,8 @@ class Panel:
         self._done(f"cleared {removed} entries from the whole cache")
 
     def clear_embeddings(self) -> None:
-        from kura_magic.embeddings import clear_embedding_cache
-
-        self._done(f"cleared {clear_embedding_cache()} vectors from the embedding cache")
+        removed = clear_cache(embeddings=True)
+        self._done(f"cleared {removed} vectors from the embedding cache")
 
     def select_experiment(self, name: str) -> None:
         """Make `name` the active experiment (a new name starts an empty one)."""
@@ -271,8 +266,6 @@ class WidgetPanel(Panel):
         self.clear_experiment_button = _button(widgets, "Clear experiment", "kura-clear-experiment", self.clear_experiment)
         self.clear_all_button = _button(widgets, CLEAR_ALL, "kura-clear-all", self.clear_all)
         self.clear_embeddings_button = _button(widgets, "Clear embeddings", "kura-clear-embeddings", self.clear_embeddings)
-        if not embeddings_available():
-            self.clear_embeddings_button.layout.display = "none"
         self.selector.observe(self._selected, names="value")
         return widgets.HBox([self.selector, self.clear_experiment_button, self.clear_all_button,
                              self.clear_embeddings_button])

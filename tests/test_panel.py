@@ -17,7 +17,6 @@ from kura_magic.panel import (
     WidgetPanel,
     cache_table,
     cache_texts,
-    embeddings_available,
     experiment_names,
     run_texts,
     widgets_available,
@@ -61,7 +60,8 @@ def test_budget_stops_and_interruptions_show_beside_the_progress():
 def test_cache_texts_give_sizes_per_experiment_and_in_total():
     assert cache_texts(INFO, "default") == {
         "kura-experiment-size": "default: 3 entries, 2.0 KiB",
-        "kura-total-size": "cache: 5 entries, 3.0 KiB",
+        "kura-total-size": "cache: 5 entries, 3.0 KiB on disk",
+        "kura-embeddings-size": "embeddings: 0 vectors, 0 B on disk",
         "kura-experiments": "experiments: default (3), v2 (2)",
     }
     assert cache_texts(INFO, "new")["kura-experiment-size"] == "new: 0 entries, 0 B"
@@ -121,7 +121,7 @@ def test_after_a_run_the_labels_show_counts_and_sizes(llm):
     assert text(panel, "kura-elapsed").startswith("elapsed ")
     info = km.cache_info()
     assert text(panel, "kura-experiment-size") == f"default: 5 entries, {size(info.experiments['default'].bytes)}"
-    assert text(panel, "kura-total-size") == f"cache: 5 entries, {size(info.bytes)}"
+    assert text(panel, "kura-total-size") == f"cache: 5 entries, {size(info.bytes)} on disk"
     progress = find(panel.root, "kura-progress")
     assert (progress.value, progress.max, progress.bar_style) == (6, 6, "success")
     assert "kura-panel" in panel.root._dom_classes
@@ -171,7 +171,7 @@ def test_clear_all_asks_once_then_clears_on_the_second_click(llm):
     button.click()
     assert button.description == "Clear all"
     assert km.cache_info().entries == 0
-    assert text(panel, "kura-total-size") == f"cache: 0 entries, {size(km.cache_info().bytes)}"
+    assert text(panel, "kura-total-size") == f"cache: 0 entries, {size(km.cache_info().bytes)} on disk"
     llm.reset()
     assert run_with(panel, conversations).stats.fresh == 3
     assert llm.request_count == 3
@@ -221,21 +221,16 @@ def test_a_bad_experiment_name_is_reported_in_the_panel(llm):
     assert km.active_experiment() == "default"
 
 
-def test_clear_embeddings_is_offered_only_when_the_embedding_cache_exists():
-    button = find(WidgetPanel(run=False).root, "kura-clear-embeddings")
-
-    assert button.description == "Clear embeddings"
-    assert (button.layout.display != "none") == embeddings_available()
-
-
 def test_clear_embeddings_empties_the_embedding_cache(llm):
-    embeddings = pytest.importorskip("kura_magic.embeddings")
+    from kura_magic import embeddings
+
     embeddings.embed(["refund", "login"], model="openai/text-embedding-3-small")
     panel = WidgetPanel(run=False)
 
     find(panel.root, "kura-clear-embeddings").click()
 
     assert text(panel, "kura-status") == "cleared 2 vectors from the embedding cache"
+    assert text(panel, "kura-embeddings-size").startswith("embeddings: 0 vectors, ")
     assert embeddings.embedding_cache_info().entries == 0
     llm.reset()
     assert embeddings.embed(["refund"], model="openai/text-embedding-3-small").fresh_count == 1
