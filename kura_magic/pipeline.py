@@ -289,26 +289,8 @@ def _result(plan: _Plan, row: int, entry: CacheEntry, *, cached: bool) -> Summar
 
 def _count(stats: RunStats, result: SummaryResult, entry: CacheEntry) -> SummaryResult:
     """Add one result to the run's counts and money; returns it for chaining."""
-    stats.done += 1
-    stats.errors += result.status == "error"
-    if result.cached:
-        stats.cached += 1
-        if entry.cost is None:
-            stats.saved_unknown += 1
-        else:
-            stats.saved_cost = _add_money(stats.saved_cost, entry.cost)
-        return result
-    stats.fresh += 1
-    if entry.cost is None:
-        stats.cost_unknown += 1
-    else:
-        stats.cost = _add_money(stats.cost, entry.cost)
+    stats.record(cached=result.cached, error=result.status == "error", cost=entry.cost)
     return result
-
-
-def _add_money(total: float, amount: float) -> float:
-    # Rounded so the same calls add up to the same total in any order (spent == saved).
-    return round(total + amount, 12)
 
 
 def _fill_skipped(

@@ -72,6 +72,22 @@ class RunStats(BaseModel):
     elapsed_s: float = 0.0
     interrupted: bool = False
 
+    def record(self, *, cached: bool, error: bool, cost: float | None) -> None:
+        """Count one finished row; `cost` is what its call cost when made (None: no price).
+
+        A cached row's cost counts as saved, a fresh row's as spent.
+        """
+        self.done += 1
+        self.errors += error
+        self.cached += cached
+        self.fresh += not cached
+        total, unknown = ("saved_cost", "saved_unknown") if cached else ("cost", "cost_unknown")
+        if cost is None:
+            setattr(self, unknown, getattr(self, unknown) + 1)
+        else:
+            # Rounded so the same calls add up to the same total in any order (spent == saved).
+            setattr(self, total, round(getattr(self, total) + cost, 12))
+
     @property
     def spent_text(self) -> str:
         return formatting.money(self.cost, unknown=self.cost_unknown)
