@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from kura_magic.embeddings import Embeddings
 
 HTML_ROW_LIMIT = 200
+LEFT = ' style="text-align:left"'  # JupyterLab right-aligns table cells; text reads better left
 ResultStatus = Literal["ok", "error", "skipped", "unfinished"]
 
 
@@ -201,7 +202,8 @@ def render_table(run: SummaryRun) -> str:
     """The run as an HTML table; every piece of model text is escaped."""
     results = run.results[:HTML_ROW_LIMIT]
     columns = _summary_columns(results)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["id", *columns, "", "cost", "latency", "error"])
+    head = "".join(f"<th{LEFT}>{html.escape(c)}</th>" for c in ["id", *columns])
+    head += "".join(f"<th>{html.escape(c)}</th>" for c in ["", "cost", "latency", "error"])
     body = "".join(_row_html(r, columns) for r in results)
     more = len(run.results) - len(results)
     footer = f"<p>… {more} more rows: use <code>.to_pandas()</code></p>" if more > 0 else ""
@@ -234,7 +236,7 @@ def _row_html(result: SummaryResult, columns: list[str]) -> str:
         formatting.duration(result.latency_s),
         result.error or "",
     ]
-    tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+    tds = "".join(f"<td{LEFT}>{html.escape(str(c))}</td>" for c in cells)
     tds += f'<td><span class="kura-badge kura-{badge}">{badge}</span></td>'
     tds += "".join(f"<td>{html.escape(str(c))}</td>" for c in tail)
     return f"<tr>{tds}</tr>"
