@@ -9,6 +9,7 @@ import html
 import json
 from typing import TYPE_CHECKING
 
+from kura_magic import formatting
 from kura_magic.errors import ConfigError
 from kura_magic.results import HTML_ROW_LIMIT, SummaryResult, SummaryRun
 
@@ -77,7 +78,7 @@ def comparison_html(frame: pandas.DataFrame) -> str:
     more = len(frame) - HTML_ROW_LIMIT
     footer = f"<p>… {more} more rows: use <code>.frame</code></p>" if more > 0 else ""
     return (
-        f'<div class="kura-compare"><p class="kura-compare-caption">{html.escape(caption(frame))}</p>'
+        f'<div class="kura-compare {formatting.NO_MATHS}"><p class="kura-compare-caption">{html.escape(caption(frame))}</p>'
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{footer}</div>"
     )
 

@@ -54,3 +54,8 @@ def duration(seconds: float | None) -> str:
         return f"{seconds:.2f} s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s"
+
+
+# The CSS class JupyterLab reads to leave a block's text alone: without it, any two
+# "$" (costs, or model text) in one output are typeset as maths.
+NO_MATHS = "mathjax_ignore"

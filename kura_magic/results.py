@@ -209,8 +209,7 @@ def render_table(run: SummaryRun) -> str:
     footer = f"<p>… {more} more rows: use <code>.to_pandas()</code></p>" if more > 0 else ""
     caption = html.escape(f"{run.model} · experiment {run.experiment} · {run.stats.summary_line()}")
     return (
-        # mathjax_ignore: JupyterLab would typeset the text between two "$" as maths
-        f'<div class="kura-run mathjax_ignore"><p class="kura-run-caption">{caption}</p>'
+        f'<div class="kura-run {formatting.NO_MATHS}"><p class="kura-run-caption">{caption}</p>'
         f'<table class="kura-results"><thead><tr>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table>{footer}</div>"
     )
@@ -308,4 +307,4 @@ class DryRun(BaseModel):
     __str__ = __repr__
 
     def _repr_html_(self) -> str:
-        return f"<p class='kura-dry-run'>{html.escape(self.describe())}</p>"
+        return f"<p class='kura-dry-run {formatting.NO_MATHS}'>{html.escape(self.describe())}</p>"

@@ -67,6 +67,7 @@ def test_html_escapes_model_text_and_marks_rows():
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert html.count('class="kura-differs"') == 1
     assert "1 of 2 conversations differ" in html
+    assert 'class="kura-compare mathjax_ignore"' in html, "two '$' in summaries are not maths"
 
 
 def test_text_view_lists_only_the_differing_conversations():

@@ -240,6 +240,7 @@ def test_dry_run_calls_nothing_and_estimates_the_fresh_calls(llm):
     assert llm.request_count == 0
     assert (plan.cached, plan.fresh) == (2, 3)
     assert plan.estimated_cost is not None and plan.estimated_cost > 0
+    assert "mathjax_ignore" in plan._repr_html_(), "a '$' amount must not start maths in Jupyter"
 
 
 def test_max_cost_stops_starting_fresh_calls(llm):

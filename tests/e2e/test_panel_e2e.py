@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 import nbformat
 import pytest
 
+from kura_magic.local import free_port
 from kura_magic.testing import LoopbackLLM
 
 if TYPE_CHECKING:
@@ -71,12 +71,6 @@ def _chromium() -> str:
         except ImportError:
             _missing(f"{module.split('.')[0]} is not installed")
     return str(path)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _notebook(path: Path, *sources: str) -> None:
@@ -147,7 +141,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, loopback: LoopbackLLM) -> Iter
     (root / "nb").mkdir()
     _notebook(root / "nb" / "smoke.ipynb", SMOKE)
     _notebook(root / "nb" / "panel.ipynb", "%load_ext kura_magic", CONVERSATIONS, SUMMARISE)
-    port = _free_port()
+    port = free_port()
     proc = _start_lab(root, port, _lab_env(root, loopback))
     try:
         yield f"http://127.0.0.1:{port}"
