@@ -40,7 +40,7 @@ def floor_cache(directory: Path, texts: list[str], vectors: list[bytes], dims: i
     """A bare diskcache keyed `{model}:{dims}:{sha256(text)}`, holding the same bytes."""
     import diskcache
 
-    from kura_magic.cache import _JSONOnlyDisk
+    from kura_magic.store import _JSONOnlyDisk
 
     cache = diskcache.Cache(
         str(directory), disk=_JSONOnlyDisk, eviction_policy="least-recently-used"
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(n: int, dims: int, repeats: int, tmp: Path) -> None:
     import numpy
 
-    from kura_magic import cache
+    from kura_magic import store
     from kura_magic.embeddings import embed
     from kura_magic.testing import LoopbackLLM
 
@@ -96,7 +96,7 @@ def run(n: int, dims: int, repeats: int, tmp: Path) -> None:
     print(f"floor:        {floor_us:.1f} µs/text (sha256 key + diskcache get + numpy.frombuffer)")
     print(f"ratio:        {ratio:.2f}x ({verdict} the {TARGET_RATIO:.0f}x target)")
     floor.close()
-    cache.close_all()
+    store.close_all()
 
 
 if __name__ == "__main__":

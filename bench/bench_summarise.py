@@ -73,7 +73,7 @@ def time_summarise(data: list[dict]) -> float:
 def time_floor(data: list[dict], directory: str, keys: list[str]) -> float:
     import diskcache
 
-    from kura_magic.cache import CacheEntry
+    from kura_magic.types import CacheEntry
 
     store = diskcache.Cache(directory)
     started = time.perf_counter()

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kura_magic.cache import CacheEntry, CacheStrategy, DiskCacheStrategy, MemoryCacheStrategy
-from kura_magic.calls import CacheMode
 from kura_magic.completion import acomplete, complete
 from kura_magic.config import Settings, configure, settings
 from kura_magic.embeddings import (
@@ -32,6 +30,7 @@ from kura_magic.errors import (
     BudgetError,
     CacheError,
     CacheMissError,
+    CacheWarning,
     ConfigError,
     DataError,
     KuraMagicError,
@@ -45,39 +44,51 @@ from kura_magic.errors import (
 )
 from kura_magic.keys import cache_key
 from kura_magic.loaders import load_conversations
-from kura_magic.pipeline import asummarise, summarise
-from kura_magic.results import Completion, DryRun, RunStats, SummaryResult, SummaryRun
+from kura_magic.pipeline import asummarise, estimate, summarise
+from kura_magic.results import Completion, Estimate, RunStats, SummaryResult, SummaryRun
 from kura_magic.schemas import KuraSummary
 from kura_magic.session import (
     active_experiment,
     cache_info,
+    clear_all_caches,
     clear_cache,
     experiment,
     export_experiment,
     import_experiment,
+    set_experiment,
 )
-from kura_magic.types import CacheInfo, Conversation, ExperimentInfo, Message, Usage
+from kura_magic.store import DiskStore, MemoryStore, Store
+from kura_magic.types import (
+    CacheEntry,
+    CacheInfo,
+    CacheMode,
+    ChatRequest,
+    Conversation,
+    ExperimentInfo,
+    Message,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError", "BudgetError", "CacheEntry", "CacheError", "CacheInfo",
-    "CacheMissError", "CacheMode", "CacheStrategy", "Completion", "ConfigError",
-    "Conversation", "DataError", "DiskCacheStrategy", "DryRun", "Embedding", "Embeddings",
-    "ExperimentInfo",
-    "KuraMagicError", "KuraSummary", "LocalModelError", "MemoryCacheStrategy", "Message", "MissingAPIKeyError",
-    "ModelError", "ResponseError", "RunStats", "SchemaError", "Settings", "SummaryResult",
-    "SummaryRun", "TemplateError", "UnknownModelError", "Usage", "acomplete",
-    "active_experiment", "aembed", "asummarise", "cache_info", "cache_key", "clear_cache",
-    "clear_embedding_cache", "complete", "embed", "embedding_cache_info", "embedding_key",
-    "configure", "experiment", "export_experiment", "import_experiment",
-    "load_conversations", "settings", "summarise",
+    "CacheMissError", "CacheMode", "CacheWarning", "ChatRequest", "Completion", "ConfigError",
+    "Conversation", "DataError", "DiskStore", "Embedding", "Embeddings", "Estimate",
+    "ExperimentInfo", "KuraMagicError", "KuraSummary", "LocalModelError", "MemoryStore",
+    "Message", "MissingAPIKeyError", "ModelError", "ResponseError", "RunStats", "SchemaError",
+    "Settings", "Store", "SummaryResult", "SummaryRun", "TemplateError", "UnknownModelError",
+    "Usage", "acomplete", "active_experiment", "aembed", "asummarise", "cache_info",
+    "cache_key", "clear_all_caches", "clear_cache", "clear_embedding_cache", "complete",
+    "configure", "embed", "embedding_cache_info", "embedding_key", "estimate", "experiment",
+    "export_experiment", "import_experiment", "load_conversations", "set_experiment",
+    "settings", "summarise",
 ]
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext kura_magic`: register the magics (IPython is imported only now)."""
-    from kura_magic.magics import register
+    from kura_magic.notebook.magics import register
 
     register(ipython)
 

@@ -1,4 +1,4 @@
-"""Cost estimates (for dry runs) and the `max_cost` budget that stops starting fresh calls."""
+"""Cost estimates (for `estimate`) and the `max_cost` budget that stops starting fresh calls."""
 
 from __future__ import annotations
 
@@ -7,33 +7,14 @@ from dataclasses import dataclass
 
 from kura_magic import formatting, gateway
 from kura_magic.errors import BudgetError
-
-# A guess at the reply length when the call sets no max_tokens.
-DEFAULT_COMPLETION_TOKENS = 200
+from kura_magic.types import ChatRequest
 
 
-def estimate_call(call: gateway.ChatCall, *, reply_tokens: float | None = None) -> float | None:
-    """litellm's price for the call's prompt and an expected reply; None if no price is known.
-
-    The reply is `max_tokens` long if the call sets it, else `reply_tokens`, else a guess.
-    """
-    lib = gateway.litellm()
-    prompt_tokens = lib.token_counter(model=call.model, messages=list(call.messages))
-    completion_tokens = call.params.get("max_tokens") or reply_tokens or DEFAULT_COMPLETION_TOKENS
-    try:
-        prompt_cost, completion_cost = lib.cost_per_token(
-            model=call.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
-        )
-    except Exception:  # litellm raises a bare Exception for unmapped models
-        return None
-    return float(prompt_cost + completion_cost)
-
-
-def estimate_total(calls: Sequence[gateway.ChatCall]) -> float | None:
-    """The summed estimate of `calls`, or None if any one has no known price."""
+def estimate_total(requests: Sequence[ChatRequest]) -> float | None:
+    """The summed estimate of `requests`, or None if any one has no known price."""
     total = 0.0
-    for call in calls:
-        estimate = estimate_call(call)
+    for request in requests:
+        estimate = gateway.estimate_cost(request)
         if estimate is None:
             return None
         total += estimate
@@ -62,8 +43,8 @@ class Budget:
             return cls(None)
         if max_cost <= 0:
             raise BudgetError(f"max_cost must be a positive number of dollars, got {max_cost}")
-        probe = gateway.ChatCall(model, ({"role": "user", "content": "x"},))
-        if estimate_call(probe) is None:
+        probe = ChatRequest(model, ({"role": "user", "content": "x"},))
+        if gateway.estimate_cost(probe) is None:
             raise BudgetError(
                 f"max_cost cannot be enforced: litellm knows no price for {model!r}. "
                 "Run without --max-cost, or with a model litellm can price"
@@ -74,12 +55,12 @@ class Budget:
     def limit_text(self) -> str:
         return f"budget of {formatting.money(self.max_cost)} reached"
 
-    def reserve(self, call: gateway.ChatCall | None) -> float | None:
-        """Reserve the call's estimate, or return None if it would pass the budget."""
-        if self.max_cost is None or call is None:
+    def reserve(self, request: ChatRequest | None) -> float | None:
+        """Reserve the request's estimate, or return None if it would pass the budget."""
+        if self.max_cost is None or request is None:
             return 0.0
         average = self.reply_tokens / self.replies if self.replies else None
-        estimate = estimate_call(call, reply_tokens=average) or 0.0
+        estimate = gateway.estimate_cost(request, reply_tokens=average) or 0.0
         if self.spent + self.reserved + estimate > self.max_cost:
             return None
         self.reserved += estimate

@@ -1,17 +1,16 @@
 """Two runs side by side per conversation, with the rows whose output differs marked.
 
-Pure: builds a pandas DataFrame and its escaped HTML; no IPython.
+Pure: builds a pandas DataFrame and its text; the HTML view is `notebook.views`.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from typing import TYPE_CHECKING
 
 from kura_magic import formatting
 from kura_magic.errors import ConfigError
-from kura_magic.results import HTML_ROW_LIMIT, SummaryResult, SummaryRun
+from kura_magic.results import SummaryResult, SummaryRun
 
 if TYPE_CHECKING:
     import pandas
@@ -70,38 +69,19 @@ def output_text(result: SummaryResult) -> str:
     return json.dumps(fields, ensure_ascii=False)
 
 
-def comparison_html(frame: pandas.DataFrame) -> str:
-    """The comparison as an HTML table, differing rows with class `kura-differs`; all text escaped."""
-    label_a, label_b = frame.columns[1], frame.columns[2]
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ("", "id", label_a, label_b))
-    body = "".join(_row_html(row) for row in frame.head(HTML_ROW_LIMIT).itertuples(index=False, name=None))
-    more = len(frame) - HTML_ROW_LIMIT
-    footer = f"<p>… {more} more rows: use <code>.frame</code></p>" if more > 0 else ""
-    return (
-        f'<div class="kura-compare {formatting.NO_MATHS}"><p class="kura-compare-caption">{html.escape(caption(frame))}</p>'
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{footer}</div>"
-    )
-
-
 def comparison_text(frame: pandas.DataFrame) -> str:
     """The comparison as plain text: the caption, then each differing conversation's two outputs."""
     label_a, label_b = frame.columns[1], frame.columns[2]
-    differing = frame[frame[DIFFERS_COLUMN]].head(HTML_ROW_LIMIT)
+    differing = frame[frame[DIFFERS_COLUMN]].head(formatting.ROW_LIMIT)
     blocks = [
-        f"≠ {cid}\n  {label_a}: {_shown(a)}\n  {label_b}: {_shown(b)}"
+        f"≠ {cid}\n  {label_a}: {shown(a)}\n  {label_b}: {shown(b)}"
         for cid, a, b, _ in differing.itertuples(index=False, name=None)
     ]
     return "\n".join([caption(frame), *blocks])
 
 
-def _row_html(row: tuple) -> str:
-    conversation_id, output_a, output_b, differs = row
-    mark, css = ("≠", ' class="kura-differs"') if differs else ("", "")
-    cells = (mark, conversation_id, _shown(output_a), _shown(output_b))
-    return f"<tr{css}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
-
-
-def _shown(output: object) -> str:
+def shown(output: object) -> str:
+    """An output as text; a conversation missing from a run says so."""
     return output if isinstance(output, str) else "(not in this run)"
 
 
@@ -132,4 +112,6 @@ class Comparison:
         return comparison_text(self.frame)
 
     def _repr_html_(self) -> str:
-        return comparison_html(self.frame)
+        from kura_magic.notebook.views import comparison_html
+
+        return comparison_html(self.frame, caption(self.frame))

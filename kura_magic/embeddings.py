@@ -14,29 +14,21 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from kura_magic import formatting, gateway
-from kura_magic.background import run_sync
-from kura_magic.cache import (
-    CacheStrategy,
-    CacheWarning,
-    DiskCacheStrategy,
-    MemoryCacheStrategy,
-    NullCacheStrategy,
-    open_once,
-)
+from kura_magic.background import blocking
 from kura_magic.config import Settings, settings
-from kura_magic.errors import CacheError, CacheMissError, DataError, ResponseError
+from kura_magic.errors import CacheWarning, DataError
 from kura_magic.keys import cache_key
-from kura_magic.types import ExperimentInfo
+from kura_magic.store import MemoryStore, Store, open_store
+from kura_magic.types import CACHE_MODES, CacheMode, ExperimentInfo
 
 if TYPE_CHECKING:
     import numpy
 
 FLOAT32 = "<f4"  # little-endian float32, on disk and in memory
-_SCOPE = "embeddings"  # the one "experiment" of the store's backend
+_SCOPE = "embeddings"  # the store's one "experiment": a vector depends on model and text only
 
 
 def embedding_key(text: str, *, model: str, dimensions: int | None = None) -> str:
@@ -65,6 +57,7 @@ class Embeddings(Sequence[Embedding]):
 
     `total_cost` is what the fresh requests cost (0.0 when all were cached), or
     None when litellm knows no price for the model: unknown, not free.
+    `dimensions` is the vectors' length; `requested_dimensions` what was asked for.
 
     Example:
         >>> result = embed(["a", "b"], model="openai/text-embedding-3-small")  # doctest: +SKIP
@@ -78,8 +71,13 @@ class Embeddings(Sequence[Embedding]):
     ) -> None:
         self._items = tuple(items)
         self.model = model
-        self.dimensions = dimensions
+        self.requested_dimensions = dimensions
         self.total_cost = total_cost
+
+    @property
+    def dimensions(self) -> int | None:
+        """The length of each vector (the requested size when there are none)."""
+        return len(self._items[0].vector) if self._items else self.requested_dimensions
 
     @property
     def cached_count(self) -> int:
@@ -94,7 +92,7 @@ class Embeddings(Sequence[Embedding]):
         import numpy
 
         if not self._items:
-            return numpy.empty((0, self.dimensions or 0), dtype=numpy.float32)
+            return numpy.empty((0, self.requested_dimensions or 0), dtype=numpy.float32)
         return numpy.stack([item.vector for item in self._items])
 
     def __len__(self) -> int:
@@ -120,19 +118,19 @@ class Embeddings(Sequence[Embedding]):
 
 
 class EmbeddingStore:
-    """Vectors as float32 bytes by key, over the byte layer of a `CacheStrategy`.
+    """Vectors as float32 bytes by key, over the byte layer of a `Store`.
 
     An entry of the wrong length is read as a miss (with a `CacheWarning`) and dropped.
 
     Example:
-        >>> store = EmbeddingStore(MemoryCacheStrategy())
+        >>> store = EmbeddingStore(MemoryStore())
         >>> store.put("k", [0.5, 1.0]).dtype
         dtype('float32')
         >>> store.get_many(["k", "other"], dimensions=2)["k"].tolist()
         [0.5, 1.0]
     """
 
-    def __init__(self, backend: CacheStrategy) -> None:
+    def __init__(self, backend: Store) -> None:
         self.backend = backend
 
     def get_many(self, keys: Iterable[str], *, dimensions: int | None) -> dict[str, numpy.ndarray]:
@@ -150,11 +148,9 @@ class EmbeddingStore:
 
     def put(self, key: str, vector: Sequence[float] | numpy.ndarray) -> numpy.ndarray:
         """Store `vector` under `key`; returns it as the read-only array a hit would give."""
-        import numpy
-
-        data = numpy.asarray(vector, dtype=FLOAT32).tobytes()
-        self.backend.write_bytes(key, _SCOPE, data)
-        return numpy.frombuffer(data, dtype=FLOAT32)
+        array = _float32(vector)
+        self.backend.write_bytes(key, _SCOPE, array.tobytes())
+        return array
 
     def info(self) -> ExperimentInfo:
         """Entries and bytes held (on disk: diskcache's volume, its own tables included)."""
@@ -181,20 +177,7 @@ def open_embedding_store(config: Settings | None = None) -> EmbeddingStore:
         >>> open_embedding_store(Settings(cache="memory://")).info().entries
         0
     """
-    config = config or settings()
-    limit = config.embedding_size_limit
-    if not config.caching_enabled:
-        return EmbeddingStore(NullCacheStrategy())
-    if config.cache.startswith("memory://"):
-        slot = (f"{config.cache}#{_SCOPE}", limit)
-        return EmbeddingStore(open_once(slot, lambda: MemoryCacheStrategy(size_limit=limit)))
-    if "://" in config.cache:
-        raise CacheError(f"KURA_MAGIC_CACHE={config.cache!r}: embeddings need a directory, "
-                         "'memory://' or 'off'")
-    directory = Path(config.cache) / _SCOPE
-    return EmbeddingStore(
-        open_once((str(directory), limit), lambda: DiskCacheStrategy(directory, size_limit=limit))
-    )
+    return EmbeddingStore(open_store(config or settings(), _SCOPE))
 
 
 def embedding_cache_info() -> ExperimentInfo:
@@ -217,41 +200,34 @@ def clear_embedding_cache() -> int:
     return open_embedding_store().clear()
 
 
-def embed(
-    texts: Sequence[str], *, model: str, dimensions: int | None = None,
-    api_key: str | None = None, api_base: str | None = None,
+async def aembed(
+    texts: Sequence[str],
+    *,
+    model: str,
+    dimensions: int | None = None,
+    cache_mode: CacheMode = "read_write",
+    api_key: str | None = None,
+    api_base: str | None = None,
 ) -> Embeddings:
-    """Embed `texts` through the cache; works inside a running event loop (a Jupyter cell).
+    """Embed `texts` through the cache; `embed` is the same, blocking (it works inside a
+    running event loop, e.g. a Jupyter cell). Only texts missing from the cache are sent,
+    each once, in batches of `KURA_MAGIC_EMBEDDING_BATCH_SIZE`; a repeat inside one call
+    counts as cached. `cache_mode` is as for `summarise` (read_write, read_only, refresh, off).
 
     Example:
         >>> result = embed(["hi", "yo"], model="openai/text-embedding-3-small")  # doctest: +SKIP
         >>> [e.cached for e in result], result.total_cost  # doctest: +SKIP
         ([False, False], 4e-08)
     """
-    return run_sync(
-        aembed(texts, model=model, dimensions=dimensions, api_key=api_key, api_base=api_base)
-    )
-
-
-async def aembed(
-    texts: Sequence[str], *, model: str, dimensions: int | None = None,
-    api_key: str | None = None, api_base: str | None = None,
-) -> Embeddings:
-    """The awaitable `embed`. Only texts missing from the cache are sent, each once, in
-    batches of `KURA_MAGIC_EMBEDDING_BATCH_SIZE`; a repeat inside one call counts as cached.
-
-    Example:
-        >>> result = await aembed(["hi"], model="openai/text-embedding-3-small")  # doctest: +SKIP
-    """
-    texts = _checked(texts, dimensions)
+    texts = _checked(texts, dimensions, cache_mode)
     config = settings()
-    transport = config.transport(api_key=api_key, api_base=api_base)
-    call = _EmbeddingCall(model, dimensions, config, transport)
-    keys = {text: call.key(text) for text in dict.fromkeys(texts)}
+    batch = _Batches(model, dimensions, config, config.transport(api_key=api_key, api_base=api_base))
+    keys = {text: batch.key(text) for text in dict.fromkeys(texts)}
     store = open_embedding_store(config)
-    hits = store.get_many(keys.values(), dimensions=dimensions)
-    missing = [text for text, key in keys.items() if key not in hits]
-    vectors, cost = await _fetch(call, store, {text: keys[text] for text in missing})
+    reads, writes = cache_mode in ("read_write", "read_only"), cache_mode in ("read_write", "refresh")
+    hits = store.get_many(keys.values(), dimensions=dimensions) if reads else {}
+    missing = {text: key for text, key in keys.items() if key not in hits}
+    vectors, cost = await batch.fetch(missing, store if writes else None)
     vectors.update(hits)
     return Embeddings(
         _in_order(texts, keys, vectors, fresh=set(missing)),
@@ -259,9 +235,14 @@ async def aembed(
     )
 
 
-def _checked(texts: Sequence[str], dimensions: int | None) -> list[str]:
+embed = blocking(aembed)
+
+
+def _checked(texts: Sequence[str], dimensions: int | None, cache_mode: CacheMode) -> list[str]:
     if dimensions is not None and (type(dimensions) is not int or dimensions < 1):
         raise DataError(f"dimensions={dimensions!r}: give a positive whole number, or None")
+    if cache_mode not in CACHE_MODES:
+        raise DataError(f"cache_mode {cache_mode!r} is not one of {', '.join(CACHE_MODES)}")
     if isinstance(texts, str):
         raise DataError("embed() takes a list of texts, not one string: wrap it as [text]")
     texts = list(texts)
@@ -281,8 +262,8 @@ def _in_order(
 
 
 @dataclass(frozen=True)
-class _EmbeddingCall:
-    """What every batch of one `embed` call shares."""
+class _Batches:
+    """What every batch of one `embed` call shares, and sending them."""
 
     model: str
     dimensions: int | None
@@ -292,75 +273,50 @@ class _EmbeddingCall:
     def key(self, text: str) -> str:
         return embedding_key(text, model=self.model, dimensions=self.dimensions)
 
-    def request(self, batch: list[str]) -> dict[str, Any]:
-        optional = {"dimensions": self.dimensions} if self.dimensions is not None else {}
-        return {
-            "model": self.model,
-            "input": batch,
-            "timeout": self.config.timeout_s,
-            # Retries are gateway.with_retries'. (litellm's OpenAI embedding handler reads 0
-            # as "its default", so the OpenAI SDK may also retry up to twice by itself.)
-            "max_retries": 0,
-            **optional,
-            **self.transport,
-        }
+    async def fetch(
+        self, missing: dict[str, str], store: EmbeddingStore | None
+    ) -> tuple[dict[str, numpy.ndarray], float | None]:
+        """Send the `missing` texts (text -> key) in concurrent batches; (vectors by key, cost).
 
-
-async def _fetch(
-    call: _EmbeddingCall, store: EmbeddingStore, missing: dict[str, str]
-) -> tuple[dict[str, numpy.ndarray], float | None]:
-    """Send the `missing` texts (text -> key) in concurrent batches; (vectors by key, cost)."""
-    if not missing:
-        return {}, 0.0
-    if call.config.offline:
-        raise CacheMissError(
-            f"offline mode: {len(missing)} texts are not in the embedding cache for "
-            f"{call.model!r}; turn offline off (%kura offline off) to embed them"
+        One failed batch cancels the others; the finished ones are already stored.
+        """
+        if not missing:
+            return {}, 0.0
+        gateway.check_may_call(
+            self.config, self.model, self.transport,
+            missing=f"{len(missing)} texts are not in the embedding cache for {self.model!r}",
         )
-    gateway.check_ready(call.model, call.transport)
-    texts, size = list(missing), call.config.embedding_batch_size
-    batches = [texts[start : start + size] for start in range(0, len(texts), size)]
-    tasks = [asyncio.ensure_future(_send(call, store, batch, missing)) for batch in batches]
-    try:
-        results = await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:  # one batch failed: stop the others (finished ones are stored)
-            task.cancel()
-    vectors = {key: vector for batch_vectors, _ in results for key, vector in batch_vectors.items()}
-    costs = [cost for _, cost in results]
-    return vectors, None if None in costs else sum(costs)  # type: ignore[arg-type]
+        texts, size = list(missing), self.config.embedding_batch_size
+        batches = [texts[start : start + size] for start in range(0, len(texts), size)]
+        tasks = [asyncio.ensure_future(self._send(batch, missing, store)) for batch in batches]
+        try:
+            results = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        vectors = {key: vector for found, _ in results for key, vector in found.items()}
+        costs = [cost for _, cost in results]
+        return vectors, None if None in costs else sum(costs)  # type: ignore[arg-type]
+
+    async def _send(
+        self, batch: list[str], keys: dict[str, str], store: EmbeddingStore | None
+    ) -> tuple[dict[str, numpy.ndarray], float | None]:
+        """One request under the global limit; its vectors are stored before it returns."""
+        async with gateway.limiter(self.config.max_concurrency):
+            rows, cost = await gateway.embed_texts(
+                self.model, batch, dimensions=self.dimensions, transport=self.transport,
+                config=self.config,
+            )
+        return {keys[text]: _vector(store, keys[text], row) for text, row in zip(batch, rows)}, cost
 
 
-async def _send(
-    call: _EmbeddingCall, store: EmbeddingStore, batch: list[str], keys: dict[str, str]
-) -> tuple[dict[str, numpy.ndarray], float | None]:
-    """One request under the global limit; its vectors are stored before it returns."""
-    config = call.config
-    async with gateway.limiter(config.max_concurrency):
-        response = await gateway.with_retries(
-            lambda: gateway.litellm().aembedding(**call.request(batch)),
-            model=call.model, max_retries=config.max_retries, retry_base_s=config.retry_base_s,
-        )
-    if isinstance(response, gateway.Failure):
-        raise ResponseError(
-            f"{call.model} could not embed a batch of {len(batch)} texts "
-            f"({response.error_type}): {response.message}",
-            error_type=response.error_type, cached=False,
-        )
-    rows = _rows(response, call, len(batch))
-    vectors = {keys[text]: store.put(keys[text], row) for text, row in zip(batch, rows)}
-    return vectors, gateway.price(response)
+def _float32(vector: Sequence[float] | numpy.ndarray) -> numpy.ndarray:
+    """`vector` as the read-only little-endian float32 array a cache hit gives."""
+    import numpy
+
+    return numpy.frombuffer(numpy.asarray(vector, dtype=FLOAT32).tobytes(), dtype=FLOAT32)
 
 
-def _rows(response: Any, call: _EmbeddingCall, expected: int) -> list[list[float]]:
-    """The response's vectors in input order, checked for count and length."""
-    rows = [item["embedding"] for item in sorted(response.data, key=lambda item: item["index"])]
-    lengths = {len(row) for row in rows}
-    wrong_size = call.dimensions is not None and lengths != {call.dimensions}
-    if len(rows) != expected or len(lengths) != 1 or wrong_size:
-        raise ResponseError(
-            f"{call.model} returned {len(rows)} vectors of lengths {sorted(lengths)} for "
-            f"{expected} texts (dimensions={call.dimensions}); nothing was cached",
-            error_type="bad_response", cached=False,
-        )
-    return rows
+def _vector(store: EmbeddingStore | None, key: str, row: list[float]) -> numpy.ndarray:
+    """The row as a float32 array, stored unless `store` is None (refresh-less modes)."""
+    return _float32(row) if store is None else store.put(key, row)

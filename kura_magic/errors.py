@@ -1,4 +1,22 @@
-"""Every error kura_magic raises on purpose: one base class, messages that say what to do."""
+"""Every error kura_magic raises on purpose: one base class, messages that say what to do.
+
+    KuraMagicError
+    ├── ConfigError (ValueError)        a setting or argument has a bad value
+    ├── DataError (ValueError)          input is not conversations / texts / an export
+    ├── TemplateError (ValueError)      the prompt does not parse or render
+    ├── SchemaError (ValueError)        not a pydantic model, nor a built-in schema's name
+    ├── BudgetError (ValueError)        a max_cost that cannot be enforced
+    ├── CacheError (OSError)            the store cannot be opened or written
+    ├── CacheMissError (LookupError)    offline (or replay) met calls not in the cache
+    ├── ModelError (RuntimeError)       the provider cannot be used: the run stops
+    │   ├── UnknownModelError (ValueError)
+    │   ├── MissingAPIKeyError
+    │   └── AuthenticationError
+    ├── ResponseError (RuntimeError)    one call got no answer; other calls go on
+    └── LocalModelError (RuntimeError)  the bundled local model cannot run
+
+`CacheWarning` is a warning, not an error: the cache failed and the call went on.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +41,10 @@ class SchemaError(KuraMagicError, ValueError):
     """A `schema` is neither a pydantic model nor the name of a built-in schema."""
 
 
+class BudgetError(KuraMagicError, ValueError):
+    """A `max_cost` that cannot be enforced or is not a positive number."""
+
+
 class CacheError(KuraMagicError, OSError):
     """The cache storage cannot be opened or written."""
 
@@ -32,7 +54,7 @@ class CacheMissError(KuraMagicError, LookupError):
 
 
 class ModelError(KuraMagicError, RuntimeError):
-    """A model call failed in a way that stops the whole run."""
+    """The provider cannot be used at all: the run stops, and what finished stays cached."""
 
 
 class UnknownModelError(ModelError, ValueError):
@@ -47,11 +69,7 @@ class AuthenticationError(ModelError):
     """The provider rejected the API key."""
 
 
-class BudgetError(KuraMagicError, ValueError):
-    """A `max_cost` that cannot be enforced or is not a positive number."""
-
-
-class ResponseError(ModelError):
+class ResponseError(KuraMagicError, RuntimeError):
     """The model could not answer this call (content policy, context too long, schema
     mismatch, or the provider kept failing); `error_type` says which."""
 
@@ -63,3 +81,7 @@ class ResponseError(ModelError):
 
 class LocalModelError(KuraMagicError, RuntimeError):
     """The bundled local model cannot run: the [local] extra is missing or its server failed."""
+
+
+class CacheWarning(UserWarning):
+    """The cache could not be read or written; the call went on without it."""

@@ -59,3 +59,6 @@ def duration(seconds: float | None) -> str:
 # The CSS class JupyterLab reads to leave a block's text alone: without it, any two
 # "$" (costs, or model text) in one output are typeset as maths.
 NO_MATHS = "mathjax_ignore"
+
+# The most rows an HTML or text view shows; the rest are one `.to_pandas()` away.
+ROW_LIMIT = 200

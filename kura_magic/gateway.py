@@ -1,4 +1,6 @@
-"""The one door to model providers: litellm, imported lazily, every setting passed per call.
+"""The one door to model providers: every litellm call (chat, embeddings, token counts,
+prices, readiness) is made here, with litellm imported lazily and every setting passed
+per call.
 
 litellm's exceptions are sorted here into three kinds:
 transient (429, 5xx, timeouts, connection: retried with backoff, never cached),
@@ -14,22 +16,31 @@ import random
 import re
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from kura_magic.cache import CacheEntry
-from kura_magic.errors import AuthenticationError, MissingAPIKeyError, ModelError, UnknownModelError
-from kura_magic.keys import cache_key, output_params
-from kura_magic.types import Usage
+from kura_magic.config import Settings
+from kura_magic.errors import (
+    AuthenticationError,
+    CacheMissError,
+    MissingAPIKeyError,
+    ModelError,
+    ResponseError,
+    UnknownModelError,
+)
+from kura_magic.keys import output_params
+from kura_magic.types import CacheEntry, ChatRequest, Usage
 
 if TYPE_CHECKING:
     from types import ModuleType
 
 SCHEMA_RETRIES = 2
 MAX_RETRY_DELAY_S = 60.0
+# A guess at the reply length when a call sets no max_tokens.
+DEFAULT_COMPLETION_TOKENS = 200
 
 ErrorKind = Literal["transient", "deterministic", "fatal", "other"]
 
@@ -59,29 +70,6 @@ def litellm() -> ModuleType:
     # "Give Feedback / Get Help" banner into the notebook on every retried 429.
     module.suppress_debug_info = True
     return module
-
-
-@dataclass(frozen=True)
-class ChatCall:
-    """One chat completion as plain data: what is keyed, and how it travels.
-
-    Example:
-        >>> call = ChatCall(model="openai/gpt-4o-mini", messages=({"role": "user", "content": "hi"},))
-        >>> call.key.startswith("km1-chat-")
-        True
-    """
-
-    model: str
-    messages: tuple[dict[str, Any], ...]
-    schema: type[BaseModel] | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    transport: dict[str, Any] = field(default_factory=dict, repr=False)  # holds the API key
-
-    @property
-    def key(self) -> str:
-        return cache_key(
-            model=self.model, messages=self.messages, schema=self.schema, params=self.params
-        )
 
 
 @dataclass
@@ -162,19 +150,34 @@ def backoff_delay(attempt: int, *, base_s: float, retry_after_s: float | None) -
     return min(exponential * (1 + random.random()), MAX_RETRY_DELAY_S)
 
 
-def check_ready(model: str, transport: dict[str, Any]) -> None:
-    """Fail before anything is spent if litellm does not know `model` or its key is missing."""
-    lib = litellm()
+def check_may_call(config: Settings, model: str, transport: dict[str, Any], *, missing: str) -> None:
+    """The one check before anything is spent: not offline, a model litellm knows, a key.
+
+    `missing` says what the cache lacks, for the offline error.
+    """
+    if config.offline:
+        raise CacheMissError(
+            f"offline mode: {missing}; nothing was called. Turn offline off "
+            "(%kura offline off) or import the experiment's cache"
+        )
+    _check_model(model, transport)
+    _check_key(model, transport)
+
+
+def _check_model(model: str, transport: dict[str, Any]) -> None:
     try:
-        lib.get_llm_provider(model, api_base=transport.get("api_base"))
-    except Exception as exc:
+        litellm().get_llm_provider(model, api_base=transport.get("api_base"))
+    except Exception:
         raise UnknownModelError(
             f"litellm does not know the model {model!r}: name it as 'provider/model', "
             "e.g. 'openai/gpt-4o-mini' (see https://docs.litellm.ai/docs/providers)"
-        ) from exc
+        ) from None
+
+
+def _check_key(model: str, transport: dict[str, Any]) -> None:
     if transport.get("api_key"):
         return
-    missing = lib.validate_environment(model=model, api_base=transport.get("api_base"))
+    missing = litellm().validate_environment(model=model, api_base=transport.get("api_base"))
     if missing.get("missing_keys"):
         names = " and ".join(missing["missing_keys"])
         raise MissingAPIKeyError(
@@ -201,88 +204,117 @@ def limiter(limit: int) -> asyncio.Semaphore:
     return per_loop[limit]
 
 
-async def complete_call(
-    call: ChatCall, *, timeout_s: float, max_retries: int, retry_base_s: float
-) -> Outcome:
-    """Make one chat call with retries and schema checks; fatal errors raise `ModelError`."""
+async def complete_chat(request: ChatRequest, config: Settings) -> Outcome:
+    """Make one chat call with retries and schema re-asks; fatal errors raise `ModelError`."""
     started = time.perf_counter()
-    messages = list(call.messages)
-    cost: float | None = 0.0
-    usage = Usage()
-    for schema_attempt in range(SCHEMA_RETRIES + 1):
-        response = await with_retries(
-            lambda: litellm().acompletion(**_request(call, messages, timeout_s)),
-            model=call.model, max_retries=max_retries, retry_base_s=retry_base_s,
+    messages = list(request.messages)
+    spent = _Spent()
+    for _ in range(SCHEMA_RETRIES + 1):
+        response = await _with_retries(
+            lambda: litellm().acompletion(**_chat_request(request, messages, config)),
+            model=request.model, config=config,
         )
         if isinstance(response, Failure):
-            return _failed(call, response, started, usage, cost)
-        text, step_usage, step_cost = _read_response(response)
-        usage = _add_usage(usage, step_usage)
-        cost = None if cost is None or step_cost is None else cost + step_cost
-        problem = _schema_problem(call.schema, text)
+            return _failed(request, response, started, spent)
+        text = spent.add(response)
+        problem = _schema_problem(request.schema, text)
         if problem is None:
-            entry = _entry(call, started, usage, cost, response=text)
-            return Outcome(entry, cacheable=True)
-        messages += [
-            {"role": "assistant", "content": text},
-            {"role": "user", "content": f"That reply did not match the JSON schema: {problem}. "
-             "Reply again with JSON only, valid under the schema."},
-        ]
-    error = f"the reply did not match schema {call.schema.__name__} after {SCHEMA_RETRIES + 1} tries: {problem}"  # type: ignore[union-attr]
-    entry = _entry(call, started, usage, cost, error=error, error_type="schema_mismatch")
+            return Outcome(_entry(request, started, spent, response=text), cacheable=True)
+        messages += _ask_again(text, problem)
+    error = (
+        f"the reply did not match schema {request.schema.__name__} "  # type: ignore[union-attr]
+        f"after {SCHEMA_RETRIES + 1} tries: {problem}"
+    )
+    entry = _entry(request, started, spent, error=error, error_type="schema_mismatch")
     return Outcome(entry, cacheable=True)
 
 
-async def with_retries(
-    send: Callable[[], Awaitable[Any]], *, model: str, max_retries: int, retry_base_s: float
-) -> Any:
-    """`await send()` with transient errors retried: the response, or the `Failure` that
-    ended the attempts; fatal errors raise `ModelError`."""
-    for attempt in range(max_retries + 1):
-        try:
-            return await send()
-        except Exception as exc:  # litellm raises many classes; classify() sorts them
-            failure = classify(exc)
-            if failure.kind == "fatal":
-                raise _fatal_error(model, failure) from exc
-            if failure.kind != "transient" or attempt == max_retries:
-                return failure
-            await asyncio.sleep(
-                backoff_delay(attempt + 1, base_s=retry_base_s, retry_after_s=failure.retry_after_s)
-            )
-    raise AssertionError("unreachable")  # pragma: no cover
+@dataclass
+class _Spent:
+    """Usage and cost summed over the attempts of one call (None: some had no price)."""
+
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = 0.0
+
+    def add(self, response: Any) -> str:
+        """Count one response; returns its text."""
+        raw = getattr(response, "usage", None)
+        self.usage = Usage(
+            prompt_tokens=self.usage.prompt_tokens + (getattr(raw, "prompt_tokens", 0) or 0),
+            completion_tokens=self.usage.completion_tokens + (getattr(raw, "completion_tokens", 0) or 0),
+        )
+        cost = price(response)
+        self.cost = None if self.cost is None or cost is None else self.cost + cost
+        return response.choices[0].message.content or ""
 
 
-def _request(call: ChatCall, messages: list[dict[str, Any]], timeout_s: float) -> dict[str, Any]:
-    request: dict[str, Any] = {
-        "model": call.model,
-        "messages": messages,
-        "timeout": timeout_s,
-        "max_retries": 0,  # retries are ours, so Retry-After and caching rules hold
-        **output_params(call.params),
-        **call.transport,
+def _ask_again(text: str, problem: str) -> list[dict[str, Any]]:
+    return [
+        {"role": "assistant", "content": text},
+        {"role": "user", "content": f"That reply did not match the JSON schema: {problem}. "
+         "Reply again with JSON only, valid under the schema."},
+    ]
+
+
+async def embed_texts(
+    model: str, texts: Sequence[str], *, dimensions: int | None, transport: dict[str, Any],
+    config: Settings,
+) -> tuple[list[list[float]], float | None]:
+    """One embedding request: the vectors in input order and litellm's price (None: unknown).
+
+    Raises `ResponseError` if the provider kept failing or sent the wrong vectors.
+    """
+    request = {
+        "model": model, "input": list(texts), "timeout": config.timeout_s,
+        # Retries are ours. (litellm's OpenAI embedding handler reads 0 as "its default",
+        # so the OpenAI SDK may also retry up to twice by itself.)
+        "max_retries": 0,
+        **({"dimensions": dimensions} if dimensions is not None else {}),
+        **transport,
     }
-    if call.schema is not None and "response_format" not in request:
-        request["response_format"] = response_format(call.schema)
-    return request
-
-
-def response_format(schema: type[BaseModel]) -> dict[str, Any]:
-    """OpenAI's JSON-schema response format for a pydantic model."""
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
-    }
-
-
-def _read_response(response: Any) -> tuple[str, Usage, float | None]:
-    text = response.choices[0].message.content or ""
-    raw_usage = getattr(response, "usage", None)
-    usage = Usage(
-        prompt_tokens=getattr(raw_usage, "prompt_tokens", 0) or 0,
-        completion_tokens=getattr(raw_usage, "completion_tokens", 0) or 0,
+    response = await _with_retries(
+        lambda: litellm().aembedding(**request), model=model, config=config
     )
-    return text, usage, price(response)
+    if isinstance(response, Failure):
+        raise ResponseError(
+            f"{model} could not embed a batch of {len(texts)} texts "
+            f"({response.error_type}): {response.message}",
+            error_type=response.error_type, cached=False,
+        )
+    return _vectors(response, model, len(texts), dimensions), price(response)
+
+
+def _vectors(response: Any, model: str, expected: int, dimensions: int | None) -> list[list[float]]:
+    """The response's vectors in input order, checked for count and length."""
+    rows = [item["embedding"] for item in sorted(response.data, key=lambda item: item["index"])]
+    lengths = {len(row) for row in rows}
+    wrong_size = dimensions is not None and lengths != {dimensions}
+    if len(rows) != expected or len(lengths) != 1 or wrong_size:
+        raise ResponseError(
+            f"{model} returned {len(rows)} vectors of lengths {sorted(lengths)} for "
+            f"{expected} texts (dimensions={dimensions}); nothing was cached",
+            error_type="bad_response", cached=False,
+        )
+    return rows
+
+
+def estimate_cost(request: ChatRequest, *, reply_tokens: float | None = None) -> float | None:
+    """litellm's price for the request's prompt and an expected reply; None if no price is known.
+
+    The reply is `max_tokens` long if the request sets it, else `reply_tokens`, else a guess.
+    """
+    lib = litellm()
+    prompt_tokens = lib.token_counter(model=request.model, messages=list(request.messages))
+    completion_tokens = (
+        request.params.get("max_tokens") or reply_tokens or DEFAULT_COMPLETION_TOKENS
+    )
+    try:
+        prompt_cost, completion_cost = lib.cost_per_token(
+            model=request.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
+    except Exception:  # litellm raises a bare Exception for unmapped models
+        return None
+    return float(prompt_cost + completion_cost)
 
 
 def price(response: Any) -> float | None:
@@ -291,6 +323,48 @@ def price(response: Any) -> float | None:
         return float(litellm().completion_cost(completion_response=response))
     except Exception:  # litellm raises a bare Exception for unmapped models
         return None
+
+
+async def _with_retries(send: Callable[[], Awaitable[Any]], *, model: str, config: Settings) -> Any:
+    """`await send()` with transient errors retried: the response, or the `Failure` that
+    ended the attempts; fatal errors raise `ModelError`."""
+    for attempt in range(config.max_retries + 1):
+        try:
+            return await send()
+        except Exception as exc:  # litellm raises many classes; classify() sorts them
+            failure = classify(exc)
+            if failure.kind == "fatal":
+                raise _fatal_error(model, failure) from None  # the chain may hold the key
+            if failure.kind != "transient" or attempt == config.max_retries:
+                return failure
+            await asyncio.sleep(backoff_delay(
+                attempt + 1, base_s=config.retry_base_s, retry_after_s=failure.retry_after_s
+            ))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _chat_request(
+    request: ChatRequest, messages: list[dict[str, Any]], config: Settings
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": messages,
+        "timeout": config.timeout_s,
+        "max_retries": 0,  # retries are ours, so Retry-After and caching rules hold
+        **output_params(request.params),
+        **request.transport,
+    }
+    if request.schema is not None and "response_format" not in body:
+        body["response_format"] = response_format(request.schema)
+    return body
+
+
+def response_format(schema: type[BaseModel]) -> dict[str, Any]:
+    """OpenAI's JSON-schema response format for a pydantic model."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
+    }
 
 
 def _schema_problem(schema: type[BaseModel] | None, text: str) -> str | None:
@@ -305,26 +379,15 @@ def _schema_problem(schema: type[BaseModel] | None, text: str) -> str | None:
     return None
 
 
-def _add_usage(a: Usage, b: Usage) -> Usage:
-    return Usage(
-        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
-        completion_tokens=a.completion_tokens + b.completion_tokens,
-    )
-
-
-def _entry(
-    call: ChatCall, started: float, usage: Usage, cost: float | None, **fields: Any
-) -> CacheEntry:
+def _entry(request: ChatRequest, started: float, spent: _Spent, **fields: Any) -> CacheEntry:
     latency = time.perf_counter() - started
-    return CacheEntry(model=call.model, usage=usage, cost=cost, latency_s=latency, **fields)
-
-
-def _failed(
-    call: ChatCall, failure: Failure, started: float, usage: Usage, cost: float | None
-) -> Outcome:
-    entry = _entry(
-        call, started, usage, cost, error=failure.message, error_type=failure.error_type
+    return CacheEntry(
+        model=request.model, usage=spent.usage, cost=spent.cost, latency_s=latency, **fields
     )
+
+
+def _failed(request: ChatRequest, failure: Failure, started: float, spent: _Spent) -> Outcome:
+    entry = _entry(request, started, spent, error=failure.message, error_type=failure.error_type)
     return Outcome(entry, cacheable=failure.kind == "deterministic")
 
 

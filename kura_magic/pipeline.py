@@ -1,4 +1,5 @@
-"""`summarise`: a prompt template over many conversations, paying only for what changed."""
+"""`summarise`: a prompt template over many conversations, paying only for what changed;
+`estimate`: what such a run would call and cost, calling nothing."""
 
 from __future__ import annotations
 
@@ -7,21 +8,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any
 
 from pydantic import BaseModel
 
 from kura_magic import budget, gateway
-from kura_magic.cache import CacheEntry, CacheStrategy
+from kura_magic.background import blocking, on_interrupt
+from kura_magic.calls import CallContext, model_params
 from kura_magic.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
-from kura_magic.calls import CacheMode, CallContext
-from kura_magic.background import run_sync
-from kura_magic.errors import CacheMissError, ConfigError, ModelError
+from kura_magic.errors import ConfigError
 from kura_magic.loaders import ConversationSource, load_conversations
-from kura_magic.results import DryRun, RunStats, SummaryResult, SummaryRun
+from kura_magic.results import Estimate, RunStats, SummaryResult, SummaryRun
 from kura_magic.schemas import resolve_schema
+from kura_magic.store import Store
 from kura_magic.templates import PromptTemplate
-from kura_magic.types import Conversation
+from kura_magic.types import CacheEntry, CacheMode, ChatRequest, Conversation
 
 ProgressCallback = Callable[[RunStats], None]
 UNFINISHED = "interrupted before it finished"
@@ -29,59 +30,157 @@ UNFINISHED = "interrupted before it finished"
 
 @dataclass
 class _Plan:
-    """Everything decided before any call: the calls, their keys, who shares which key."""
+    """Everything decided before any call: the requests and which rows share a key."""
 
     conversations: list[Conversation]
-    calls: list[gateway.ChatCall]
-    keys: list[str]
+    requests: list[ChatRequest]
     context: CallContext
     schema: type[BaseModel] | None
     model: str
     prompt: str
-    max_concurrency: int | None
     rows_by_key: dict[str, list[int]] = field(default_factory=dict)
 
+    def misses(self) -> list[str]:
+        """The keys whose entry is not in the cache (in the order rows first need them)."""
+        return [key for key in self.rows_by_key if self.context.lookup(key) is None]
 
-class RunControl:
-    """Lets a waiting thread stop a run: finished rows stay, the rest are marked unfinished."""
 
-    def __init__(self) -> None:
-        self.tasks: list[asyncio.Task[None]] = []
-        self.stopped = False
-        self.fatal: BaseException | None = None
+def _plan(
+    source: ConversationSource, prompt: str, *, context: CallContext, model: str | None,
+    schema: str | type[BaseModel] | None, limit: int | None, variables: Mapping[str, Any] | None,
+    params: dict[str, Any], transport: dict[str, Any],
+) -> _Plan:
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1, got {limit}")
+    conversations = load_conversations(source)[:limit]
+    template = PromptTemplate.compile(prompt, variables)
+    model = model or context.config.model
+    resolved = resolve_schema(schema, variables)
+    requests = [
+        ChatRequest(model, ({"role": "user", "content": template.render(c)},), resolved, params, transport)
+        for c in conversations
+    ]
+    plan = _Plan(conversations, requests, context, resolved, model, template.source)
+    for row, request in enumerate(requests):
+        plan.rows_by_key.setdefault(request.key, []).append(row)
+    return plan
+
+
+@dataclass
+class _Run:
+    """One run in progress: its plan, the rows filled so far, counts, budget and tasks."""
+
+    plan: _Plan
+    on_progress: ProgressCallback | None = None
+    stats: RunStats = field(default_factory=RunStats)
+    results: list[SummaryResult | None] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    spend: budget.Budget = field(default_factory=lambda: budget.Budget(None))
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stopped: bool = False
+    failure: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.stats.total = len(self.plan.conversations)
+        self.results = [None] * self.stats.total
 
     def stop(self) -> None:
+        """Stop starting and cancel what is in flight; finished rows stay."""
         self.stopped = True
         for task in self.tasks:
             task.cancel()
 
+    def serve_hits(self) -> list[str]:
+        """Fill every row whose key is cached; return the keys that must be called."""
+        misses = []
+        for key, rows in self.plan.rows_by_key.items():
+            entry = self.plan.context.lookup(key)
+            if entry is None:
+                misses.append(key)
+            else:
+                self.fill(rows, entry, joined=True)
+        self.report()
+        return misses
 
-@overload
-def summarise(conversations: ConversationSource, prompt: str, *, dry_run: Literal[True], **options: Any) -> DryRun: ...
-@overload
-def summarise(conversations: ConversationSource, prompt: str, *, dry_run: Literal[False] = ..., **options: Any) -> SummaryRun: ...
+    def fill(self, rows: list[int], entry: CacheEntry, *, joined: bool) -> None:
+        """Give `entry` to `rows`: the first is fresh unless `joined`, repeats are cached."""
+        for position, row in enumerate(rows):
+            result = _result(self.plan, row, entry, cached=joined or position > 0)
+            self.stats.record(cached=result.cached, error=result.status == "error", cost=entry.cost)
+            self.results[row] = result
 
+    def skip(self, rows: list[int], why: str) -> None:
+        for row in rows:
+            self.results[row] = _unresolved(self.plan, row, "skipped", f"skipped: {why}")
+            self.stats.skipped += 1
 
-def summarise(
-    conversations: ConversationSource, prompt: str, *, dry_run: bool = False, **options: Any
-) -> SummaryRun | DryRun:
-    """Summarise each conversation with a Jinja2 prompt; cached calls cost nothing.
+    def report(self) -> None:
+        self.stats.elapsed_s = time.perf_counter() - self.started
+        if self.on_progress is not None:
+            self.on_progress(self.stats)
 
-    Works in a plain script and inside a running event loop (a Jupyter cell).
-    Ctrl-C returns the partial run; everything finished is already cached.
-    Options are those of `asummarise`.
+    async def call_all(self, misses: list[str], *, max_concurrency: int | None,
+                       max_cost: float | None) -> None:
+        """Make the missing calls; the first failure of any kind cancels the rest and escapes."""
+        first = self.plan.requests[self.plan.rows_by_key[misses[0]][0]]
+        gateway.check_may_call(
+            self.plan.context.config, self.plan.model, first.transport,
+            missing=f"{len(misses)} of {self.stats.total} calls are not in the cache of "
+                    f"experiment {self.plan.context.experiment!r}",
+        )
+        self.spend = budget.Budget.create(max_cost, self.plan.model)
+        slots = asyncio.Semaphore(max_concurrency or len(misses))
+        self.tasks = [asyncio.ensure_future(self._call_one(key, slots)) for key in misses]
+        if self.stopped:
+            self.stop()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.stats.interrupted = self.stopped
+        if self.failure is not None:
+            raise self.failure
 
-    Example:
-        >>> run = summarise(convs, "Summarise in one line:\\n{{ transcript }}",
-        ...                 model="openai/gpt-4o-mini")            # doctest: +SKIP
-        >>> run.stats.fresh, run.stats.cached                      # doctest: +SKIP
-        (50, 0)
-    """
-    control = RunControl()
-    return run_sync(
-        asummarise(conversations, prompt, dry_run=dry_run, _control=control, **options),
-        on_interrupt=control.stop,
-    )
+    async def _call_one(self, key: str, slots: asyncio.Semaphore) -> None:
+        rows = self.plan.rows_by_key[key]
+        request = self.plan.requests[rows[0]]
+        try:
+            async with slots:
+                estimate = self.spend.reserve(request)
+                if estimate is None:
+                    self.skip(rows, self.spend.limit_text)
+                    return
+                try:
+                    entry, joined = await self.plan.context.fetch(request)
+                finally:
+                    self.spend.release(estimate)
+        except Exception as exc:  # ours or a bug: either way the run stops and it escapes
+            self.failure = self.failure or exc
+            self.stop()
+            raise
+        self.spend.record(entry.cost, entry.usage.completion_tokens)
+        self.fill(rows, entry, joined=joined)
+        self.report()
+
+    def finish(self, checkpoint_at: Path | None) -> SummaryRun:
+        self.report()
+        rows = [r or _unresolved(self.plan, i, "unfinished", UNFINISHED) for i, r in enumerate(self.results)]
+        if checkpoint_at is not None and all(r.status in ("ok", "error") for r in rows):
+            save_checkpoint(checkpoint_at, rows)
+        plan = self.plan
+        return SummaryRun(
+            rows, self.stats, model=plan.model, experiment=plan.context.experiment,
+            schema_name=plan.schema.__name__ if plan.schema else None, prompt=plan.prompt,
+        )
+
+    def from_checkpoint(self, path: Path) -> bool:
+        """Fill every row from the run's checkpoint, as cached rows; False if there is none."""
+        saved = load_checkpoint(path, self.plan.schema)
+        if saved is None or len(saved) != len(self.plan.conversations):
+            return False
+        for row, (conversation, result) in enumerate(zip(self.plan.conversations, saved)):
+            self.results[row] = result.model_copy(update={
+                "cached": True, "cost": 0.0, "latency_s": 0.0, "metadata": conversation.metadata,
+            })
+            self.stats.record(cached=True, error=result.status == "error", cost=result.fresh_cost)
+        return True
 
 
 async def asummarise(
@@ -91,180 +190,89 @@ async def asummarise(
     model: str | None = None,
     temperature: float = 0.0,
     max_tokens: int | None = None,
+    params: Mapping[str, Any] | None = None,
     schema: str | type[BaseModel] | None = None,
     experiment: str | None = None,
+    cache_mode: CacheMode = "read_write",
     max_concurrency: int | None = None,
     max_cost: float | None = None,
     limit: int | None = None,
-    cache: CacheStrategy | None = None,
-    cache_mode: CacheMode = "read_write",
     variables: Mapping[str, Any] | None = None,
-    params: Mapping[str, Any] | None = None,
-    api_key: str | None = None,
-    api_base: str | None = None,
-    dry_run: bool = False,
     checkpoint: str | Path | None = None,
     on_progress: ProgressCallback | None = None,
-    _control: RunControl | None = None,
-) -> SummaryRun | DryRun:
-    """The awaitable `summarise`; see it for the meaning of the options.
+    api_key: str | None = None,
+    api_base: str | None = None,
+    store: Store | None = None,
+) -> SummaryRun:
+    """Summarise each conversation with a Jinja2 prompt; cached calls cost nothing.
+
+    `summarise` is the same, blocking: it works in a script and inside a running event
+    loop (a Jupyter cell), and Ctrl-C returns the partial run (everything finished is
+    already cached). An exception in any call stops the run and is raised.
 
     Example:
-        >>> run = await asummarise(convs, "{{ transcript }}", model="openai/gpt-4o-mini")  # doctest: +SKIP
+        >>> run = summarise(convs, "Summarise in one line:\\n{{ transcript }}",
+        ...                 model="openai/gpt-4o-mini")            # doctest: +SKIP
+        >>> run.stats.fresh, run.stats.cached                      # doctest: +SKIP
+        (50, 0)
     """
-    context = CallContext.create(experiment=experiment, cache=cache, cache_mode=cache_mode)
-    plan = _plan(
-        conversations, prompt, context=context, model=model or context.config.model,
-        schema=resolve_schema(schema, variables), limit=limit, variables=variables,
-        params={"temperature": temperature, "max_tokens": max_tokens, **(params or {})},
-        transport=context.config.transport(api_key=api_key, api_base=api_base),
-        max_concurrency=max_concurrency,
-    )
-    stats = RunStats(total=len(plan.conversations))
-    started = time.perf_counter()
-    saved_at = _checkpoint_path(plan, checkpoint)
-    results: list[SummaryResult | None] | None = None
-    if saved_at is not None and not dry_run:
-        results = _from_checkpoint(plan, saved_at, stats)
-    if results is not None:
-        return _finish(plan, results, stats, started, on_progress, saved_at=None)
-    results = [None] * len(plan.conversations)
-    misses = _serve_hits(plan, results, stats)
-    _report(on_progress, stats)
-    if dry_run:
-        return _dry_run(plan, stats, misses)
-    if misses:
-        await _make_calls(plan, misses, results, stats, started, max_cost, on_progress, _control or RunControl())
-    return _finish(plan, results, stats, started, on_progress, saved_at=saved_at)
-
-
-def _finish(
-    plan: _Plan, results: list[SummaryResult | None], stats: RunStats, started: float,
-    on_progress: ProgressCallback | None, *, saved_at: Path | None,
-) -> SummaryRun:
-    stats.elapsed_s = time.perf_counter() - started
-    _report(on_progress, stats)
-    rows = [r or _unfinished(plan, i) for i, r in enumerate(results)]
-    if saved_at is not None and all(r.status in ("ok", "error") for r in rows):
-        save_checkpoint(saved_at, rows)
-    return SummaryRun(
-        rows, stats, model=plan.model, experiment=plan.context.experiment,
-        schema_name=plan.schema.__name__ if plan.schema else None, prompt=plan.prompt,
-    )
-
-
-def _checkpoint_path(plan: _Plan, directory: str | Path | None) -> Path | None:
-    if directory is None:
-        return None
-    return checkpoint_path(directory, plan.keys, [c.chat_id for c in plan.conversations])
-
-
-def _from_checkpoint(plan: _Plan, path: Path, stats: RunStats) -> list[SummaryResult | None] | None:
-    """The run's results from its checkpoint, as cached rows, or None if there is none."""
-    saved = load_checkpoint(path, plan.schema)
-    if saved is None or len(saved) != len(plan.conversations):
-        return None
-    rows: list[SummaryResult | None] = []
-    for conversation, result in zip(plan.conversations, saved):
-        row = result.model_copy(update={"cached": True, "cost": 0.0, "latency_s": 0.0,
-                                        "metadata": conversation.metadata})
-        entry = CacheEntry(model=plan.model, cost=row.fresh_cost, error=row.error)
-        rows.append(_count(stats, row, entry))
-    return rows
-
-
-def _plan(
-    source: ConversationSource, prompt: str, *, context: CallContext, model: str,
-    schema: type[BaseModel] | None, limit: int | None, variables: Mapping[str, Any] | None,
-    params: dict[str, Any], transport: dict[str, Any], max_concurrency: int | None,
-) -> _Plan:
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be at least 1, got {limit}")
     if max_concurrency is not None and max_concurrency < 1:
         raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
-    conversations = load_conversations(source)[:limit]
-    template = PromptTemplate.compile(prompt, variables)
-    calls = [
-        gateway.ChatCall(model, ({"role": "user", "content": template.render(c)},), schema, params, transport)
-        for c in conversations
-    ]
-    keys = [call.key for call in calls]
-    plan = _Plan(conversations, calls, keys, context, schema, model, template.source, max_concurrency)
-    for row, key in enumerate(keys):
-        plan.rows_by_key.setdefault(key, []).append(row)
-    return plan
-
-
-def _serve_hits(plan: _Plan, results: list[SummaryResult | None], stats: RunStats) -> list[str]:
-    """Fill every row whose key is cached; return the keys that must be called."""
-    misses = []
-    for key, rows in plan.rows_by_key.items():
-        entry = plan.context.lookup(key)
-        if entry is None:
-            misses.append(key)
-            continue
-        for row in rows:
-            results[row] = _count(stats, _result(plan, row, entry, cached=True), entry)
-    return misses
-
-
-def _dry_run(plan: _Plan, stats: RunStats, misses: list[str]) -> DryRun:
-    fresh_rows = sum(len(plan.rows_by_key[k]) for k in misses)
-    estimate = budget.estimate_total([plan.calls[plan.rows_by_key[k][0]] for k in misses]) if misses else 0.0
-    return DryRun(
-        total=stats.total, cached=stats.total - fresh_rows, fresh=len(misses),
-        estimated_cost=estimate, model=plan.model, experiment=plan.context.experiment,
+    context = CallContext.create(experiment=experiment, store=store, cache_mode=cache_mode)
+    plan = _plan(
+        conversations, prompt, context=context, model=model, schema=schema, limit=limit,
+        variables=variables, params=model_params(temperature, max_tokens, params),
+        transport=context.config.transport(api_key=api_key, api_base=api_base),
     )
+    run = _Run(plan, on_progress)
+    on_interrupt(run.stop)
+    saved_at = None if checkpoint is None else checkpoint_path(
+        checkpoint, [r.key for r in plan.requests], [c.chat_id for c in plan.conversations]
+    )
+    if saved_at is not None and run.from_checkpoint(saved_at):
+        return run.finish(checkpoint_at=None)
+    misses = run.serve_hits()
+    if misses and not run.stopped:
+        await run.call_all(misses, max_concurrency=max_concurrency, max_cost=max_cost)
+    return run.finish(checkpoint_at=saved_at)
 
 
-async def _make_calls(
-    plan: _Plan, misses: list[str], results: list[SummaryResult | None], stats: RunStats,
-    started: float, max_cost: float | None, on_progress: ProgressCallback | None,
-    control: RunControl,
-) -> None:
-    if plan.context.config.offline:
-        raise CacheMissError(
-            f"offline mode: {len(misses)} of {stats.total} calls are not in the cache of "
-            f"experiment {plan.context.experiment!r}; nothing was called. Turn offline off "
-            "(%kura offline off) or import the experiment's cache"
-        )
-    gateway.check_ready(plan.model, plan.calls[0].transport)
-    spend = budget.Budget.create(max_cost, plan.model)
-    run_limit = asyncio.Semaphore(plan.max_concurrency or len(misses))
+summarise = blocking(asummarise)
 
-    async def call_one(key: str) -> None:
-        rows = plan.rows_by_key[key]
-        call = plan.calls[rows[0]]
-        async with run_limit:
-            estimate = spend.reserve(call)
-            if estimate is None:
-                _fill_skipped(plan, rows, results, stats, spend.limit_text)
-                return
-            try:
-                entry, joined = await plan.context.fetch(call, key)
-            finally:
-                spend.release(estimate)
-        spend.record(entry.cost, entry.usage.completion_tokens)
-        for position, row in enumerate(rows):
-            result = _result(plan, row, entry, cached=joined or position > 0)
-            results[row] = _count(stats, result, entry)
-        stats.elapsed_s = time.perf_counter() - started
-        _report(on_progress, stats)
 
-    async def guarded(key: str) -> None:
-        try:
-            await call_one(key)
-        except (ModelError, CacheMissError) as exc:
-            control.fatal = control.fatal or exc
-            control.stop()
+def estimate(
+    conversations: ConversationSource,
+    prompt: str,
+    *,
+    model: str | None = None,
+    temperature: float = 0.0,
+    max_tokens: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    schema: str | type[BaseModel] | None = None,
+    experiment: str | None = None,
+    limit: int | None = None,
+    variables: Mapping[str, Any] | None = None,
+) -> Estimate:
+    """What `summarise` with the same arguments would do: how many calls are cached and
+    fresh, and what the fresh ones would cost. Calls nothing.
 
-    control.tasks = [asyncio.ensure_future(guarded(key)) for key in misses]
-    if control.stopped:
-        control.stop()
-    await asyncio.gather(*control.tasks, return_exceptions=True)
-    stats.interrupted = control.stopped
-    if control.fatal is not None:
-        raise control.fatal
+    Example:
+        >>> estimate(convs, "{{ transcript }}", model="openai/gpt-4o-mini")  # doctest: +SKIP
+        estimate: 40 conversations, 30 cached, 10 fresh calls, about $0.000351 (...)
+    """
+    context = CallContext.create(experiment=experiment)
+    plan = _plan(
+        conversations, prompt, context=context, model=model, schema=schema, limit=limit,
+        variables=variables, params=model_params(temperature, max_tokens, params), transport={},
+    )
+    misses = plan.misses()
+    fresh_rows = sum(len(plan.rows_by_key[key]) for key in misses)
+    cost = budget.estimate_total([plan.requests[plan.rows_by_key[k][0]] for k in misses])
+    return Estimate(
+        total=len(plan.conversations), cached=len(plan.conversations) - fresh_rows,
+        fresh=len(misses), estimated_cost=cost,
+        model=plan.model, experiment=context.experiment,
+    )
 
 
 def _result(plan: _Plan, row: int, entry: CacheEntry, *, cached: bool) -> SummaryResult:
@@ -281,36 +289,16 @@ def _result(plan: _Plan, row: int, entry: CacheEntry, *, cached: bool) -> Summar
         latency_s=0.0 if cached else entry.latency_s,
         error=None if entry.error is None else f"{entry.error_type}: {entry.error}",
         status="ok" if entry.error is None else "error",
-        key=plan.keys[row],
+        key=plan.requests[row].key,
         usage=entry.usage,
         metadata=conversation.metadata,
     )
 
 
-def _count(stats: RunStats, result: SummaryResult, entry: CacheEntry) -> SummaryResult:
-    """Add one result to the run's counts and money; returns it for chaining."""
-    stats.record(cached=result.cached, error=result.status == "error", cost=entry.cost)
-    return result
-
-
-def _fill_skipped(
-    plan: _Plan, rows: list[int], results: list[SummaryResult | None], stats: RunStats, why: str
-) -> None:
-    for row in rows:
-        results[row] = SummaryResult(
-            conversation_id=plan.conversations[row].chat_id, status="skipped",
-            error=f"skipped: {why}", key=plan.keys[row], metadata=plan.conversations[row].metadata,
-        )
-        stats.skipped += 1
-
-
-def _unfinished(plan: _Plan, row: int) -> SummaryResult:
+def _unresolved(plan: _Plan, row: int, status: Any, why: str) -> SummaryResult:
+    """A row with no answer: skipped by the budget, or unfinished when the run stopped."""
+    conversation = plan.conversations[row]
     return SummaryResult(
-        conversation_id=plan.conversations[row].chat_id, status="unfinished", error=UNFINISHED,
-        key=plan.keys[row], metadata=plan.conversations[row].metadata,
+        conversation_id=conversation.chat_id, status=status, error=why,
+        key=plan.requests[row].key, metadata=conversation.metadata,
     )
-
-
-def _report(on_progress: ProgressCallback | None, stats: RunStats) -> None:
-    if on_progress is not None:
-        on_progress(stats)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,8 +15,6 @@ if TYPE_CHECKING:
 
     from kura_magic.embeddings import Embeddings
 
-HTML_ROW_LIMIT = 200
-LEFT = ' style="text-align:left"'  # JupyterLab right-aligns table cells; text reads better left
 ResultStatus = Literal["ok", "error", "skipped", "unfinished"]
 
 
@@ -97,18 +94,34 @@ class RunStats(BaseModel):
     def saved_text(self) -> str:
         return formatting.money(self.saved_cost, unknown=self.saved_unknown)
 
+    def texts(self) -> dict[str, str]:
+        """The run's counts, money and time, each keyed by the CSS class the panel gives it.
+
+        Example:
+            >>> RunStats(total=4, done=4, fresh=3, cached=1).texts()["kura-fresh"]
+            '3 fresh'
+        """
+        done = f"{self.done}/{self.total} done"
+        done += f" · {self.skipped} skipped (budget)" if self.skipped else ""
+        done += " · interrupted" if self.interrupted else ""
+        return {
+            "kura-done": done,
+            "kura-fresh": f"{self.fresh} fresh",
+            "kura-cached": f"{self.cached} cached",
+            "kura-errors": f"{self.errors} errors",
+            "kura-spent": f"spent {self.spent_text}",
+            "kura-saved": f"saved {self.saved_text}",
+            "kura-elapsed": f"elapsed {formatting.duration(self.elapsed_s)}",
+        }
+
     def summary_line(self) -> str:
-        """One line a person reads: counts, money and time."""
-        line = (
-            f"{self.done}/{self.total} done · {self.fresh} fresh · {self.cached} cached · "
-            f"{self.errors} errors · spent {self.spent_text} · saved {self.saved_text} · "
-            f"{formatting.duration(self.elapsed_s)}"
-        )
-        if self.skipped:
-            line += f" · {self.skipped} skipped (budget)"
-        if self.interrupted:
-            line += " · interrupted"
-        return line
+        """One line a person reads: the panel's texts, in the panel's order.
+
+        Example:
+            >>> RunStats(total=2, done=2, fresh=2, cost=0.01).summary_line()
+            '2/2 done · 2 fresh · 0 cached · 0 errors · spent $0.01 · saved $0.00 · elapsed 0 ms'
+        """
+        return " · ".join(self.texts().values())
 
 
 class SummaryRun:
@@ -195,58 +208,9 @@ class SummaryRun:
         return data, {"kura_magic": self.provenance()}
 
     def _repr_html_(self) -> str:
-        return render_table(self)
+        from kura_magic.notebook.views import results_html
 
-
-def render_table(run: SummaryRun) -> str:
-    """The run as an HTML table; every piece of model text is escaped."""
-    results = run.results[:HTML_ROW_LIMIT]
-    columns = _summary_columns(results)
-    head = "".join(f"<th{LEFT}>{html.escape(c)}</th>" for c in ["id", *columns])
-    head += "".join(f"<th>{html.escape(c)}</th>" for c in ["", "cost", "latency", "error"])
-    body = "".join(_row_html(r, columns) for r in results)
-    more = len(run.results) - len(results)
-    footer = f"<p>… {more} more rows: use <code>.to_pandas()</code></p>" if more > 0 else ""
-    caption = html.escape(f"{run.model} · experiment {run.experiment} · {run.stats.summary_line()}")
-    return (
-        f'<div class="kura-run {formatting.NO_MATHS}"><p class="kura-run-caption">{caption}</p>'
-        f'<table class="kura-results"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table>{footer}</div>"
-    )
-
-
-def _summary_columns(results: list[SummaryResult]) -> list[str]:
-    columns: dict[str, None] = {}
-    for result in results:
-        if result.summary is not None:
-            columns.update(dict.fromkeys(result.summary_fields()))
-    return list(columns) or ["summary"]
-
-
-def _row_html(result: SummaryResult, columns: list[str]) -> str:
-    fields = result.summary_fields() if result.summary is not None else {}
-    badge = "cached" if result.cached else ("fresh" if result.status == "ok" else result.status)
-    cells = [
-        result.conversation_id,
-        *(_cell_text(fields.get(c)) for c in columns),
-    ]
-    tail = [
-        formatting.money(result.cost) if result.status == "ok" or result.cost else "",
-        formatting.duration(result.latency_s),
-        result.error or "",
-    ]
-    tds = "".join(f"<td{LEFT}>{html.escape(str(c))}</td>" for c in cells)
-    tds += f'<td><span class="kura-badge kura-{badge}">{badge}</span></td>'
-    tds += "".join(f"<td>{html.escape(str(c))}</td>" for c in tail)
-    return f"<tr>{tds}</tr>"
-
-
-def _cell_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value)
+        return results_html(self)
 
 
 class Completion(BaseModel):
@@ -278,12 +242,12 @@ class Completion(BaseModel):
         return self.text
 
 
-class DryRun(BaseModel):
+class Estimate(BaseModel):
     """What a run would do: how many calls are fresh, and what they would cost.
 
     Example:
-        >>> DryRun(total=3, cached=1, fresh=2, estimated_cost=None, model="m", experiment="e").describe()
-        'dry run: 3 conversations, 1 cached, 2 fresh calls, estimated cost unknown (m, experiment e)'
+        >>> Estimate(total=3, cached=1, fresh=2, estimated_cost=None, model="m", experiment="e")
+        estimate: 3 conversations, 1 cached, 2 fresh calls, cost unknown (m, experiment e)
     """
 
     total: int
@@ -294,11 +258,10 @@ class DryRun(BaseModel):
     experiment: str
 
     def describe(self) -> str:
-        cost = formatting.money(self.estimated_cost)
-        cost_text = "unknown" if self.estimated_cost is None else f"about {cost}"
+        cost = "cost unknown" if self.estimated_cost is None else f"about {formatting.money(self.estimated_cost)}"
         return (
-            f"dry run: {self.total} conversations, {self.cached} cached, {self.fresh} fresh "
-            f"calls, estimated cost {cost_text} ({self.model}, experiment {self.experiment})"
+            f"estimate: {self.total} conversations, {self.cached} cached, {self.fresh} fresh "
+            f"calls, {cost} ({self.model}, experiment {self.experiment})"
         )
 
     def __repr__(self) -> str:
@@ -307,4 +270,6 @@ class DryRun(BaseModel):
     __str__ = __repr__
 
     def _repr_html_(self) -> str:
-        return f"<p class='kura-dry-run {formatting.NO_MATHS}'>{html.escape(self.describe())}</p>"
+        from kura_magic.notebook.views import paragraph_html
+
+        return paragraph_html(self.describe(), css_class="kura-estimate")

@@ -4,18 +4,19 @@ and moving an experiment between machines as JSONL."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 
-from kura_magic.cache import CacheEntry, CacheStrategy, open_cache
 from kura_magic.config import check_experiment_name, configure, settings
 from kura_magic.embeddings import clear_embedding_cache, embedding_cache_info
 from kura_magic.errors import DataError
-from kura_magic.types import CacheInfo
+from kura_magic.store import Store, open_store
+from kura_magic.types import CacheEntry, CacheInfo
 
 
-def _store(cache: CacheStrategy | None) -> CacheStrategy:
-    return cache or open_cache(settings())
+def _store(store: Store | None) -> Store:
+    return store or open_store(settings())
 
 
 def active_experiment() -> str:
@@ -28,53 +29,21 @@ def active_experiment() -> str:
     return settings().experiment
 
 
-def cache_info(experiment: str | None = None, *, cache: CacheStrategy | None = None) -> CacheInfo:
-    """Entries and bytes of the cache, per experiment and in total.
-
-    With `experiment`, `experiments` holds just that one (empty counts if it has none).
+def set_experiment(name: str) -> str:
+    """Make `name` the active experiment for the rest of the session; returns it.
 
     Example:
-        >>> info = cache_info()
-        >>> info.entries >= 0
-        True
+        >>> set_experiment("prompt-v2")
+        'prompt-v2'
+        >>> set_experiment("default")
+        'default'
     """
-    info = _store(cache).info()
-    updates: dict[str, object] = {
-        "active_experiment": active_experiment(),
-        "embeddings": embedding_cache_info(),
-    }
-    if experiment is not None:
-        name = check_experiment_name(experiment)
-        updates["experiments"] = {name: info.for_experiment(name)}
-    return info.model_copy(update=updates)
+    return configure(experiment=check_experiment_name(name)).experiment
 
 
-def clear_cache(
-    experiment: str | None = None,
-    *,
-    all: bool = False,
-    embeddings: bool = False,
-    cache: CacheStrategy | None = None,
-) -> int:
-    """Remove one experiment's entries (the active one if None), everything with `all=True`
-    (embeddings included), or only the embedding store with `embeddings=True`.
-
-    Returns how many entries were removed.
-
-    Example:
-        >>> clear_cache("scratch")
-        0
-    """
-    if embeddings:
-        return clear_embedding_cache()
-    store = _store(cache)
-    if all:
-        return store.clear() + clear_embedding_cache()
-    return store.clear(check_experiment_name(experiment or active_experiment()))
-
-
-class experiment:  # noqa: N801 - reads as a function: experiment("v2")
-    """Switch the active experiment; as a context manager, switch back afterwards.
+@contextmanager
+def experiment(name: str) -> Iterator[str]:
+    """Inside the `with` block, `name` is the active experiment; afterwards the previous one is.
 
     Example:
         >>> with experiment("prompt-v2"):
@@ -83,25 +52,58 @@ class experiment:  # noqa: N801 - reads as a function: experiment("v2")
         >>> active_experiment()
         'default'
     """
-
-    def __init__(self, name: str) -> None:
-        self.previous = active_experiment()
-        self.name = check_experiment_name(name)
-        configure(experiment=self.name)
-
-    def __enter__(self) -> experiment:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        configure(experiment=self.previous)
-
-    def __repr__(self) -> str:
-        return f"experiment({self.name!r})"
+    previous = active_experiment()
+    try:
+        yield set_experiment(name)
+    finally:
+        set_experiment(previous)
 
 
-def export_experiment(path: str | Path, experiment: str | None = None, *, cache: CacheStrategy | None = None) -> int:
+def cache_info(experiment: str | None = None, *, store: Store | None = None) -> CacheInfo:
+    """Entries and bytes of the cache, per experiment and in total, and of the embeddings.
+
+    With `experiment`, `experiments` holds just that one (empty counts if it has none).
+
+    Example:
+        >>> info = cache_info()
+        >>> info.entries >= 0, info.active_experiment
+        (True, 'default')
+    """
+    info = _store(store).info()
+    experiments = info.experiments
+    if experiment is not None:
+        name = check_experiment_name(experiment)
+        experiments = {name: info.for_experiment(name)}
+    return CacheInfo(
+        **{**info.model_dump(), "experiments": experiments},
+        active_experiment=active_experiment(),
+        embeddings=embedding_cache_info(),
+    )
+
+
+def clear_cache(experiment: str | None = None, *, store: Store | None = None) -> int:
+    """Remove one experiment's entries (the active one if None); others stay whole.
+
+    Returns how many entries were removed.
+
+    Example:
+        >>> clear_cache("scratch")
+        0
+    """
+    return _store(store).clear(check_experiment_name(experiment or active_experiment()))
+
+
+def clear_all_caches(*, store: Store | None = None) -> int:
+    """Remove every entry of every experiment, and every embedding; returns how many.
+
+    Example:
+        >>> clear_all_caches()  # doctest: +SKIP
+        1520
+    """
+    return _store(store).clear() + clear_embedding_cache()
+
+
+def export_experiment(path: str | Path, experiment: str | None = None, *, store: Store | None = None) -> int:
     """Write one experiment's entries to a JSONL file; returns how many were written.
 
     Example:
@@ -111,13 +113,13 @@ def export_experiment(path: str | Path, experiment: str | None = None, *, cache:
     name = check_experiment_name(experiment or active_experiment())
     count = 0
     with Path(path).open("w", encoding="utf-8") as out:
-        for key, entry in _store(cache).entries(name):
+        for key, entry in _store(store).entries(name):
             out.write(json.dumps({"key": key, "entry": entry.model_dump(mode="json")}) + "\n")
             count += 1
     return count
 
 
-def import_experiment(path: str | Path, experiment: str | None = None, *, cache: CacheStrategy | None = None) -> int:
+def import_experiment(path: str | Path, experiment: str | None = None, *, store: Store | None = None) -> int:
     """Load entries written by `export_experiment` into an experiment; returns how many.
 
     Example:
@@ -125,13 +127,13 @@ def import_experiment(path: str | Path, experiment: str | None = None, *, cache:
         120
     """
     name = check_experiment_name(experiment or active_experiment())
-    store = _store(cache)
+    target = _store(store)
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     rows = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
     for number, line in rows:
         try:
             row = json.loads(line)
-            store.set(str(row["key"]), CacheEntry.model_validate(row["entry"]), experiment=name)
+            target.set(str(row["key"]), CacheEntry.model_validate(row["entry"]), experiment=name)
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{path} line {number} is not an exported cache entry: {exc}") from None
     return len(rows)

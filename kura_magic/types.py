@@ -1,11 +1,20 @@
-"""Plain data: conversations (Kura's shape), token usage and cache statistics."""
+"""Plain data shared by every layer: conversations (Kura's shape), token usage, a chat
+request, what the cache keeps per call, and what a store holds."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import cached_property
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from kura_magic.keys import cache_key
+
+CacheMode = Literal["read_write", "read_only", "refresh", "off"]
+CACHE_MODES: tuple[CacheMode, ...] = ("read_write", "read_only", "refresh", "off")
 
 
 class Message(BaseModel):
@@ -62,6 +71,48 @@ class Usage(BaseModel):
             self.total_tokens = self.prompt_tokens + self.completion_tokens
 
 
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion as plain data: what is keyed, and how it travels.
+
+    Example:
+        >>> request = ChatRequest("openai/gpt-4o-mini", ({"role": "user", "content": "hi"},))
+        >>> request.key.startswith("km1-chat-")
+        True
+    """
+
+    model: str
+    messages: tuple[dict[str, Any], ...]
+    schema: type[BaseModel] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    transport: dict[str, Any] = field(default_factory=dict, repr=False)  # holds the API key
+
+    @cached_property
+    def key(self) -> str:
+        """The cache key: model, messages, schema and output parameters, never the transport."""
+        return cache_key(
+            model=self.model, messages=self.messages, schema=self.schema, params=self.params
+        )
+
+
+class CacheEntry(BaseModel):
+    """What one cached call keeps: its answer or deterministic error, usage, cost and timing.
+
+    Example:
+        >>> CacheEntry(model="m", response="hi").error is None
+        True
+    """
+
+    model: str
+    response: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost: float | None = None
+    latency_s: float = 0.0
+    created_at: float = Field(default_factory=time.time)
+
+
 class ExperimentInfo(BaseModel):
     """Entries and bytes of one experiment (or of the embedding store)."""
 
@@ -69,12 +120,12 @@ class ExperimentInfo(BaseModel):
     bytes: int = 0
 
 
-class CacheInfo(BaseModel):
-    """What the cache holds, per experiment and in total.
+class StoreInfo(BaseModel):
+    """What one store holds, per experiment and in total, and where it is.
 
     Example:
-        >>> CacheInfo(entries=0, bytes=0).experiments
-        {}
+        >>> StoreInfo(entries=0, bytes=0).for_experiment("default").entries
+        0
     """
 
     model_config = ConfigDict(frozen=True)
@@ -86,9 +137,20 @@ class CacheInfo(BaseModel):
     url: str | None = None
     size_limit: int | None = None
     enabled: bool = True
-    active_experiment: str = "default"
-    embeddings: ExperimentInfo = Field(default_factory=ExperimentInfo)
 
     def for_experiment(self, name: str) -> ExperimentInfo:
         """The counts of one experiment (zero if it has no entries)."""
         return self.experiments.get(name, ExperimentInfo())
+
+
+class CacheInfo(StoreInfo):
+    """The session's view of the cache: the response store, the active experiment, and
+    the embedding store.
+
+    Example:
+        >>> CacheInfo(entries=0, bytes=0).active_experiment
+        'default'
+    """
+
+    active_experiment: str = "default"
+    embeddings: ExperimentInfo = Field(default_factory=ExperimentInfo)

@@ -10,17 +10,18 @@ import diskcache
 import pytest
 
 import kura_magic as km
-from kura_magic.cache import CacheEntry, CacheWarning, DiskCacheStrategy, MemoryCacheStrategy
-from conftest import API_KEY, make_conversations
+from kura_magic.errors import CacheWarning
+from kura_magic.store import DiskStore, MemoryStore
+from kura_magic.types import CacheEntry
+from helpers import API_KEY, PROMPT, make_conversations
 
-PROMPT = "Summarise:\n{{ transcript }}"
 
 
 @pytest.fixture(params=["disk", "memory"])
 def store(request, tmp_path):
     if request.param == "disk":
-        return DiskCacheStrategy(tmp_path / "store", size_limit=10**7)
-    return MemoryCacheStrategy(size_limit=10**7)
+        return DiskStore(tmp_path / "store", size_limit=10**7)
+    return MemoryStore(size_limit=10**7)
 
 
 def entry(text: str = "hi", cost: float | None = 0.01) -> CacheEntry:
@@ -50,7 +51,7 @@ def test_clearing_one_experiment_keeps_the_others(store):
 
 
 def test_lru_eviction_keeps_the_store_under_its_limit(tmp_path):
-    store = DiskCacheStrategy(tmp_path / "small", size_limit=200_000)
+    store = DiskStore(tmp_path / "small", size_limit=200_000)
     big = "x" * 20_000
     for i in range(40):
         store.set(f"k{i}", entry(big), experiment="default")
@@ -61,7 +62,7 @@ def test_lru_eviction_keeps_the_store_under_its_limit(tmp_path):
 
 def test_memory_store_evicts_least_recently_used():
     one = len(entry("y" * 200).model_dump_json())
-    store = MemoryCacheStrategy(size_limit=int(one * 3.5))
+    store = MemoryStore(size_limit=int(one * 3.5))
     for i in range(3):
         store.set(f"k{i}", entry("y" * 200), experiment="e")
     store.get("k0", experiment="e")  # k0 is now the most recently used
@@ -91,7 +92,7 @@ def test_a_pickled_value_is_never_loaded(tmp_path):
         def __reduce__(self):
             return (os.system, ("touch " + str(tmp_path / "pwned"),))
 
-    store = DiskCacheStrategy(tmp_path / "shared")
+    store = DiskStore(tmp_path / "shared")
     evil = diskcache.Cache(str(tmp_path / "shared"))
     evil.set("default::k", Boom())
     evil.close()

@@ -6,7 +6,7 @@ import pandas
 import pytest
 from pydantic import BaseModel
 
-from kura_magic.compare import Comparison, compare_runs, comparison_html, output_text
+from kura_magic.compare import Comparison, compare_runs, output_text
 from kura_magic.errors import ConfigError
 from kura_magic.results import RunStats, SummaryResult, SummaryRun
 
@@ -42,7 +42,7 @@ def test_a_conversation_in_only_one_run_differs():
     assert frame["conversation_id"].tolist() == ["1", "9"]
     assert frame["differs"].tolist() == [False, True]
     assert pandas.isna(frame.loc[1, "a"])
-    assert "(not in this run)" in comparison_html(frame)
+    assert "(not in this run)" in Comparison(frame)._repr_html_()
 
 
 def test_schema_outputs_compare_field_by_field_and_errors_are_outputs_too():

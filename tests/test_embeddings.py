@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kura_magic import gateway
-from kura_magic.cache import CacheWarning
+from kura_magic.errors import CacheWarning
 from kura_magic.config import settings
 from kura_magic.embeddings import (
     Embeddings,
@@ -25,7 +25,7 @@ from kura_magic.embeddings import (
 from kura_magic.errors import AuthenticationError, CacheMissError, DataError, ResponseError
 from kura_magic.testing import embedding_for
 
-from conftest import UNPRICED_MODEL
+from helpers import UNPRICED_MODEL
 
 MODEL = "openai/text-embedding-3-small"  # litellm knows its price
 DEFAULT_DIMS = 16  # what the loopback server returns when no `dimensions` is asked

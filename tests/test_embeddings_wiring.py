@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import kura_magic as km
-from conftest import make_conversations
+from helpers import make_conversations
 
 EMBEDDING_MODEL = "openai/text-embedding-3-small"
 
@@ -31,7 +31,7 @@ def test_cache_info_has_an_embeddings_line_and_clear_cache_can_empty_it(llm):
     km.summarise(make_conversations(1), "{{ transcript }}")
     assert km.cache_info().embeddings.entries == 3
 
-    assert km.clear_cache(embeddings=True) == 3
+    assert km.clear_embedding_cache() == 3
     info = km.cache_info()
     assert info.embeddings.entries == 0
     assert info.for_experiment("default").entries == 1, "chat entries are kept"
@@ -40,5 +40,5 @@ def test_cache_info_has_an_embeddings_line_and_clear_cache_can_empty_it(llm):
 def test_clear_all_also_clears_embeddings(llm):
     km.embed(["a"], model=EMBEDDING_MODEL)
     km.summarise(make_conversations(1), "{{ transcript }}")
-    assert km.clear_cache(all=True) == 2
+    assert km.clear_all_caches() == 2
     assert km.cache_info().entries == 0 and km.cache_info().embeddings.entries == 0

@@ -9,9 +9,8 @@ import pytest
 from pydantic import BaseModel
 
 import kura_magic as km
-from conftest import make_conversations
+from helpers import PROMPT, make_conversations
 
-PROMPT = "Summarise:\n{{ transcript }}"
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 

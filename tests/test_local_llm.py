@@ -16,8 +16,8 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from pydantic import BaseModel, Field
 
-from kura_magic import local
 from kura_magic.errors import LocalModelError
+from kura_magic.local import launcher as local  # where find_weights reads SERVER_MODULES
 from kura_magic.results import SummaryRun
 from kura_magic.samples import sample_conversations
 

@@ -10,20 +10,12 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import kura_magic as km
-from conftest import make_conversations
-from kura_magic.magics import KuraMagics
+from helpers import PROMPT, make_conversations
+from kura_magic.notebook.magics import KuraMagics
 from kura_magic.samples import sample_conversations
 
-PROMPT = "Summarise this support chat in one line:\n{{ transcript }}"
 
 
-@pytest.fixture
-def shell(llm):
-    """IPython with the extension loaded; the namespace is emptied afterwards."""
-    ip = InteractiveShell.instance()
-    ip.extension_manager.load_extension("kura_magic")
-    yield ip
-    ip.reset(new_session=False)
 
 
 def summarise(shell, line: str, prompt: str = PROMPT):
@@ -51,7 +43,7 @@ def test_the_run_is_bound_to_summaries_by_default_and_carries_provenance(shell, 
 
     assert shell.user_ns["summaries"] is run
     data, metadata = shell.display_formatter.format(run)
-    assert 'class="kura-results"' in data["text/html"]
+    assert 'class="kura-results mathjax_ignore"' in data["text/html"]
     provenance = metadata["kura_magic"]
     assert provenance["model"] == "openai/gpt-4o-mini"
     assert provenance["experiment"] == "default"
@@ -172,7 +164,7 @@ def test_dry_run_calls_nothing_and_says_what_a_run_would_do(shell, llm):
     report = summarise(shell, "convs --dry-run --out ignored")
 
     assert llm.request_count == 0
-    assert isinstance(report, km.DryRun)
+    assert isinstance(report, km.Estimate)
     assert (report.total, report.cached, report.fresh) == (5, 2, 3)
     assert "ignored" not in shell.user_ns
 

@@ -9,21 +9,19 @@ from IPython.utils.capture import capture_output
 from ipywidgets.widgets.widget import _instances as live_widgets
 
 import kura_magic as km
-from conftest import make_conversations
+from helpers import PROMPT, make_conversations, schema_with_a_bug
 from kura_magic.formatting import size
-from kura_magic.panel import (
+from kura_magic.notebook.panel import (
     THROTTLE_S,
     Panel,
     WidgetPanel,
     cache_table,
     cache_texts,
     experiment_names,
-    run_texts,
     widgets_available,
 )
 from kura_magic.types import CacheInfo, ExperimentInfo
 
-PROMPT = "Summarise:\n{{ transcript }}"
 INFO = CacheInfo(
     entries=5, bytes=3 * 1024,
     experiments={"default": ExperimentInfo(entries=3, bytes=2048), "v2": ExperimentInfo(entries=2, bytes=100)},
@@ -37,7 +35,7 @@ def test_run_texts_give_counts_money_and_time():
     stats = km.RunStats(total=10, done=7, fresh=4, cached=3, errors=1, cost=0.0123,
                         saved_cost=0.5, elapsed_s=1.5)
 
-    assert run_texts(stats) == {
+    assert stats.texts() == {
         "kura-done": "7/10 done", "kura-fresh": "4 fresh", "kura-cached": "3 cached",
         "kura-errors": "1 errors", "kura-spent": "spent $0.01", "kura-saved": "saved $0.50",
         "kura-elapsed": "elapsed 1.50 s",
@@ -45,14 +43,14 @@ def test_run_texts_give_counts_money_and_time():
 
 
 def test_unknown_costs_read_as_at_least():
-    texts = run_texts(km.RunStats(cost=0.02, cost_unknown=1, saved_cost=0.0, saved_unknown=2))
+    texts = km.RunStats(cost=0.02, cost_unknown=1, saved_cost=0.0, saved_unknown=2).texts()
 
     assert texts["kura-spent"] == "spent ≥ $0.02"
     assert texts["kura-saved"] == "saved ≥ $0.00"
 
 
 def test_budget_stops_and_interruptions_show_beside_the_progress():
-    texts = run_texts(km.RunStats(total=5, done=5, skipped=2, interrupted=True))
+    texts = km.RunStats(total=5, done=5, skipped=2, interrupted=True).texts()
 
     assert texts["kura-done"] == "5/5 done · 2 skipped (budget) · interrupted"
 
@@ -249,13 +247,6 @@ def test_the_panel_never_shows_the_api_key(llm, monkeypatch):
 # ---------------------------------------------------------------- through the magic
 
 
-@pytest.fixture
-def shell(llm):
-    ip = InteractiveShell.instance()
-    ip.extension_manager.load_extension("kura_magic")
-    yield ip
-    ip.run_line_magic("config", "KuraMagics.panel = 'auto'")
-    ip.reset(new_session=False)
 
 
 def test_in_widget_mode_the_cell_shows_the_panel_live_and_keeps_it(shell, llm):
@@ -284,6 +275,19 @@ def test_a_failed_run_turns_the_bar_red_and_says_why(shell, llm):
     assert find(root, "kura-progress").bar_style == "danger"
     assert find(root, "kura-status").value.startswith("offline mode")
     assert llm.request_count == 0
+
+
+def test_a_bug_during_a_run_turns_the_bar_red_and_escapes(shell, llm):
+    shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
+    shell.user_ns.update(convs=make_conversations(4), Buggy=schema_with_a_bug(fails_on=2))
+
+    with capture_output() as shown, pytest.raises(KeyError, match="a bug in a validator"):
+        shell.run_cell_magic("summarise", "convs --schema Buggy --max-concurrency 1", PROMPT)
+
+    root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
+    assert find(root, "kura-progress").bar_style == "danger"
+    assert find(root, "kura-status").value == "KeyError: 'a bug in a validator'"
+    assert km.cache_info().for_experiment("default").entries == 1, "the finished row is cached"
 
 
 def test_without_a_widget_front_end_the_panel_is_plain_text(shell, llm, capsys):

@@ -12,7 +12,7 @@ import pytest
 
 import kura_magic as km
 from kura_magic.gateway import backoff_delay, classify
-from conftest import API_KEY, MODEL, make_conversations
+from helpers import API_KEY, MODEL, make_conversations
 
 
 def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:

@@ -8,9 +8,8 @@ import pytest
 from pydantic import BaseModel, Field
 
 import kura_magic as km
-from conftest import UNPRICED_MODEL, make_conversations
+from helpers import PROMPT, UNPRICED_MODEL, make_conversations, schema_with_a_bug
 
-PROMPT = "Summarise this support chat in one line:\n{{ transcript }}"
 
 
 def test_second_run_is_served_from_cache_and_saves_what_the_first_spent(llm):
@@ -128,6 +127,45 @@ def test_active_experiment_scopes_runs(llm):
     assert km.cache_info().for_experiment("default").entries == 0
 
 
+def test_experiment_switches_only_inside_with_and_set_experiment_for_good(llm):
+    km.experiment("never-entered")
+    assert km.active_experiment() == "default", "calling experiment() alone must not switch"
+
+    with pytest.raises(RuntimeError), km.experiment("left-by-an-error"):
+        raise RuntimeError("boom")
+    assert km.active_experiment() == "default"
+
+    km.set_experiment("kept")
+    km.summarise(make_conversations(1), PROMPT)
+    assert km.cache_info().for_experiment("kept").entries == 1
+
+
+def test_complete_and_summarise_share_one_key_for_the_same_prompt(llm):
+    conversation = make_conversations(1)[0]
+    prompt = "Say what the user wants:\n{{ transcript }}"
+    run = km.summarise([conversation], prompt)
+    rendered = "Say what the user wants:\n" + km.load_conversations([conversation])[0].transcript()
+
+    reply = km.complete(rendered)
+
+    assert reply.key == run[0].key
+    assert reply.cached and reply.text == run[0].summary
+    assert llm.request_count == 1
+
+
+def test_an_unexpected_exception_in_one_row_escapes_and_keeps_what_finished(llm):
+    buggy = schema_with_a_bug(fails_on=3)
+    conversations = make_conversations(6)
+
+    with pytest.raises(KeyError, match="a bug in a validator"):
+        km.summarise(conversations, PROMPT, schema=buggy, max_concurrency=1)
+
+    assert llm.request_count == 3, "the calls after the failing one were cancelled"
+    again = km.summarise(conversations[:2], PROMPT, schema=buggy)
+    assert again.stats.cached == 2, "the rows that finished before the bug are in the cache"
+    assert llm.request_count == 3
+
+
 def test_peak_in_flight_stays_within_the_configured_limit(llm, monkeypatch):
     monkeypatch.setenv("KURA_MAGIC_MAX_CONCURRENCY", "4")
     llm.latency_s = 0.05
@@ -230,12 +268,12 @@ def test_offline_mode_raises_with_the_number_of_missing_calls(llm, monkeypatch):
     assert km.summarise(conversations[:1], PROMPT).stats.cached == 1
 
 
-def test_dry_run_calls_nothing_and_estimates_the_fresh_calls(llm):
+def test_estimate_calls_nothing_and_prices_the_fresh_calls(llm):
     conversations = make_conversations(5)
     km.summarise(conversations[:2], PROMPT)
     llm.reset()
 
-    plan = km.summarise(conversations, PROMPT, dry_run=True)
+    plan = km.estimate(conversations, PROMPT)
 
     assert llm.request_count == 0
     assert (plan.cached, plan.fresh) == (2, 3)
@@ -245,7 +283,7 @@ def test_dry_run_calls_nothing_and_estimates_the_fresh_calls(llm):
 
 def test_max_cost_stops_starting_fresh_calls(llm):
     conversations = make_conversations(20)
-    one_call = km.summarise(conversations[:1], PROMPT, max_tokens=8, dry_run=True).estimated_cost
+    one_call = km.estimate(conversations[:1], PROMPT, max_tokens=8).estimated_cost
 
     run = km.summarise(
         conversations, PROMPT, max_tokens=8, max_cost=one_call * 5.5, max_concurrency=1
@@ -315,7 +353,7 @@ def test_checkpoint_reloads_a_finished_run_and_a_changed_prompt_never_loads_it(l
     first = km.summarise(conversations, PROMPT, checkpoint=tmp_path / "ck")
     saved = list((tmp_path / "ck").glob("summaries-*.jsonl"))
     assert len(saved) == 1
-    km.clear_cache(all=True)
+    km.clear_all_caches()
 
     again = km.summarise(conversations, PROMPT, checkpoint=tmp_path / "ck")
     assert llm.request_count == 4, "served from the checkpoint, not the (cleared) cache"

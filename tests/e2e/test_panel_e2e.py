@@ -224,7 +224,7 @@ def _expect_run(cell: Locator, *, fresh: int, cached: int) -> None:
     expect(panel.locator(".kura-fresh")).to_have_text(f"{fresh} fresh")
     expect(panel.locator(".kura-cached")).to_have_text(f"{cached} cached")
     expect(panel.locator(".kura-errors")).to_have_text("0 errors")
-    table = cell.locator("table.kura-results")
+    table = cell.locator("div.kura-results table")
     expect(table).to_have_count(1)
     expect(table.locator("tbody tr")).to_have_count(N)
     expect(table.locator("td", has_text=re.compile(r"^\s*Summary: "))).to_have_count(N)

@@ -1,4 +1,4 @@
-"""The response cache: JSON entries scoped by experiment, on disk (diskcache) or in memory.
+"""Stores: bytes by key, scoped by experiment, on disk (diskcache), in memory, or off.
 
 The cache is only an optimisation: a storage timeout or an unreadable entry is
 a miss with a warning, never a crash. Nothing is ever pickled, in either
@@ -9,48 +9,27 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import diskcache
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from kura_magic.config import Settings
-from kura_magic.errors import CacheError
-from kura_magic.types import CacheInfo, ExperimentInfo, Usage
+from kura_magic.errors import CacheError, CacheWarning
+from kura_magic.types import CacheEntry, ExperimentInfo, StoreInfo
+
+StoreScope = Literal["responses", "embeddings"]
 
 STORAGE_TIMEOUT_S = 5.0
 
 
-class CacheWarning(UserWarning):
-    """The cache could not be read or written; the call went on without it."""
-
-
-class CacheEntry(BaseModel):
-    """What one cached call keeps: its answer or deterministic error, usage, cost and timing.
-
-    Example:
-        >>> CacheEntry(model="m", response="hi").error is None
-        True
-    """
-
-    model: str
-    response: str | None = None
-    error: str | None = None
-    error_type: str | None = None
-    usage: Usage = Field(default_factory=Usage)
-    cost: float | None = None
-    latency_s: float = 0.0
-    created_at: float = Field(default_factory=time.time)
-
-
-class CacheStrategy(ABC):
-    """A store of `CacheEntry` by key, with every entry in one experiment.
+class Store(ABC):
+    """A store of `CacheEntry` (or raw bytes) by key, with every entry in one experiment.
 
     Subclasses move bytes; this class turns them into entries, and reads a
     corrupt entry as a miss (dropping it so the next write replaces it).
@@ -101,7 +80,7 @@ class CacheStrategy(ABC):
         """Remove one experiment's entries, or all entries if `experiment` is None."""
 
     @abstractmethod
-    def info(self) -> CacheInfo:
+    def info(self) -> StoreInfo:
         """Entries and bytes, per experiment and in total."""
 
     def close(self) -> None:
@@ -140,12 +119,12 @@ def _storage_key(key: str, experiment: str) -> str:
     return f"{experiment}::{key}"
 
 
-class DiskCacheStrategy(CacheStrategy):
+class DiskStore(Store):
     """diskcache under `directory`, least-recently-used eviction past `size_limit` bytes.
 
     Example:
         >>> import tempfile
-        >>> store = DiskCacheStrategy(tempfile.mkdtemp(), size_limit=10**6)
+        >>> store = DiskStore(tempfile.mkdtemp(), size_limit=10**6)
         >>> store.set("k", CacheEntry(model="m", response="hi"), experiment="default")
         >>> store.get("k", experiment="default").response
         'hi'
@@ -206,7 +185,7 @@ class DiskCacheStrategy(CacheStrategy):
             return self._cache.clear(retry=True)
         return self._cache.evict(experiment, retry=True)
 
-    def info(self) -> CacheInfo:
+    def info(self) -> StoreInfo:
         # diskcache keeps no per-tag totals; one GROUP BY over its table gives them.
         rows = self._cache._sql(
             "SELECT tag, COUNT(*), SUM(size + COALESCE(LENGTH(value), 0) + LENGTH(key))"
@@ -216,7 +195,7 @@ class DiskCacheStrategy(CacheStrategy):
             str(tag): ExperimentInfo(entries=count, bytes=int(size or 0))
             for tag, count, size in rows
         }
-        return CacheInfo(
+        return StoreInfo(
             entries=sum(e.entries for e in experiments.values()),
             bytes=self._cache.volume(),
             experiments=experiments,
@@ -228,11 +207,11 @@ class DiskCacheStrategy(CacheStrategy):
         self._cache.close()
 
 
-class MemoryCacheStrategy(CacheStrategy):
+class MemoryStore(Store):
     """An in-process cache with the disk cache's semantics (JSON bytes, LRU by size).
 
     Example:
-        >>> store = MemoryCacheStrategy()
+        >>> store = MemoryStore()
         >>> store.set("k", CacheEntry(model="m", response="hi"), experiment="a")
         >>> store.get("k", experiment="b") is None
         True
@@ -281,14 +260,14 @@ class MemoryCacheStrategy(CacheStrategy):
                 self._pop(slot)
             return len(doomed)
 
-    def info(self) -> CacheInfo:
+    def info(self) -> StoreInfo:
         experiments: dict[str, ExperimentInfo] = {}
         with self._lock:
             for (experiment, _), data in self._data.items():
                 stats = experiments.setdefault(experiment, ExperimentInfo())
                 stats.entries += 1
                 stats.bytes += len(data)
-        return CacheInfo(
+        return StoreInfo(
             entries=len(self._data),
             bytes=self._bytes,
             experiments=experiments,
@@ -296,7 +275,7 @@ class MemoryCacheStrategy(CacheStrategy):
         )
 
 
-class NullCacheStrategy(CacheStrategy):
+class NullStore(Store):
     """Caching switched off (`KURA_MAGIC_CACHE=off`): every read misses, writes vanish."""
 
     kind = "off"
@@ -316,47 +295,50 @@ class NullCacheStrategy(CacheStrategy):
     def clear(self, experiment: str | None = None) -> int:
         return 0
 
-    def info(self) -> CacheInfo:
-        return CacheInfo(entries=0, bytes=0, enabled=False)
+    def info(self) -> StoreInfo:
+        return StoreInfo(entries=0, bytes=0, enabled=False)
 
 
-_opened: dict[tuple[str, int], CacheStrategy] = {}
+_opened: dict[tuple[str, StoreScope, int], Store] = {}
 _opened_lock = threading.Lock()
 
 
-def open_cache(config: Settings) -> CacheStrategy:
-    """The cache that `config` selects, opened once per process and reused.
+def open_store(config: Settings, scope: StoreScope = "responses") -> Store:
+    """The store `config` selects for `scope`, opened once per process and reused.
+
+    Responses live in the cache location itself, embeddings beside them (a
+    subdirectory on disk), each with its own size limit.
 
     Example:
-        >>> open_cache(Settings(cache="off")).kind
+        >>> open_store(Settings(cache="off")).kind
         'off'
+        >>> open_store(Settings(cache="memory://"), "embeddings").kind
+        'memory'
     """
     if not config.caching_enabled:
-        return NullCacheStrategy()
-    return open_once((config.cache, config.cache_size_limit), lambda: _make_store(config))
-
-
-def open_once(slot: tuple[str, int], make: Callable[[], CacheStrategy]) -> CacheStrategy:
-    """The store for `slot` (location, size limit), made on first use; see `close_all`."""
+        return NullStore()
+    limit = config.embedding_size_limit if scope == "embeddings" else config.cache_size_limit
     with _opened_lock:
+        slot = (config.cache, scope, limit)
         if slot not in _opened:
-            _opened[slot] = make()
+            _opened[slot] = _make_store(config, scope, limit)
         return _opened[slot]
 
 
-def _make_store(config: Settings) -> CacheStrategy:
+def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
     if config.cache.startswith("memory://"):
-        return MemoryCacheStrategy(size_limit=config.cache_size_limit)
+        return MemoryStore(size_limit=limit)
     if "://" in config.cache:
         raise CacheError(
             f"KURA_MAGIC_CACHE={config.cache!r}: this version supports a directory, "
             "'memory://' or 'off'"
         )
-    return DiskCacheStrategy(config.cache, size_limit=config.cache_size_limit)
+    directory = Path(config.cache) / scope if scope == "embeddings" else Path(config.cache)
+    return DiskStore(directory, size_limit=limit)
 
 
 def close_all() -> None:
-    """Close every store opened by `open_once` (tests call this between cases)."""
+    """Close every store opened by `open_store` (tests call this between cases)."""
     with _opened_lock:
         for store in _opened.values():
             store.close()

@@ -15,11 +15,11 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from kura_magic import formatting
+from kura_magic import formatting, session
+from kura_magic.embeddings import clear_embedding_cache
 from kura_magic.errors import KuraMagicError
 from kura_magic.results import RunStats
-from kura_magic import session
-from kura_magic.session import active_experiment, cache_info, clear_cache
+from kura_magic.session import active_experiment, cache_info, clear_all_caches, clear_cache
 from kura_magic.types import CacheInfo
 
 if TYPE_CHECKING:
@@ -39,27 +39,6 @@ CACHE_ROWS = (
     ("kura-experiments",),
     ("kura-status",),
 )
-
-
-def run_texts(stats: RunStats) -> dict[str, str]:
-    """A run's counts, money and time as the panel shows them.
-
-    Example:
-        >>> run_texts(RunStats(total=4, done=4, fresh=3, cached=1))["kura-fresh"]
-        '3 fresh'
-    """
-    done = f"{stats.done}/{stats.total} done"
-    done += f" · {stats.skipped} skipped (budget)" if stats.skipped else ""
-    done += " · interrupted" if stats.interrupted else ""
-    return {
-        "kura-done": done,
-        "kura-fresh": f"{stats.fresh} fresh",
-        "kura-cached": f"{stats.cached} cached",
-        "kura-errors": f"{stats.errors} errors",
-        "kura-spent": f"spent {stats.spent_text}",
-        "kura-saved": f"saved {stats.saved_text}",
-        "kura-elapsed": f"elapsed {formatting.duration(stats.elapsed_s)}",
-    }
 
 
 def cache_texts(info: CacheInfo, name: str) -> dict[str, str]:
@@ -154,7 +133,7 @@ class Panel:
         """Every piece of text, keyed by its CSS class."""
         texts = cache_texts(self.info, self.experiment)
         if self.stats is not None:
-            texts.update(run_texts(self.stats))
+            texts.update(self.stats.texts())
         return {**texts, "kura-status": self.status} if self.status else texts
 
     def lines(self) -> list[str]:
@@ -206,17 +185,17 @@ class Panel:
             self.confirming = True
             self.render()
             return
-        removed = clear_cache(all=True)
+        removed = clear_all_caches()
         self._done(f"cleared {removed} entries from the whole cache")
 
     def clear_embeddings(self) -> None:
-        removed = clear_cache(embeddings=True)
+        removed = clear_embedding_cache()
         self._done(f"cleared {removed} vectors from the embedding cache")
 
     def select_experiment(self, name: str) -> None:
         """Make `name` the active experiment (a new name starts an empty one)."""
         try:
-            self.experiment = session.experiment(name).name
+            self.experiment = session.set_experiment(name)
         except KuraMagicError as exc:
             self._done(str(exc))
             return

@@ -1,7 +1,7 @@
 """Values valid under a JSON Schema (pydantic v2's output), for the loopback server's
 JSON mode: deterministic, and varied by the prompt so different prompts differ.
 
-Standard library only, like `kura_magic.testing`.
+Standard library only, like the rest of `kura_magic.testing`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ _FORMATS = {
     "url": "https://example.com/", "hostname": "example.com", "ipv4": "127.0.0.1", "ipv6": "::1",
 }
 _MAX_DEPTH = 6
-
+_Bounds = tuple[tuple[str, Callable[[Any], int]], ...]  # (keyword, its integer form); floats stay raw
+_LOW_BOUNDS: _Bounds = (
+    ("minimum", math.ceil), ("exclusiveMinimum", lambda v: math.floor(v) + 1))
+_HIGH_BOUNDS: _Bounds = (
+    ("maximum", math.floor), ("exclusiveMaximum", lambda v: math.ceil(v) - 1))
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class _SchemaFaker:
     digest: str
 
     def value(self, schema: Any, name: str = "item", depth: int = 0) -> Any:
+        """A value valid under ``schema`` for the field ``name`` at ``depth``."""
         if depth > 4 * _MAX_DEPTH:
             raise ValueError("the response schema has no finite value (a required recursive field?)")
         schema = self._resolve(schema if isinstance(schema, dict) else {})
@@ -44,14 +49,18 @@ class _SchemaFaker:
         if options:
             return self.value(self._option(options, depth), name, depth)
         if schema.get("allOf"):
-            merged = {k: v for k, v in schema.items() if k != "allOf"}
-            for part in schema["allOf"]:
-                merged = {**merged, **self._resolve(part)}
-            return self.value(merged, name, depth)
+            return self.value(self._merged(schema), name, depth)
         kind = self._kind(schema, depth)
         if kind is None:
             return schema["default"] if "default" in schema else self._string(schema, name, depth)
         return _GENERATORS.get(kind, _SchemaFaker._string)(self, schema, name, depth)
+
+    def _merged(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """``schema`` with its ``allOf`` parts folded in, later keys winning."""
+        merged = {k: v for k, v in schema.items() if k != "allOf"}
+        for part in schema["allOf"]:
+            merged = {**merged, **self._resolve(part)}
+        return merged
 
     def _resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
         for _ in range(64):
@@ -140,16 +149,12 @@ _GENERATORS: dict[str, Callable[..., Any]] = {
 
 def _bounds(schema: dict[str, Any], *, integer: bool) -> tuple[Any, Any]:
     """The tightest (low, high) of minimum/maximum and their exclusive forms."""
-    lows, highs = [], []
-    if "minimum" in schema:
-        lows.append(math.ceil(schema["minimum"]) if integer else schema["minimum"])
-    if "exclusiveMinimum" in schema:
-        lows.append(math.floor(schema["exclusiveMinimum"]) + 1 if integer else schema["exclusiveMinimum"])
-    if "maximum" in schema:
-        highs.append(math.floor(schema["maximum"]) if integer else schema["maximum"])
-    if "exclusiveMaximum" in schema:
-        highs.append(math.ceil(schema["exclusiveMaximum"]) - 1 if integer else schema["exclusiveMaximum"])
+    lows, highs = _limits(schema, _LOW_BOUNDS, integer), _limits(schema, _HIGH_BOUNDS, integer)
     return (max(lows) if lows else None), (min(highs) if highs else None)
+
+
+def _limits(schema: dict[str, Any], keywords: _Bounds, integer: bool) -> list[Any]:
+    return [as_int(schema[key]) if integer else schema[key] for key, as_int in keywords if key in schema]
 
 
 def fake_value(schema: dict[str, Any], *, text: str, digest: str) -> Any:

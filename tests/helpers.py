@@ -1,0 +1,43 @@
+"""What many tests share: the model names, the fake key, and conversation builders."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, model_validator
+
+MODEL = "openai/gpt-4o-mini"  # litellm knows its price, so costs are real numbers
+UNPRICED_MODEL = "openai/loopback-unpriced"
+API_KEY = "sk-loopback-test-key-0123456789"
+PROMPT = "Summarise this support chat in one line:\n{{ transcript }}"
+
+
+def make_conversations(n: int, *, prefix: str = "c", text: str = "help me with order") -> list[dict]:
+    """`n` Kura-shaped conversations with distinct messages."""
+    return [
+        {
+            "chat_id": f"{prefix}{i}",
+            "created_at": "2026-01-01T00:00:00",
+            "messages": [
+                {"role": "user", "content": f"{text} {i}"},
+                {"role": "assistant", "content": f"Sure, looking at order {i}."},
+            ],
+            "metadata": {"row": i},
+        }
+        for i in range(n)
+    ]
+
+
+def schema_with_a_bug(*, fails_on: int) -> type[BaseModel]:
+    """A schema whose validator has a bug: a KeyError on the `fails_on`-th distinct reply."""
+    seen: set[str] = set()
+
+    class Buggy(BaseModel):
+        summary: str
+
+        @model_validator(mode="after")
+        def _fail_on_a_new_reply(self) -> BaseModel:
+            if self.summary not in seen and len(seen) == fails_on - 1:
+                raise KeyError("a bug in a validator")
+            seen.add(self.summary)
+            return self
+
+    return Buggy
