@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from _pytest.doctest import DoctestItem
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -29,3 +30,24 @@ def isolated_cache(tmp_path, monkeypatch) -> Iterator[None]:
     yield
     reset_overrides()
     store.close_all()
+
+
+@pytest.fixture(scope="session")
+def doctest_llm() -> Iterator[object]:
+    """The loopback OpenAI-compatible server that the docstrings' examples call."""
+    from kura_magic.testing import LoopbackLLM
+
+    with LoopbackLLM() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def doctest_setting(request, monkeypatch, doctest_namespace) -> None:
+    """Docstring examples run for real: a model on loopback and five sample conversations."""
+    if not isinstance(request.node, DoctestItem):
+        return
+    from kura_magic.samples import sample_conversations
+
+    monkeypatch.setenv("OPENAI_API_BASE", request.getfixturevalue("doctest_llm").url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-doctest-0000")
+    doctest_namespace["convs"] = sample_conversations(5)

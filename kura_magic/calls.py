@@ -6,30 +6,16 @@ import asyncio
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
+
+from pydantic import BaseModel
 
 from kura_magic import gateway
 from kura_magic.config import Settings, check_experiment_name, settings
 from kura_magic.errors import ConfigError
+from kura_magic.schemas import resolve_schema
 from kura_magic.store import Store, open_store
 from kura_magic.types import CACHE_MODES, CacheEntry, CacheMode, ChatRequest
-
-_InFlight = dict[tuple[int, str, str], "asyncio.Future[gateway.Outcome]"]
-_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _InFlight]
-_in_flight = weakref.WeakKeyDictionary()
-
-
-def model_params(
-    temperature: float, max_tokens: int | None, params: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """The parameters sent to the model, under the names every entry point shares:
-    temperature and max_tokens, then any others (seed, top_p, stop, ...).
-
-    Example:
-        >>> model_params(0.0, None, {"seed": 1})
-        {'temperature': 0.0, 'max_tokens': None, 'seed': 1}
-    """
-    return {"temperature": temperature, "max_tokens": max_tokens, **(params or {})}
 
 
 @dataclass(frozen=True)
@@ -101,3 +87,78 @@ class CallContext:
         if outcome.cacheable and self.writes:
             self.store.set(request.key, outcome.entry, experiment=self.experiment)
         return outcome
+
+
+class CallOptions(TypedDict, total=False):
+    """The options `summarise`, `estimate` and `complete` share, under one set of names.
+
+    model: litellm's name, e.g. 'openai/gpt-4o-mini' (default: the session's model);
+    temperature (default 0.0) and max_tokens; params: any other model parameters
+    (seed, top_p, stop, ...); schema: a pydantic model or a built-in schema's name;
+    experiment: the cache scope (default: the active one); cache_mode: 'read_write',
+    'read_only', 'refresh' or 'off'; api_key / api_base: where calls go (never keyed);
+    store: a `Store` to use instead of the one the settings select.
+    """
+
+    model: str | None
+    temperature: float
+    max_tokens: int | None
+    params: Mapping[str, Any] | None
+    schema: str | type[BaseModel] | None
+    experiment: str | None
+    cache_mode: CacheMode
+    api_key: str | None
+    api_base: str | None
+    store: Store | None
+
+
+@dataclass(frozen=True)
+class CallSetup:
+    """`CallOptions` resolved against the session: where calls are cached, and what every
+    request of one run or call shares.
+
+    Example:
+        >>> setup = CallSetup.create({"model": "openai/gpt-4o-mini", "params": {"seed": 1}})
+        >>> setup.request("hi").params
+        {'temperature': 0.0, 'max_tokens': None, 'seed': 1}
+    """
+
+    context: CallContext
+    model: str
+    schema: type[BaseModel] | None
+    params: dict[str, Any]
+    transport: dict[str, Any]
+
+    @classmethod
+    def create(cls, options: CallOptions, variables: Mapping[str, Any] | None = None) -> CallSetup:
+        """Check the options' names and values; a schema name is looked up in `variables`."""
+        unknown = sorted(set(options) - set(CallOptions.__annotations__))
+        if unknown:
+            raise ConfigError(
+                f"unknown option {unknown[0]!r}: the options are {', '.join(CallOptions.__annotations__)}; "
+                "other model parameters go in params={...}"
+            )
+        context = CallContext.create(
+            experiment=options.get("experiment"), store=options.get("store"),
+            cache_mode=options.get("cache_mode", "read_write"),
+        )
+        params = {"temperature": options.get("temperature", 0.0),
+                  "max_tokens": options.get("max_tokens"), **(options.get("params") or {})}
+        return cls(
+            context, options.get("model") or context.config.model,
+            resolve_schema(options.get("schema"), variables), params,
+            context.config.transport(api_key=options.get("api_key"), api_base=options.get("api_base")),
+        )
+
+    def request(self, prompt: str | tuple[dict[str, Any], ...]) -> ChatRequest:
+        """The request for one prompt (a user message) or a conversation of messages."""
+        messages = ({"role": "user", "content": prompt},) if isinstance(prompt, str) else prompt
+        return ChatRequest(self.model, messages, self.schema, self.params, self.transport)
+
+    def check_may_call(self, missing: str) -> None:
+        """Raise before anything is spent (offline, unknown model, no key); see the gateway."""
+        gateway.check_may_call(self.context.config, self.model, self.transport, missing=missing)
+
+_InFlight = dict[tuple[int, str, str], "asyncio.Future[gateway.Outcome]"]
+_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _InFlight]
+_in_flight = weakref.WeakKeyDictionary()

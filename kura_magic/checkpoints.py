@@ -22,7 +22,7 @@ def checkpoint_path(directory: str | Path, keys: list[str], ids: list[str]) -> P
 
     Example:
         >>> checkpoint_path("/tmp/ck", ["km1-chat-a"], ["1"]).name
-        'summaries-5b1c3c5ef6d0a3c5.jsonl'
+        'summaries-8c8054d1a4d5ab17.jsonl'
     """
     digest = hashlib.sha256(canonical_json({"keys": keys, "ids": ids}).encode()).hexdigest()
     return Path(directory).expanduser() / f"summaries-{digest[:16]}.jsonl"

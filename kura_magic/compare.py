@@ -25,9 +25,12 @@ def compare_runs(a: SummaryRun, b: SummaryRun, *, labels: tuple[str, str] = ("a"
     A conversation missing from one run is NA there and counts as differing.
 
     Example:
-        >>> frame = compare_runs(run_v1, run_v2, labels=("v1", "v2"))   # doctest: +SKIP
-        >>> list(frame.columns)                                          # doctest: +SKIP
-        ['conversation_id', 'v1', 'v2', 'differs']
+        >>> from kura_magic import summarise
+        >>> run_v1 = summarise(convs, "Summarise:\\n{{ transcript }}")
+        >>> run_v2 = summarise(convs[:3] + [convs[0]], "Summarise:\\n{{ transcript }}")
+        >>> frame = compare_runs(run_v1, run_v2, labels=("v1", "v2"))
+        >>> list(frame.columns), frame["differs"].tolist()
+        (['conversation_id', 'v1', 'v2', 'differs'], [False, False, False, True, True])
     """
     import pandas
 
@@ -101,8 +104,13 @@ class Comparison:
     """What `%kura compare` shows: the comparison table, as HTML in a notebook, as text elsewhere.
 
     Example:
-        >>> Comparison(compare_runs(run_v1, run_v2)).frame.differs.sum()   # doctest: +SKIP
-        12
+        >>> from kura_magic import summarise
+        >>> short = summarise(convs, "In five words:\\n{{ transcript }}")
+        >>> long = summarise(convs, "In detail:\\n{{ transcript }}")
+        >>> print(Comparison(compare_runs(short, long)))   # doctest: +ELLIPSIS
+        a vs b: 5 of 5 conversations differ
+        ≠ conv-001
+          a: Summary: In five words: ...
     """
 
     def __init__(self, frame: pandas.DataFrame) -> None:

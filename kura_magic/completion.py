@@ -5,59 +5,39 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel
+from typing_extensions import Unpack
 
-from kura_magic import gateway
 from kura_magic.background import blocking
-from kura_magic.calls import CallContext, model_params
+from kura_magic.calls import CallOptions, CallSetup
 from kura_magic.errors import DataError, ResponseError
 from kura_magic.results import Completion
-from kura_magic.schemas import resolve_schema
-from kura_magic.store import Store
-from kura_magic.types import CacheEntry, CacheMode, ChatRequest
+from kura_magic.types import CacheEntry, ChatRequest
 
 MessagesOrText = str | Sequence[Mapping[str, Any]]
 
 
-async def acomplete(
-    messages_or_text: MessagesOrText,
-    *,
-    model: str | None = None,
-    temperature: float = 0.0,
-    max_tokens: int | None = None,
-    params: Mapping[str, Any] | None = None,
-    schema: str | type[BaseModel] | None = None,
-    experiment: str | None = None,
-    cache_mode: CacheMode = "read_write",
-    api_key: str | None = None,
-    api_base: str | None = None,
-    store: Store | None = None,
-) -> Completion:
+async def acomplete(messages_or_text: MessagesOrText, **options: Unpack[CallOptions]) -> Completion:
     """One chat call through the cache; `complete` is the same, blocking (it works inside a
-    running event loop too). The same prompt and options give the same key as `summarise`.
+    running event loop too). `options` are the `CallOptions`, as for `summarise`: the same
+    prompt and options give the same key through both.
 
     Raises `ResponseError` when the model cannot answer (a content-policy refusal
     is cached, so asking again raises again without a request).
 
     Example:
-        >>> reply = complete("Say hi", model="openai/gpt-4o-mini")   # doctest: +SKIP
-        >>> reply.text, reply.cached                                  # doctest: +SKIP
-        ('Hi!', False)
+        >>> reply = complete("Say hi", model="openai/gpt-4o-mini")
+        >>> reply.cached, complete("Say hi", model="openai/gpt-4o-mini").cached
+        (False, True)
     """
-    context = CallContext.create(experiment=experiment, store=store, cache_mode=cache_mode)
-    request = ChatRequest(
-        model or context.config.model, _messages(messages_or_text), resolve_schema(schema),
-        model_params(temperature, max_tokens, params),
-        context.config.transport(api_key=api_key, api_base=api_base),
-    )
-    entry = context.lookup(request.key)
+    setup = CallSetup.create(options)
+    request = setup.request(_messages(messages_or_text))
+    entry = setup.context.lookup(request.key)
     cached = entry is not None
     if entry is None:
-        gateway.check_may_call(
-            context.config, request.model, request.transport,
-            missing=f"call {request.key} is not in the cache of experiment {context.experiment!r}",
+        setup.check_may_call(
+            f"call {request.key} is not in the cache of experiment {setup.context.experiment!r}"
         )
-        entry, cached = await context.fetch(request)
+        entry, cached = await setup.context.fetch(request)
     return _completion(request, entry, cached=cached)
 
 

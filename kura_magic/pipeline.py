@@ -10,19 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from typing_extensions import Unpack
 
-from kura_magic import budget, gateway
+from kura_magic import budget
 from kura_magic.background import blocking, on_interrupt
-from kura_magic.calls import CallContext, model_params
+from kura_magic.calls import CallContext, CallOptions, CallSetup
 from kura_magic.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from kura_magic.errors import ConfigError
 from kura_magic.loaders import ConversationSource, load_conversations
 from kura_magic.results import Estimate, RunStats, SummaryResult, SummaryRun
-from kura_magic.schemas import resolve_schema
-from kura_magic.store import Store
 from kura_magic.templates import PromptTemplate
-from kura_magic.types import CacheEntry, CacheMode, ChatRequest, Conversation
+from kura_magic.types import CacheEntry, ChatRequest, Conversation
 
 ProgressCallback = Callable[[RunStats], None]
 UNFINISHED = "interrupted before it finished"
@@ -34,11 +32,20 @@ class _Plan:
 
     conversations: list[Conversation]
     requests: list[ChatRequest]
-    context: CallContext
-    schema: type[BaseModel] | None
-    model: str
+    setup: CallSetup
     prompt: str
     rows_by_key: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def context(self) -> CallContext:
+        return self.setup.context
+
+    def checkpoint_path(self, directory: str | Path | None) -> Path | None:
+        """Where this plan's checkpoint lives in `directory` (None: no checkpoint)."""
+        if directory is None:
+            return None
+        return checkpoint_path(directory, [r.key for r in self.requests],
+                               [c.chat_id for c in self.conversations])
 
     def misses(self) -> list[str]:
         """The keys whose entry is not in the cache (in the order rows first need them)."""
@@ -46,21 +53,15 @@ class _Plan:
 
 
 def _plan(
-    source: ConversationSource, prompt: str, *, context: CallContext, model: str | None,
-    schema: str | type[BaseModel] | None, limit: int | None, variables: Mapping[str, Any] | None,
-    params: dict[str, Any], transport: dict[str, Any],
+    source: ConversationSource, prompt: str, setup: CallSetup, *, limit: int | None,
+    variables: Mapping[str, Any] | None,
 ) -> _Plan:
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
     conversations = load_conversations(source)[:limit]
     template = PromptTemplate.compile(prompt, variables)
-    model = model or context.config.model
-    resolved = resolve_schema(schema, variables)
-    requests = [
-        ChatRequest(model, ({"role": "user", "content": template.render(c)},), resolved, params, transport)
-        for c in conversations
-    ]
-    plan = _Plan(conversations, requests, context, resolved, model, template.source)
+    requests = [setup.request(template.render(c)) for c in conversations]
+    plan = _Plan(conversations, requests, setup, template.source)
     for row, request in enumerate(requests):
         plan.rows_by_key.setdefault(request.key, []).append(row)
     return plan
@@ -122,13 +123,11 @@ class _Run:
     async def call_all(self, misses: list[str], *, max_concurrency: int | None,
                        max_cost: float | None) -> None:
         """Make the missing calls; the first failure of any kind cancels the rest and escapes."""
-        first = self.plan.requests[self.plan.rows_by_key[misses[0]][0]]
-        gateway.check_may_call(
-            self.plan.context.config, self.plan.model, first.transport,
-            missing=f"{len(misses)} of {self.stats.total} calls are not in the cache of "
-                    f"experiment {self.plan.context.experiment!r}",
+        self.plan.setup.check_may_call(
+            f"{len(misses)} of {self.stats.total} calls are not in the cache of "
+            f"experiment {self.plan.context.experiment!r}"
         )
-        self.spend = budget.Budget.create(max_cost, self.plan.model)
+        self.spend = budget.Budget.create(max_cost, self.plan.setup.model)
         slots = asyncio.Semaphore(max_concurrency or len(misses))
         self.tasks = [asyncio.ensure_future(self._call_one(key, slots)) for key in misses]
         if self.stopped:
@@ -164,15 +163,15 @@ class _Run:
         rows = [r or _unresolved(self.plan, i, "unfinished", UNFINISHED) for i, r in enumerate(self.results)]
         if checkpoint_at is not None and all(r.status in ("ok", "error") for r in rows):
             save_checkpoint(checkpoint_at, rows)
-        plan = self.plan
+        setup = self.plan.setup
         return SummaryRun(
-            rows, self.stats, model=plan.model, experiment=plan.context.experiment,
-            schema_name=plan.schema.__name__ if plan.schema else None, prompt=plan.prompt,
+            rows, self.stats, model=setup.model, experiment=setup.context.experiment,
+            schema_name=setup.schema.__name__ if setup.schema else None, prompt=self.plan.prompt,
         )
 
     def from_checkpoint(self, path: Path) -> bool:
         """Fill every row from the run's checkpoint, as cached rows; False if there is none."""
-        saved = load_checkpoint(path, self.plan.schema)
+        saved = load_checkpoint(path, self.plan.setup.schema)
         if saved is None or len(saved) != len(self.plan.conversations):
             return False
         for row, (conversation, result) in enumerate(zip(self.plan.conversations, saved)):
@@ -187,48 +186,38 @@ async def asummarise(
     conversations: ConversationSource,
     prompt: str,
     *,
-    model: str | None = None,
-    temperature: float = 0.0,
-    max_tokens: int | None = None,
-    params: Mapping[str, Any] | None = None,
-    schema: str | type[BaseModel] | None = None,
-    experiment: str | None = None,
-    cache_mode: CacheMode = "read_write",
     max_concurrency: int | None = None,
     max_cost: float | None = None,
     limit: int | None = None,
     variables: Mapping[str, Any] | None = None,
     checkpoint: str | Path | None = None,
     on_progress: ProgressCallback | None = None,
-    api_key: str | None = None,
-    api_base: str | None = None,
-    store: Store | None = None,
+    **options: Unpack[CallOptions],
 ) -> SummaryRun:
     """Summarise each conversation with a Jinja2 prompt; cached calls cost nothing.
 
     `summarise` is the same, blocking: it works in a script and inside a running event
     loop (a Jupyter cell), and Ctrl-C returns the partial run (everything finished is
-    already cached). An exception in any call stops the run and is raised.
+    already cached). An exception in any call stops the run and is raised. `options`
+    are the `CallOptions` (model, temperature, max_tokens, params, schema, experiment,
+    cache_mode, api_key, api_base, store).
 
     Example:
         >>> run = summarise(convs, "Summarise in one line:\\n{{ transcript }}",
-        ...                 model="openai/gpt-4o-mini")            # doctest: +SKIP
-        >>> run.stats.fresh, run.stats.cached                      # doctest: +SKIP
-        (50, 0)
+        ...                 model="openai/gpt-4o-mini")
+        >>> run.stats.fresh, run.stats.cached
+        (5, 0)
+        >>> again = summarise(convs, "Summarise in one line:\\n{{ transcript }}",
+        ...                   model="openai/gpt-4o-mini")
+        >>> again.stats.fresh, again.stats.cached, again.stats.saved_cost == run.stats.cost
+        (0, 5, True)
     """
     if max_concurrency is not None and max_concurrency < 1:
         raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
-    context = CallContext.create(experiment=experiment, store=store, cache_mode=cache_mode)
-    plan = _plan(
-        conversations, prompt, context=context, model=model, schema=schema, limit=limit,
-        variables=variables, params=model_params(temperature, max_tokens, params),
-        transport=context.config.transport(api_key=api_key, api_base=api_base),
-    )
+    plan = _plan(conversations, prompt, CallSetup.create(options, variables), limit=limit, variables=variables)
     run = _Run(plan, on_progress)
     on_interrupt(run.stop)
-    saved_at = None if checkpoint is None else checkpoint_path(
-        checkpoint, [r.key for r in plan.requests], [c.chat_id for c in plan.conversations]
-    )
+    saved_at = plan.checkpoint_path(checkpoint)
     if saved_at is not None and run.from_checkpoint(saved_at):
         return run.finish(checkpoint_at=None)
     misses = run.serve_hits()
@@ -244,42 +233,34 @@ def estimate(
     conversations: ConversationSource,
     prompt: str,
     *,
-    model: str | None = None,
-    temperature: float = 0.0,
-    max_tokens: int | None = None,
-    params: Mapping[str, Any] | None = None,
-    schema: str | type[BaseModel] | None = None,
-    experiment: str | None = None,
     limit: int | None = None,
     variables: Mapping[str, Any] | None = None,
+    **options: Unpack[CallOptions],
 ) -> Estimate:
     """What `summarise` with the same arguments would do: how many calls are cached and
     fresh, and what the fresh ones would cost. Calls nothing.
 
     Example:
-        >>> estimate(convs, "{{ transcript }}", model="openai/gpt-4o-mini")  # doctest: +SKIP
-        estimate: 40 conversations, 30 cached, 10 fresh calls, about $0.000351 (...)
+        >>> _ = summarise(convs[:3], "{{ transcript }}", model="openai/gpt-4o-mini")
+        >>> estimate(convs, "{{ transcript }}", model="openai/gpt-4o-mini")  # doctest: +ELLIPSIS
+        estimate: 5 conversations, 3 cached, 2 fresh calls, about $0.000... (openai/gpt-4o-mini, experiment default)
     """
-    context = CallContext.create(experiment=experiment)
-    plan = _plan(
-        conversations, prompt, context=context, model=model, schema=schema, limit=limit,
-        variables=variables, params=model_params(temperature, max_tokens, params), transport={},
-    )
+    plan = _plan(conversations, prompt, CallSetup.create(options, variables), limit=limit, variables=variables)
     misses = plan.misses()
     fresh_rows = sum(len(plan.rows_by_key[key]) for key in misses)
-    cost = budget.estimate_total([plan.requests[plan.rows_by_key[k][0]] for k in misses])
     return Estimate(
         total=len(plan.conversations), cached=len(plan.conversations) - fresh_rows,
-        fresh=len(misses), estimated_cost=cost,
-        model=plan.model, experiment=context.experiment,
+        fresh=len(misses),
+        estimated_cost=budget.estimate_total([plan.requests[plan.rows_by_key[k][0]] for k in misses]),
+        model=plan.setup.model, experiment=plan.context.experiment,
     )
 
 
 def _result(plan: _Plan, row: int, entry: CacheEntry, *, cached: bool) -> SummaryResult:
     conversation = plan.conversations[row]
     summary: Any = entry.response
-    if entry.error is None and plan.schema is not None:
-        summary = plan.schema.model_validate_json(entry.response or "")
+    if entry.error is None and plan.setup.schema is not None:
+        summary = plan.setup.schema.model_validate_json(entry.response or "")
     return SummaryResult(
         conversation_id=conversation.chat_id,
         summary=summary if entry.error is None else None,

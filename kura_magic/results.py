@@ -184,9 +184,10 @@ class SummaryRun:
         """Embed the summaries that succeeded (Kura's next step), through the embedding cache.
 
         Example:
-            >>> vectors = run.embed(model="openai/text-embedding-3-small")   # doctest: +SKIP
-            >>> vectors.to_numpy().shape                                       # doctest: +SKIP
-            (50, 1536)
+            >>> from kura_magic import summarise
+            >>> run = summarise(convs, "Summarise:\\n{{ transcript }}")
+            >>> run.embed(model="openai/text-embedding-3-small", dimensions=64).to_numpy().shape
+            (5, 64)
         """
         from kura_magic.embeddings import embed
 

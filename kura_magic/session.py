@@ -97,8 +97,11 @@ def clear_all_caches(*, store: Store | None = None) -> int:
     """Remove every entry of every experiment, and every embedding; returns how many.
 
     Example:
-        >>> clear_all_caches()  # doctest: +SKIP
-        1520
+        >>> from kura_magic import summarise
+        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", experiment="a")
+        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", experiment="b")
+        >>> clear_all_caches(), cache_info().entries
+        (10, 0)
     """
     return _store(store).clear() + clear_embedding_cache()
 
@@ -107,8 +110,11 @@ def export_experiment(path: str | Path, experiment: str | None = None, *, store:
     """Write one experiment's entries to a JSONL file; returns how many were written.
 
     Example:
-        >>> export_experiment("/tmp/default.jsonl")   # doctest: +SKIP
-        120
+        >>> import pathlib, tempfile
+        >>> from kura_magic import summarise
+        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}")
+        >>> export_experiment(pathlib.Path(tempfile.mkdtemp()) / "default.jsonl")
+        5
     """
     name = check_experiment_name(experiment or active_experiment())
     count = 0
@@ -123,8 +129,14 @@ def import_experiment(path: str | Path, experiment: str | None = None, *, store:
     """Load entries written by `export_experiment` into an experiment; returns how many.
 
     Example:
-        >>> import_experiment("/tmp/default.jsonl", "replay")   # doctest: +SKIP
-        120
+        >>> import pathlib, tempfile
+        >>> from kura_magic import summarise
+        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}")
+        >>> exported = pathlib.Path(tempfile.mkdtemp()) / "default.jsonl"
+        >>> export_experiment(exported), import_experiment(exported, "replay")
+        (5, 5)
+        >>> summarise(convs, "Summarise:\\n{{ transcript }}", experiment="replay").stats.cached
+        5
     """
     name = check_experiment_name(experiment or active_experiment())
     target = _store(store)

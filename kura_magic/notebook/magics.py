@@ -20,6 +20,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Enum
 
 from kura_magic import session
+from kura_magic.calls import CallOptions
 from kura_magic.compare import Comparison, compare_runs
 from kura_magic.config import configure, settings
 from kura_magic.errors import KuraMagicError
@@ -185,15 +186,12 @@ class KuraMagics(Magics):
         args = parse_argstring(self.summarise, line)
         if not args.out.isidentifier():
             raise UsageError(f"--out {args.out!r} is not a Python variable name")
-        data = self._data(args.data)
-        options = self._call_options(args)
+        data, options = self._data(args.data), _call_options(args)
+        scope: dict[str, Any] = {"limit": args.limit, "variables": self.shell.user_ns}
         with usage_errors():
             if args.dry_run:
-                return estimate(data, cell, **options)
-            run = self._run(data, cell, {
-                **options, "cache_mode": _cache_mode(args), "max_cost": args.max_cost,
-                "max_concurrency": args.max_concurrency,
-            })
+                return estimate(data, cell, **scope, **options)
+            run = self._run(data, cell, args, scope, options)
         self.shell.user_ns[args.out] = run
         return run
 
@@ -208,20 +206,18 @@ class KuraMagics(Magics):
             "dicts or strings, or a DataFrame), or give a path to a .json/.jsonl file"
         )
 
-    def _call_options(self, args: argparse.Namespace) -> dict[str, Any]:
-        """The flags that `summarise` and `estimate` share, under the core's names."""
-        return {
-            "model": args.model, "temperature": args.temperature, "max_tokens": args.max_tokens,
-            "schema": args.schema, "experiment": args.experiment, "limit": args.limit,
-            "variables": self.shell.user_ns,
-        }
-
-    def _run(self, data: Any, prompt: str, options: dict[str, Any]) -> SummaryRun:
+    def _run(
+        self, data: Any, prompt: str, args: argparse.Namespace, scope: dict[str, Any],
+        options: CallOptions,
+    ) -> SummaryRun:
         """The run with the panel live beside it; the panel stays, showing how it ended."""
-        panel = open_panel(mode=self.panel, experiment=options["experiment"])
+        panel = open_panel(mode=self.panel, experiment=args.experiment)
         panel.start()
         try:
-            run = summarise(data, prompt, **options, on_progress=panel.update)
+            run = summarise(
+                data, prompt, **scope, max_cost=args.max_cost, max_concurrency=args.max_concurrency,
+                on_progress=panel.update, **options,
+            )
         except Exception as exc:  # ours or a bug: the panel turns red either way
             panel.fail(str(exc) if isinstance(exc, KuraMagicError) else f"{type(exc).__name__}: {exc}")
             raise
@@ -258,6 +254,14 @@ class KuraMagics(Magics):
         return value
 
 
+def _call_options(args: argparse.Namespace) -> CallOptions:
+    """The flags that name `CallOptions`, under the core's names."""
+    return CallOptions(
+        model=args.model, temperature=args.temperature, max_tokens=args.max_tokens,
+        schema=args.schema, experiment=args.experiment, cache_mode=_cache_mode(args),
+    )
+
+
 def _cache_mode(args: argparse.Namespace) -> CacheMode:
     chosen = [flag for flag in CACHE_FLAGS if getattr(args, flag)]
     if len(chosen) > 1:
@@ -278,7 +282,10 @@ def register(ipython: Any) -> None:
     """Register the magics with `ipython` (what `%load_ext kura_magic` does).
 
     Example:
-        >>> from IPython.testing.globalipapp import get_ipython   # doctest: +SKIP
-        >>> register(get_ipython())                                # doctest: +SKIP
+        >>> from IPython.core.interactiveshell import InteractiveShell
+        >>> register(InteractiveShell.instance())
+        >>> cell_magics = InteractiveShell.instance().magics_manager.magics["cell"]
+        >>> "summarise" in cell_magics, "summarize" in cell_magics
+        (True, True)
     """
     ipython.register_magics(KuraMagics)
