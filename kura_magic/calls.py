@@ -18,6 +18,18 @@ from kura_magic.store import Store, open_store
 from kura_magic.types import CACHE_MODES, CacheEntry, CacheMode, ChatRequest
 
 
+def check_cache_mode(mode: str) -> CacheMode:
+    """`mode` if it is a cache mode, else a ConfigError naming the choices.
+
+    Example:
+        >>> check_cache_mode("read_only")
+        'read_only'
+    """
+    if mode not in CACHE_MODES:
+        raise ConfigError(f"cache_mode {mode!r} is not one of {', '.join(CACHE_MODES)}")
+    return mode  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class CallContext:
     """Where calls are cached (store, experiment), how (mode), and the settings in force.
@@ -44,10 +56,8 @@ class CallContext:
     ) -> CallContext:
         """The context for one run: explicit arguments, else the session's settings."""
         config = config or settings()
-        if cache_mode not in CACHE_MODES:
-            raise ConfigError(f"cache_mode {cache_mode!r} is not one of {', '.join(CACHE_MODES)}")
         name = check_experiment_name(experiment) if experiment is not None else config.experiment
-        return cls(store or open_store(config), name, cache_mode, config)
+        return cls(store or open_store(config), name, check_cache_mode(cache_mode), config)
 
     @property
     def reads(self) -> bool:

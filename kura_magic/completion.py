@@ -55,10 +55,9 @@ def _completion(request: ChatRequest, entry: CacheEntry, *, cached: bool) -> Com
         text=text,
         parsed=request.schema.model_validate_json(text) if request.schema else None,
         cached=cached,
-        cost=0.0 if cached else entry.cost,
+        **entry.charged(cached=cached),
         saved_cost=entry.cost if cached else 0.0,
         usage=entry.usage,
-        latency_s=0.0 if cached else entry.latency_s,
         model=request.model,
         key=request.key,
     )

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from kura_magic.errors import ConfigError
+from kura_magic.types import Problem
 
 CACHE_OFF = "off"
 DEFAULT_CACHE_DIR = Path("~/.kura_magic/cache")
@@ -157,7 +158,7 @@ def reset_overrides() -> None:
 
 
 def _describe_invalid(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    field = str(error["loc"][0]) if error["loc"] else "?"
+    problem = Problem.of(exc)
+    field = problem.where or "?"
     source = f"{ENV_VARS[field]} / {field}" if field in ENV_VARS else field
-    return f"setting {source} = {error.get('input')!r} is invalid: {error['msg']}"
+    return f"setting {source} = {problem.value!r} is invalid: {problem.message}"

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any, overload
 
 from kura_magic import formatting, gateway
 from kura_magic.background import blocking
+from kura_magic.calls import check_cache_mode
 from kura_magic.config import Settings, settings
 from kura_magic.errors import CacheWarning, DataError
 from kura_magic.keys import cache_key
 from kura_magic.store import MemoryStore, Store, open_store
-from kura_magic.types import CACHE_MODES, CacheMode, ExperimentInfo
+from kura_magic.types import CacheMode, ExperimentInfo
 
 if TYPE_CHECKING:
     import numpy
@@ -137,7 +138,7 @@ class EmbeddingStore:
         """The vectors stored for `keys` (absent keys are left out)."""
         import numpy
 
-        found = {key: data for key in keys if (data := self.backend.read_bytes(key, _SCOPE))}
+        found = {key: data for key in keys if (data := self.backend.read_bytes(key, experiment=_SCOPE))}
         size = _expected_size(found.values(), dimensions)
         for key in [key for key, data in found.items() if len(data) != size]:
             warnings.warn(f"embedding {key} has {len(found[key])} bytes, not {size}; "
@@ -149,7 +150,7 @@ class EmbeddingStore:
     def put(self, key: str, vector: Sequence[float] | numpy.ndarray) -> numpy.ndarray:
         """Store `vector` under `key`; returns it as the read-only array a hit would give."""
         array = _float32(vector)
-        self.backend.write_bytes(key, _SCOPE, array.tobytes())
+        self.backend.write_bytes(key, array.tobytes(), experiment=_SCOPE)
         return array
 
     def info(self) -> ExperimentInfo:
@@ -245,8 +246,7 @@ embed = blocking(aembed)
 def _checked(texts: Sequence[str], dimensions: int | None, cache_mode: CacheMode) -> list[str]:
     if dimensions is not None and (type(dimensions) is not int or dimensions < 1):
         raise DataError(f"dimensions={dimensions!r}: give a positive whole number, or None")
-    if cache_mode not in CACHE_MODES:
-        raise DataError(f"cache_mode {cache_mode!r} is not one of {', '.join(CACHE_MODES)}")
+    check_cache_mode(cache_mode)
     if isinstance(texts, str):
         raise DataError("embed() takes a list of texts, not one string: wrap it as [text]")
     texts = list(texts)

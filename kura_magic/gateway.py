@@ -32,7 +32,7 @@ from kura_magic.errors import (
     UnknownModelError,
 )
 from kura_magic.keys import output_params
-from kura_magic.types import CacheEntry, ChatRequest, Usage
+from kura_magic.types import CacheEntry, ChatRequest, Problem, Usage
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -373,9 +373,8 @@ def _schema_problem(schema: type[BaseModel] | None, text: str) -> str | None:
     try:
         schema.model_validate_json(text)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the reply"
-        return f"{where}: {first['msg']}"
+        problem = Problem.of(exc)
+        return f"{problem.where or 'the reply'}: {problem.message}"
     return None
 
 

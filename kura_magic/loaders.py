@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kura_magic.errors import DataError
-from kura_magic.types import Conversation
+from kura_magic.types import Conversation, Problem
 
 ConversationSource = Any  # list of Conversation/dict/str, a DataFrame, or a path
 
@@ -107,9 +107,8 @@ def _normalise(row: dict[str, Any], index: int) -> dict[str, Any]:
 
 
 def _describe_row_error(exc: ValidationError, index: int, origin: str) -> str:
-    error = exc.errors()[0]
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
-    problem = "is empty: a conversation needs at least one message" if (
-        error["type"] == "too_short" and where == "messages"
-    ) else error["msg"]
-    return f"row {index} of {origin}, field {where!r}: {problem}"
+    problem = Problem.of(exc)
+    what = "is empty: a conversation needs at least one message" if (
+        problem.kind == "too_short" and problem.where == "messages"
+    ) else problem.message
+    return f"row {index} of {origin}, field {problem.where!r}: {what}"

@@ -167,6 +167,7 @@ class _Run:
         return SummaryRun(
             rows, self.stats, model=setup.model, experiment=setup.context.experiment,
             schema_name=setup.schema.__name__ if setup.schema else None, prompt=self.plan.prompt,
+            cache_mode=setup.context.mode,
         )
 
     def from_checkpoint(self, path: Path) -> bool:
@@ -265,9 +266,8 @@ def _result(plan: _Plan, row: int, entry: CacheEntry, *, cached: bool) -> Summar
         conversation_id=conversation.chat_id,
         summary=summary if entry.error is None else None,
         cached=cached,
-        cost=0.0 if cached else entry.cost,
+        **entry.charged(cached=cached),
         fresh_cost=entry.cost,
-        latency_s=0.0 if cached else entry.latency_s,
         error=None if entry.error is None else f"{entry.error_type}: {entry.error}",
         status="ok" if entry.error is None else "error",
         key=plan.requests[row].key,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kura_magic import formatting
-from kura_magic.types import Usage
+from kura_magic.types import CacheMode, Usage
 
 if TYPE_CHECKING:
     import pandas
@@ -142,6 +142,7 @@ class SummaryRun:
         experiment: str,
         schema_name: str | None = None,
         prompt: str = "",
+        cache_mode: CacheMode = "read_write",
     ) -> None:
         self.results = results
         self.stats = stats
@@ -149,6 +150,7 @@ class SummaryRun:
         self.experiment = experiment
         self.schema_name = schema_name
         self.prompt = prompt
+        self.cache_mode = cache_mode
 
     def __len__(self) -> int:
         return len(self.results)
@@ -199,6 +201,7 @@ class SummaryRun:
         return {
             "model": self.model,
             "experiment": self.experiment,
+            "cache_mode": self.cache_mode,
             "schema": self.schema_name,
             "stats": self.stats.model_dump(),
             "keys": [r.key for r in self.results],

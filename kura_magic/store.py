@@ -39,7 +39,7 @@ class Store(ABC):
 
     def get(self, key: str, *, experiment: str) -> CacheEntry | None:
         """The entry stored for `key` in `experiment`, or None."""
-        data = self.read_bytes(key, experiment)
+        data = self.read_bytes(key, experiment=experiment)
         if data is None:
             return None
         try:
@@ -51,25 +51,25 @@ class Store(ABC):
 
     def set(self, key: str, entry: CacheEntry, *, experiment: str) -> None:
         """Store `entry` under `key` in `experiment`, replacing any older one."""
-        self.write_bytes(key, experiment, entry.model_dump_json().encode("utf-8"))
+        self.write_bytes(key, entry.model_dump_json().encode("utf-8"), experiment=experiment)
 
     def entries(self, experiment: str) -> Iterator[tuple[str, CacheEntry]]:
         """Every readable (key, entry) of one experiment, for export."""
-        for key in self._keys(experiment):
+        for key in self._keys(experiment=experiment):
             entry = self.get(key, experiment=experiment)
             if entry is not None:
                 yield key, entry
 
     @abstractmethod
-    def read_bytes(self, key: str, experiment: str) -> bytes | None:
+    def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
         """The stored bytes, or None (a storage failure is a miss with a warning)."""
 
     @abstractmethod
-    def write_bytes(self, key: str, experiment: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> None:
         """Store bytes as they are (the embedding store keeps raw float32 vectors)."""
 
     @abstractmethod
-    def _keys(self, experiment: str) -> list[str]: ...
+    def _keys(self, *, experiment: str) -> list[str]: ...
 
     @abstractmethod
     def delete(self, key: str, *, experiment: str) -> None:
@@ -151,14 +151,14 @@ class DiskStore(Store):
                 "Point KURA_MAGIC_CACHE at a writable directory, or set it to 'off'."
             ) from exc
 
-    def read_bytes(self, key: str, experiment: str) -> bytes | None:
+    def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
         try:
             return self._cache.get(_storage_key(key, experiment))
         except (diskcache.Timeout, sqlite3.OperationalError, _PickledData, OSError) as exc:
             _warn_storage("read", key, exc)
             return None
 
-    def write_bytes(self, key: str, experiment: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> None:
         try:
             self._cache.set(_storage_key(key, experiment), data, tag=experiment)
         except (diskcache.Timeout, sqlite3.OperationalError) as exc:
@@ -169,7 +169,7 @@ class DiskStore(Store):
                 "Point KURA_MAGIC_CACHE at a writable directory, or set it to 'off'."
             ) from exc
 
-    def _keys(self, experiment: str) -> list[str]:
+    def _keys(self, *, experiment: str) -> list[str]:
         rows = self._cache._sql("SELECT key FROM Cache WHERE tag = ? AND raw = 1", (experiment,))
         prefix = _storage_key("", experiment)
         return [key[len(prefix) :] for (key,) in rows if key.startswith(prefix)]
@@ -225,14 +225,14 @@ class MemoryStore(Store):
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def read_bytes(self, key: str, experiment: str) -> bytes | None:
+    def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
         with self._lock:
             data = self._data.get((experiment, key))
             if data is not None:
                 self._data.move_to_end((experiment, key))
             return data
 
-    def write_bytes(self, key: str, experiment: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> None:
         with self._lock:
             self._pop((experiment, key))
             self._data[(experiment, key)] = data
@@ -245,7 +245,7 @@ class MemoryStore(Store):
         if data is not None:
             self._bytes -= len(data)
 
-    def _keys(self, experiment: str) -> list[str]:
+    def _keys(self, *, experiment: str) -> list[str]:
         with self._lock:
             return [key for exp, key in self._data if exp == experiment]
 
@@ -280,13 +280,13 @@ class NullStore(Store):
 
     kind = "off"
 
-    def read_bytes(self, key: str, experiment: str) -> bytes | None:
+    def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
         return None
 
-    def write_bytes(self, key: str, experiment: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> None:
         return None
 
-    def _keys(self, experiment: str) -> list[str]:
+    def _keys(self, *, experiment: str) -> list[str]:
         return []
 
     def delete(self, key: str, *, experiment: str) -> None:

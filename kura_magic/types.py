@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kura_magic.keys import cache_key
 
@@ -72,6 +72,30 @@ class Usage(BaseModel):
 
 
 @dataclass(frozen=True)
+class Problem:
+    """The first problem pydantic found in some data: where, what, and its kind.
+
+    Example:
+        >>> try:
+        ...     Conversation(chat_id="a", messages=[{"role": "user"}])
+        ... except ValidationError as exc:
+        ...     print(Problem.of(exc).where)
+        messages[0].content
+    """
+
+    where: str
+    message: str
+    kind: str
+    value: Any
+
+    @classmethod
+    def of(cls, exc: ValidationError) -> Problem:
+        error = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+        return cls(where.lstrip("."), error["msg"], error["type"], error.get("input"))
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     """One chat completion as plain data: what is keyed, and how it travels.
 
@@ -111,6 +135,15 @@ class CacheEntry(BaseModel):
     cost: float | None = None
     latency_s: float = 0.0
     created_at: float = Field(default_factory=time.time)
+
+    def charged(self, *, cached: bool) -> dict[str, float | None]:
+        """What one use of this entry cost and took: nothing on a hit (its cost is saved).
+
+        Example:
+            >>> CacheEntry(model="m", cost=0.5, latency_s=2.0).charged(cached=True)
+            {'cost': 0.0, 'latency_s': 0.0}
+        """
+        return {"cost": 0.0, "latency_s": 0.0} if cached else {"cost": self.cost, "latency_s": self.latency_s}
 
 
 class ExperimentInfo(BaseModel):

@@ -22,7 +22,7 @@ from kura_magic.embeddings import (
     embedding_key,
     open_embedding_store,
 )
-from kura_magic.errors import AuthenticationError, CacheMissError, DataError, ResponseError
+from kura_magic.errors import AuthenticationError, CacheMissError, ConfigError, DataError, ResponseError
 from kura_magic.testing import embedding_for
 
 from helpers import UNPRICED_MODEL
@@ -204,7 +204,7 @@ def test_a_refused_batch_raises_response_error(llm):
 def test_a_corrupt_entry_is_a_miss_and_is_replaced(llm):
     embed(["good", "broken"], model=MODEL)
     key = embedding_key("broken", model=MODEL)
-    open_embedding_store().backend.write_bytes(key, "embeddings", b"\x00\x01\x02")
+    open_embedding_store().backend.write_bytes(key, b"\x00\x01\x02", experiment="embeddings")
 
     with pytest.warns(CacheWarning, match="treating it as a miss"):
         result = embed(["good", "broken"], model=MODEL)
@@ -264,3 +264,24 @@ def test_bad_input_is_a_data_error(bad):
 def test_bad_dimensions_are_a_data_error(dimensions):
     with pytest.raises(DataError, match="dimensions"):
         embed(["ok"], model=MODEL, dimensions=dimensions)
+
+
+def test_cache_modes_choose_whether_the_store_is_read_and_written(llm):
+    embed(["a", "b"], model=MODEL)
+
+    only_read = embed(["a", "c"], model=MODEL, cache_mode="read_only")
+    refreshed = embed(["a"], model=MODEL, cache_mode="refresh")
+    uncached = embed(["b"], model=MODEL, cache_mode="off")
+    after = embed(["a", "b", "c"], model=MODEL)
+
+    assert sent(llm) == [["a", "b"], ["c"], ["a"], ["b"], ["c"]]
+    assert [e.cached for e in only_read] == [True, False]
+    assert [e.cached for e in refreshed] == [False]
+    assert [e.cached for e in uncached] == [False]
+    assert [e.cached for e in after] == [True, True, False], "read_only stored nothing"
+    np.testing.assert_array_equal(uncached.to_numpy(), np.stack([expected("b")]))
+
+
+def test_an_unknown_cache_mode_names_the_choices():
+    with pytest.raises(ConfigError, match="cache_mode 'sometimes' is not one of read_write"):
+        embed(["a"], model=MODEL, cache_mode="sometimes")  # type: ignore[arg-type]

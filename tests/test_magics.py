@@ -51,16 +51,6 @@ def test_the_run_is_bound_to_summaries_by_default_and_carries_provenance(shell, 
     assert provenance["keys"] == [r.key for r in run]
 
 
-def test_shipped_samples_repeat_a_conversation_within_one_run_as_cached(shell, llm):
-    shell.user_ns["samples"] = sample_conversations()
-
-    run = summarise(shell, "samples")
-
-    assert len(run) == 40
-    assert run.stats.cached >= 2, "the samples hold conversations repeated under other ids"
-    assert llm.request_count == run.stats.fresh == 40 - run.stats.cached
-
-
 def test_the_shipped_samples_are_varied_kura_conversations():
     samples = sample_conversations()
 
@@ -111,50 +101,17 @@ def test_schema_names_a_pydantic_class_of_the_notebook(shell, llm):
     assert set(schema["properties"]) == {"summary", "urgent"}
 
 
-def test_schema_kura_summary_is_built_in(shell, llm):
+@pytest.mark.parametrize(
+    ("flags", "mode"),
+    [("", "read_write"), ("--refresh", "refresh"), ("--no-cache", "off"), ("--read-only", "read_only")],
+)
+def test_cache_flags_select_the_run_s_cache_mode_and_it_is_in_the_provenance(shell, llm, flags, mode):
     shell.user_ns["convs"] = make_conversations(2)
 
-    run = summarise(shell, "convs --schema KuraSummary")
+    run = summarise(shell, f"convs {flags}")
 
-    assert all(isinstance(r.summary, km.KuraSummary) for r in run)
-    assert "user_frustration" in run.to_pandas().columns
-
-
-def test_refresh_calls_again_and_overwrites(shell, llm):
-    shell.user_ns["convs"] = make_conversations(4)
-    summarise(shell, "convs")
-
-    refreshed = summarise(shell, "convs --refresh")
-    again = summarise(shell, "convs")
-
-    assert llm.request_count == 8
-    assert refreshed.stats.fresh == 4
-    assert again.stats.cached == 4
-
-
-def test_no_cache_neither_reads_nor_writes(shell, llm):
-    shell.user_ns["convs"] = make_conversations(4)
-    summarise(shell, "convs")
-
-    uncached = summarise(shell, "convs --no-cache")
-    elsewhere = summarise(shell, "convs --no-cache --experiment fresh-look")
-
-    assert uncached.stats.fresh == elsewhere.stats.fresh == 4
-    assert llm.request_count == 12
-    assert km.cache_info("fresh-look").for_experiment("fresh-look").entries == 0
-
-
-def test_read_only_reads_but_never_writes(shell, llm):
-    shell.user_ns["convs"] = make_conversations(3)
-
-    summarise(shell, "convs --read-only")
-    summarise(shell, "convs --read-only")
-    assert llm.request_count == 6, "a read-only run stores nothing"
-    summarise(shell, "convs")
-    replay = summarise(shell, "convs --read-only")
-    assert llm.request_count == 9
-    assert replay.stats.cached == 3
-
+    assert run.cache_mode == mode
+    assert shell.display_formatter.format(run)[1]["kura_magic"]["cache_mode"] == mode
 
 def test_dry_run_calls_nothing_and_says_what_a_run_would_do(shell, llm):
     shell.user_ns["convs"] = make_conversations(5)
