@@ -4,6 +4,7 @@ server, and the plain-text fallback where no widget front end exists."""
 from __future__ import annotations
 
 import pytest
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from ipywidgets.widgets.widget import _instances as live_widgets
@@ -235,13 +236,19 @@ def test_clear_embeddings_empties_the_embedding_cache(llm):
     assert len(llm.embedding_requests) == 1
 
 
-def test_the_panel_never_shows_the_api_key(llm, monkeypatch):
-    monkeypatch.setenv("KURA_MAGIC_API_KEY", "sk-do-not-show")
-    panel = WidgetPanel()
-    run_with(panel, make_conversations(2))
+def test_a_rejected_key_echoed_by_the_provider_never_reaches_the_panel(shell, llm, monkeypatch):
+    monkeypatch.setenv("KURA_MAGIC_API_KEY", "sk-do-not-show-0123")
+    shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
+    shell.user_ns["convs"] = make_conversations(2)
+    llm.fail_next(1, status=401)
 
-    shown = [w.value for w in panel.labels.values()] + [repr(Panel())]
-    assert not any("sk-do-not-show" in s for s in shown)
+    with capture_output() as shown, pytest.raises(UsageError, match="rejected the API key") as raised:
+        shell.run_cell_magic("summarise", "convs", PROMPT)
+
+    root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
+    status = find(root, "kura-status").value
+    assert "Incorrect API key provided" in status, "the provider's message is shown"
+    assert "sk-do-not-show-0123" not in status + str(raised.value)
 
 
 # ---------------------------------------------------------------- through the magic

@@ -216,10 +216,17 @@ def error(status: int, message: str, *, kind: str = "invalid_request_error", cod
     return Reply(status, body, headers or {})
 
 
-def fault_reply(status: int, retry_after_s: float | None) -> Reply:
-    """The error for an injected HTTP ``status``, with Retry-After headers if given."""
+def fault_reply(status: int, retry_after_s: float | None, *, api_key: str = "") -> Reply:
+    """The error for an injected HTTP ``status``, with Retry-After headers if given. A 401
+    echoes the presented ``api_key`` in full, as the least careful provider would.
+
+    >>> fault_reply(401, None, api_key="sk-abc123").body["error"]["message"]
+    'Incorrect API key provided: sk-abc123 (injected).'
+    """
     default = ("server_error" if status >= 500 else "invalid_request_error", None, f"Injected HTTP {status}.")
     kind, code, message = _STATUS_ERRORS.get(status, default)
+    if status == 401 and api_key:
+        message = f"Incorrect API key provided: {api_key} (injected)."
     headers = {}
     if retry_after_s is not None:
         headers = {"Retry-After": f"{retry_after_s:g}", "retry-after-ms": str(round(retry_after_s * 1000))}

@@ -72,16 +72,21 @@ class _Faults:
     hang_left: int = 0
     hang_s: float = 0.0
 
-    def take(self) -> tuple[float, Reply | None]:
-        """(seconds to hang, error reply or None) for the next request."""
+    def take(self, api_key: str) -> tuple[float, Reply | None]:
+        """(seconds to hang, error reply or None) for the next request, made with `api_key`."""
         hang = self.hang_s if self.hang_left > 0 else 0.0
         self.hang_left = max(0, self.hang_left - 1)
         if self.fail_left > 0:
             self.fail_left -= 1
-            return hang, fault_reply(self.fail_status, self.fail_retry)
+            return hang, fault_reply(self.fail_status, self.fail_retry, api_key=api_key)
         if self.rate > 0 and self.rng.random() < self.rate:
-            return hang, fault_reply(self.rate_status, self.rate_retry)
+            return hang, fault_reply(self.rate_status, self.rate_retry, api_key=api_key)
         return hang, None
+
+
+def _bearer(headers: dict[str, str]) -> str:
+    """The API key a request presented (``Authorization: Bearer KEY``), or ''."""
+    return headers.get("authorization", "").removeprefix("Bearer ").strip()
 
 
 class LoopbackLLM:
@@ -242,7 +247,7 @@ class LoopbackLLM:
         redacted = {k: "<redacted>" if k in _SECRET_HEADERS else v for k, v in headers.items()}
         with self._lock:
             self._requests.append(RecordedRequest(path, body, redacted, method))
-            hang, fault = self._faults.take()
+            hang, fault = self._faults.take(_bearer(headers))
             wake = self._wake
         if self.latency_s > 0 or hang > 0:
             wake.wait(self.latency_s + hang)
