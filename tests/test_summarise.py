@@ -153,6 +153,21 @@ def test_complete_and_summarise_share_one_key_for_the_same_prompt(llm):
     assert llm.request_count == 1
 
 
+def test_a_bug_in_the_progress_callback_escapes_too(llm):
+    reports = []
+
+    def on_progress(stats: km.RunStats) -> None:
+        reports.append(stats.done)
+        if stats.done == 2:
+            raise ZeroDivisionError("a bug in a progress view")
+
+    with pytest.raises(ZeroDivisionError, match="a bug in a progress view"):
+        km.summarise(make_conversations(5), PROMPT, max_concurrency=1, on_progress=on_progress)
+
+    assert reports == [0, 1, 2], "nothing was reported after the failure"
+    assert llm.request_count == 2
+
+
 def test_an_unexpected_exception_in_one_row_escapes_and_keeps_what_finished(llm):
     buggy = schema_with_a_bug(fails_on=3)
     conversations = make_conversations(6)
