@@ -1,4 +1,6 @@
-"""One cached model call: read the cache, join an identical call in flight, call, write back."""
+"""Making calls: the options every entry point shares (`CallOptions`), resolved once per run
+(`CallSetup`), and one cached call (`CallContext`: read the cache, join an identical call
+in flight, call, write back)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ from kura_magic.errors import ConfigError
 from kura_magic.schemas import resolve_schema
 from kura_magic.store import Store, open_store
 from kura_magic.types import CACHE_MODES, CacheEntry, CacheMode, ChatRequest
+
+_InFlight = dict[tuple[int, str, str], "asyncio.Future[gateway.Outcome]"]
+_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _InFlight]
+_in_flight = weakref.WeakKeyDictionary()
 
 
 def check_cache_mode(mode: str) -> CacheMode:
@@ -168,7 +174,3 @@ class CallSetup:
     def check_may_call(self, missing: str) -> None:
         """Raise before anything is spent (offline, unknown model, no key); see the gateway."""
         gateway.check_may_call(self.context.config, self.model, self.transport, missing=missing)
-
-_InFlight = dict[tuple[int, str, str], "asyncio.Future[gateway.Outcome]"]
-_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _InFlight]
-_in_flight = weakref.WeakKeyDictionary()

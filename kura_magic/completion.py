@@ -51,11 +51,13 @@ def _completion(request: ChatRequest, entry: CacheEntry, *, cached: bool) -> Com
             error_type=entry.error_type or "error", cached=cached,
         )
     text = entry.response or ""
+    cost, latency = entry.charged(cached=cached)
     return Completion(
         text=text,
         parsed=request.schema.model_validate_json(text) if request.schema else None,
         cached=cached,
-        **entry.charged(cached=cached),
+        cost=cost,
+        latency_s=latency,
         saved_cost=entry.cost if cached else 0.0,
         usage=entry.usage,
         model=request.model,

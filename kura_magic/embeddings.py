@@ -22,14 +22,14 @@ from kura_magic.calls import check_cache_mode
 from kura_magic.config import Settings, settings
 from kura_magic.errors import CacheWarning, DataError
 from kura_magic.keys import cache_key
-from kura_magic.store import MemoryStore, Store, open_store
+from kura_magic.store import Store, StoreScope, open_store
 from kura_magic.types import CacheMode, ExperimentInfo
 
 if TYPE_CHECKING:
     import numpy
 
 FLOAT32 = "<f4"  # little-endian float32, on disk and in memory
-_SCOPE = "embeddings"  # the store's one "experiment": a vector depends on model and text only
+_SCOPE: StoreScope = "embeddings"  # the store's one experiment: a vector depends on model and text
 
 
 def embedding_key(text: str, *, model: str, dimensions: int | None = None) -> str:
@@ -124,6 +124,7 @@ class EmbeddingStore:
     An entry of the wrong length is read as a miss (with a `CacheWarning`) and dropped.
 
     Example:
+        >>> from kura_magic.store import MemoryStore
         >>> store = EmbeddingStore(MemoryStore())
         >>> store.put("k", [0.5, 1.0]).dtype
         dtype('float32')

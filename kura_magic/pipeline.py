@@ -253,6 +253,7 @@ def estimate(
 
 def _result(plan: _Plan, row: int, entry: CacheEntry, *, cached: bool) -> SummaryResult:
     conversation = plan.conversations[row]
+    cost, latency = entry.charged(cached=cached)
     summary: Any = entry.response
     if entry.error is None and plan.setup.schema is not None:
         summary = plan.setup.schema.model_validate_json(entry.response or "")
@@ -260,7 +261,8 @@ def _result(plan: _Plan, row: int, entry: CacheEntry, *, cached: bool) -> Summar
         conversation_id=conversation.chat_id,
         summary=summary if entry.error is None else None,
         cached=cached,
-        **entry.charged(cached=cached),
+        cost=cost,
+        latency_s=latency,
         fresh_cost=entry.cost,
         error=None if entry.error is None else f"{entry.error_type}: {entry.error}",
         status="ok" if entry.error is None else "error",

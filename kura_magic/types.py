@@ -136,14 +136,14 @@ class CacheEntry(BaseModel):
     latency_s: float = 0.0
     created_at: float = Field(default_factory=time.time)
 
-    def charged(self, *, cached: bool) -> dict[str, float | None]:
-        """What one use of this entry cost and took: nothing on a hit (its cost is saved).
+    def charged(self, *, cached: bool) -> tuple[float | None, float]:
+        """(cost, latency) of one use of this entry: nothing on a hit (its cost is saved).
 
         Example:
             >>> CacheEntry(model="m", cost=0.5, latency_s=2.0).charged(cached=True)
-            {'cost': 0.0, 'latency_s': 0.0}
+            (0.0, 0.0)
         """
-        return {"cost": 0.0, "latency_s": 0.0} if cached else {"cost": self.cost, "latency_s": self.latency_s}
+        return (0.0, 0.0) if cached else (self.cost, self.latency_s)
 
 
 class ExperimentInfo(BaseModel):

@@ -7,7 +7,6 @@ import json
 import pandas
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 import kura_magic as km
 from helpers import PROMPT, make_conversations

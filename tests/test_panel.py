@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from ipywidgets.widgets.widget import _instances as live_widgets
 
@@ -14,7 +13,6 @@ from helpers import PROMPT, make_conversations, schema_with_a_bug
 from kura_magic.formatting import size
 from kura_magic.notebook.panel import (
     THROTTLE_S,
-    Panel,
     WidgetPanel,
     cache_table,
     cache_texts,

@@ -117,12 +117,12 @@ def _local(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> No
     from kura_magic import local  # standard library only; the [local] extra is checked by start()
 
     if words[0] == "start":
-        server = local.start()
-        return Note(f"local model {server.model} serving at {server.url}; it is now this session's model")
+        started = local.start()
+        return Note(f"local model {started.model} serving at {started.url}; it is now this session's model")
     if words[0] == "stop":
         return Note("stopped the local model" if local.stop() else "no local model was running")
-    server = local.status()
-    return Note("no local model is running" if server is None else f"local model {server.model} at {server.url}")
+    running = local.status()
+    return Note("no local model is running" if running is None else f"local model {running.model} at {running.url}")
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
