@@ -65,19 +65,12 @@ def server() -> Iterator[local.LocalModel]:
     assert local.status() is None
 
 
-@pytest.fixture(scope="module")
-def shell() -> InteractiveShell:
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "kura_magic")
-    ip.run_line_magic("config", "KuraMagics.panel = 'text'")
-    return ip
-
-
 @pytest.fixture
 def ready(server: local.LocalModel, shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch
           ) -> InteractiveShell:
     """The shell with the local model as the session's model (the autouse fixture resets it)."""
     monkeypatch.setenv("KURA_MAGIC_TIMEOUT", "120")  # a busy 2-core machine is slow, not broken
+    shell.run_line_magic("config", "KuraMagics.panel = 'text'")
     note = shell.run_line_magic("kura", "local start")
     assert server.url in str(note)
     shell.user_ns["conversations"] = sample_conversations(N)
