@@ -5,9 +5,11 @@ in flight, call, write back)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 import weakref
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from pydantic import BaseModel
@@ -19,7 +21,11 @@ from kura_magic.schemas import resolve_schema
 from kura_magic.store import Store, open_store
 from kura_magic.types import CACHE_MODES, CacheEntry, CacheMode, ChatRequest
 
-_InFlight = dict[tuple[int, str, str], "asyncio.Future[gateway.Outcome]"]
+# A lease lapses this long after its owner stops renewing it (a process that died).
+LEASE_S = 10.0
+LEASE_POLL_S, LEASE_POLL_MAX_S = 0.02, 0.25  # how often a waiter looks for the entry
+
+_InFlight = dict[tuple[int, str, str], "asyncio.Future[CacheEntry]"]
 _in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _InFlight]
 _in_flight = weakref.WeakKeyDictionary()
 
@@ -78,31 +84,89 @@ class CallContext:
         return self.store.get(key, experiment=self.experiment) if self.reads else None
 
     async def fetch(self, request: ChatRequest) -> tuple[CacheEntry, bool]:
-        """Make `request` (or join the identical one in flight); True means it was joined."""
+        """The entry for `request`: joined from the identical call in flight in this process,
+        found in the cache meanwhile, or made now. True means this fetch did not make it."""
         table = _in_flight.setdefault(asyncio.get_running_loop(), {})
         slot = (id(self.store), self.experiment, request.key)
         if slot in table:
-            outcome = await asyncio.shield(table[slot])
-            return outcome.entry, True
-        future: asyncio.Future[gateway.Outcome] = asyncio.get_running_loop().create_future()
+            return await asyncio.shield(table[slot]), True
+        future: asyncio.Future[CacheEntry] = asyncio.get_running_loop().create_future()
         table[slot] = future
         try:
-            outcome = await self._call(request)
+            entry, made = await self._obtain(request)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # marks it retrieved: nobody else may be waiting
             raise
         finally:
             del table[slot]
-        future.set_result(outcome)
-        return outcome.entry, False
+        future.set_result(entry)
+        return entry, not made
 
-    async def _call(self, request: ChatRequest) -> gateway.Outcome:
+    async def _obtain(self, request: ChatRequest) -> tuple[CacheEntry, bool]:
+        # Another run may have cached it while this one waited for a slot.
+        found = self.lookup(request.key)
+        if found is not None:
+            return found, False
+        if self.mode != "read_write":
+            return await self._call(request), True
+        return await self._obtain_leased(request)
+
+    async def _obtain_leased(self, request: ChatRequest) -> tuple[CacheEntry, bool]:
+        """Make the call only while holding its lease in the store, so that processes sharing
+        the store make it once; the others wait for the entry (or for a dead owner's lease
+        to lapse)."""
+        lease = Lease(self.store, request.key, self.experiment)
+        delay = LEASE_POLL_S
+        while not lease.claim():
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, LEASE_POLL_MAX_S)
+            found = self.lookup(request.key)
+            if found is not None:
+                return found, False
+        async with lease.held():
+            return await self._call(request), True
+
+    async def _call(self, request: ChatRequest) -> CacheEntry:
         async with gateway.limiter(self.config.max_concurrency):
             outcome = await gateway.complete_chat(request, self.config)
         if outcome.cacheable and self.writes:
             self.store.set(request.key, outcome.entry, experiment=self.experiment)
-        return outcome
+        return outcome.entry
+
+
+@dataclass
+class Lease:
+    """The right, for a few seconds at a time, to make one call for everyone sharing a store.
+
+    Example:
+        >>> from kura_magic.store import MemoryStore
+        >>> Lease(MemoryStore(), "km1-chat-x", "default").claim()  # one process: always ours
+        True
+    """
+
+    store: Store
+    key: str
+    experiment: str
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def claim(self) -> bool:
+        return self.store.claim(self.key, experiment=self.experiment, token=self.token, ttl_s=LEASE_S)
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Renew the lease while the call is out; release it when the call is done."""
+        keeper = asyncio.ensure_future(self._renew_forever())
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            self.store.release(self.key, experiment=self.experiment, token=self.token)
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            self.store.renew(self.key, experiment=self.experiment, token=self.token, ttl_s=LEASE_S)
 
 
 class CallOptions(TypedDict, total=False):

@@ -333,13 +333,15 @@ async def _with_retries(send: Callable[[], Awaitable[Any]], *, model: str, confi
             return await send()
         except Exception as exc:  # litellm raises many classes; classify() sorts them
             failure = classify(exc)
-            if failure.kind == "fatal":
-                raise _fatal_error(model, failure) from None  # the chain may hold the key
-            if failure.kind != "transient" or attempt == config.max_retries:
-                return failure
-            await asyncio.sleep(backoff_delay(
-                attempt + 1, base_s=config.retry_base_s, retry_after_s=failure.retry_after_s
-            ))
+        if failure.kind == "fatal":
+            # Raised outside `except`, so no chained exception keeps the provider's text:
+            # a provider may repeat the API key in it, and tracebacks land in notebooks.
+            raise _fatal_error(model, failure)
+        if failure.kind != "transient" or attempt == config.max_retries:
+            return failure
+        await asyncio.sleep(backoff_delay(
+            attempt + 1, base_s=config.retry_base_s, retry_after_s=failure.retry_after_s
+        ))
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -12,7 +12,8 @@ import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from kura_magic.types import CacheEntry, ExperimentInfo, StoreInfo
 StoreScope = Literal["responses", "embeddings"]
 
 STORAGE_TIMEOUT_S = 5.0
+LEASES_DIRECTORY = "leases"  # beside the entries: claims on calls in flight, across processes
 
 
 class Store(ABC):
@@ -78,6 +80,17 @@ class Store(ABC):
     @abstractmethod
     def clear(self, experiment: str | None = None) -> int:
         """Remove one experiment's entries, or all entries if `experiment` is None."""
+
+    def claim(self, key: str, *, experiment: str, token: str, ttl_s: float) -> bool:
+        """Claim the right to make call `key` for `ttl_s` seconds; True if `token` now holds
+        it. A store that only this process uses needs no claims: always True."""
+        return True
+
+    def renew(self, key: str, *, experiment: str, token: str, ttl_s: float) -> None:
+        """Extend `token`'s claim on `key` by `ttl_s` seconds from now."""
+
+    def release(self, key: str, *, experiment: str, token: str) -> None:
+        """Give up `token`'s claim on `key` (the entry is written, or the call failed)."""
 
     @abstractmethod
     def info(self) -> StoreInfo:
@@ -151,6 +164,35 @@ class DiskStore(Store):
                 "Point KURA_MAGIC_CACHE at a writable directory, or set it to 'off'."
             ) from exc
 
+    @cached_property
+    def _leases(self) -> diskcache.Cache:
+        """Claims on calls in flight, shared by every process that uses this directory."""
+        return diskcache.Cache(
+            str(self.directory / LEASES_DIRECTORY), disk=_JSONOnlyDisk, timeout=STORAGE_TIMEOUT_S
+        )
+
+    def claim(self, key: str, *, experiment: str, token: str, ttl_s: float) -> bool:
+        try:  # diskcache's add is atomic across processes, and an expired claim counts as absent
+            return bool(self._leases.add(_storage_key(key, experiment), token.encode(), expire=ttl_s))
+        except (diskcache.Timeout, sqlite3.Error, OSError) as exc:
+            _warn_storage("claim", key, exc)
+            return True  # no coordination possible: make the call (the cache is an optimisation)
+
+    def renew(self, key: str, *, experiment: str, token: str, ttl_s: float) -> None:
+        self._if_claimed(key, experiment, token, lambda slot: self._leases.touch(slot, expire=ttl_s))
+
+    def release(self, key: str, *, experiment: str, token: str) -> None:
+        self._if_claimed(key, experiment, token, self._leases.delete)
+
+    def _if_claimed(self, key: str, experiment: str, token: str, act: Callable[[str], Any]) -> None:
+        slot = _storage_key(key, experiment)
+        try:
+            with self._leases.transact():
+                if self._leases.get(slot) == token.encode():
+                    act(slot)
+        except (diskcache.Timeout, sqlite3.Error, OSError) as exc:
+            _warn_storage("lease", key, exc)
+
     def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
         try:
             return self._cache.get(_storage_key(key, experiment))
@@ -205,6 +247,8 @@ class DiskStore(Store):
 
     def close(self) -> None:
         self._cache.close()
+        if "_leases" in self.__dict__:
+            self._leases.close()
 
 
 class MemoryStore(Store):

@@ -6,6 +6,7 @@ from pydantic import BaseModel, model_validator
 
 MODEL = "openai/gpt-4o-mini"  # litellm knows its price, so costs are real numbers
 UNPRICED_MODEL = "openai/loopback-unpriced"
+EMBEDDING_MODEL = "openai/text-embedding-3-small"  # litellm knows its price
 API_KEY = "sk-loopback-test-key-0123456789"
 PROMPT = "Summarise this support chat in one line:\n{{ transcript }}"
 

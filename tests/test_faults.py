@@ -1,0 +1,126 @@
+"""Faults a careful attacker tries: secrets in provider errors, runs racing each other for
+the same calls, processes sharing one cache, and a damaged cache file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+
+import kura_magic as km
+from helpers import EMBEDDING_MODEL, PROMPT, make_conversations
+from kura_magic.store import open_store
+
+SECRET = "sk-live-do-not-leak-0123456789"
+CALLS = {
+    "summarise": lambda: km.summarise(make_conversations(2), PROMPT),
+    "complete": lambda: km.complete("hello"),
+    "embed": lambda: km.embed(["hello"], model=EMBEDDING_MODEL),
+}
+
+
+@pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
+def test_a_key_the_provider_echoes_is_in_no_part_of_the_error_or_its_traceback(llm, monkeypatch, call):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    llm.fail_next(1, status=401)
+
+    with pytest.raises(km.AuthenticationError) as raised:
+        call()
+
+    shown = "".join(traceback.format_exception(raised.value))
+    assert "Incorrect API key provided" in shown, "the provider's reason is kept"
+    assert SECRET not in shown
+    assert raised.value.__cause__ is None and raised.value.__context__ is None
+
+
+def test_overlapping_runs_on_one_loop_pay_once_for_each_call(llm):
+    llm.latency_s = 0.05
+    conversations = make_conversations(8)
+
+    async def both() -> list[km.SummaryRun]:
+        return await asyncio.gather(
+            km.asummarise(conversations, PROMPT, max_concurrency=2),
+            km.asummarise(list(reversed(conversations)), PROMPT, max_concurrency=2),
+        )
+
+    forward, backward = asyncio.run(both())
+
+    assert llm.request_count == 8, "a call another run cached while this one waited is not made again"
+    assert forward.stats.fresh + backward.stats.fresh == 8
+    assert [r.summary for r in forward] == [r.summary for r in reversed(backward.results)]
+
+
+WORKER = """
+import json, os, sys, time
+import litellm  # loaded before the start line, so both processes call at once
+import kura_magic as km
+sys.path.insert(0, {tests!r})
+from helpers import PROMPT, make_conversations
+
+rows = make_conversations(90)
+mine = rows[:60] if sys.argv[1] == "a" else rows[:30] + rows[60:]
+open(sys.argv[2] + ".ready", "w").close()
+while not os.path.exists(sys.argv[2] + ".go"):
+    time.sleep(0.005)
+run = km.summarise(mine, PROMPT)
+print(json.dumps([run.stats.fresh, run.stats.cached, run.stats.errors]))
+"""
+
+
+def test_two_processes_on_one_cache_make_each_shared_call_once(llm, tmp_path):
+    llm.latency_s = 0.2
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(tests=str(Path(__file__).parent)))
+    workers = [
+        subprocess.Popen([sys.executable, str(script), name, str(tmp_path / name)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in ("a", "b")
+    ]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"{name}.ready").exists() for name in "ab"):
+        assert time.monotonic() < deadline, "the workers never got ready"
+        time.sleep(0.05)
+    for name in "ab":
+        (tmp_path / f"{name}.go").touch()
+    results = [json.loads(worker.communicate(timeout=120)[0].splitlines()[-1]) for worker in workers]
+
+    assert llm.request_count == 90, "30 shared calls, each made by one process only"
+    assert sum(fresh for fresh, _, _ in results) == 90
+    assert [errors for _, _, errors in results] == [0, 0]
+
+
+def test_a_dead_owners_claim_lapses_and_the_waiting_run_makes_the_call(llm, monkeypatch):
+    conversations = make_conversations(1)
+    key = km.summarise(conversations, PROMPT, experiment="probe")[0].key
+    llm.reset()
+    store = open_store(km.settings())
+    assert store.claim(key, experiment="default", token="a process that died", ttl_s=0.6)
+
+    started = time.monotonic()
+    run = km.summarise(conversations, PROMPT)
+
+    assert time.monotonic() - started >= 0.5, "it waited for the claim to lapse"
+    assert (run.stats.fresh, llm.request_count) == (1, 1)
+
+
+def test_a_waiting_run_takes_the_owners_answer_as_soon_as_it_is_stored(llm):
+    conversations = make_conversations(1)
+    key = km.summarise(conversations, PROMPT, experiment="probe")[0].key
+    llm.reset()
+    store = open_store(km.settings())
+    assert store.claim(key, experiment="default", token="another process", ttl_s=30)
+    entry = store.get(key, experiment="probe")
+    threading.Timer(0.3, store.set, (key, entry), {"experiment": "default"}).start()
+
+    started = time.monotonic()
+    run = km.summarise(conversations, PROMPT)
+
+    assert time.monotonic() - started < 5, "it did not wait for the 30 s claim to lapse"
+    assert (run.stats.cached, llm.request_count) == (1, 0)
