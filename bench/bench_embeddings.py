@@ -40,7 +40,7 @@ def floor_cache(directory: Path, texts: list[str], vectors: list[bytes], dims: i
     """A bare diskcache keyed `{model}:{dims}:{sha256(text)}`, holding the same bytes."""
     import diskcache
 
-    from kura_magic.store import _JSONOnlyDisk
+    from kura_magic.disk_store import _JSONOnlyDisk
 
     cache = diskcache.Cache(
         str(directory), disk=_JSONOnlyDisk, eviction_policy="least-recently-used"

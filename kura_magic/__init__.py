@@ -57,7 +57,8 @@ from kura_magic.session import (
     import_experiment,
     set_experiment,
 )
-from kura_magic.store import DiskStore, MemoryStore, Store
+from kura_magic.disk_store import DiskStore
+from kura_magic.store import MemoryStore, Store
 from kura_magic.types import (
     CacheEntry,
     CacheInfo,

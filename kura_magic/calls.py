@@ -5,6 +5,7 @@ in flight, call, write back)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Mapping
@@ -40,6 +41,21 @@ def check_cache_mode(mode: str) -> CacheMode:
     if mode not in CACHE_MODES:
         raise ConfigError(f"cache_mode {mode!r} is not one of {', '.join(CACHE_MODES)}")
     return mode  # type: ignore[return-value]
+
+
+def _checked_params(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` if a provider could take them; else a ConfigError naming the parameter (a NaN
+    would otherwise be sent, refused, and retried as if the server were at fault)."""
+    for name, value in params.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}={value} is not a number a model can take: give a finite value")
+    temperature = params["temperature"]
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
+        raise ConfigError(f"temperature={temperature!r}: give a number, 0 (most repeatable) or more")
+    max_tokens = params["max_tokens"]
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ConfigError(f"max_tokens={max_tokens!r}: give a whole number of at least 1, or None")
+    return params
 
 
 @dataclass(frozen=True)
@@ -222,8 +238,8 @@ class CallSetup:
             experiment=options.get("experiment"), store=options.get("store"),
             cache_mode=options.get("cache_mode", "read_write"),
         )
-        params = {"temperature": options.get("temperature", 0.0),
-                  "max_tokens": options.get("max_tokens"), **(options.get("params") or {})}
+        params = _checked_params({"temperature": options.get("temperature", 0.0),
+                                  "max_tokens": options.get("max_tokens"), **(options.get("params") or {})})
         return cls(
             context, options.get("model") or context.config.model,
             resolve_schema(options.get("schema"), variables), params,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from typing_extensions import Unpack
@@ -11,7 +11,7 @@ from kura_magic.background import blocking
 from kura_magic.calls import CallOptions, CallSetup
 from kura_magic.errors import DataError, ResponseError
 from kura_magic.results import Completion
-from kura_magic.types import CacheEntry, ChatRequest
+from kura_magic.types import CacheEntry, ChatRequest, lone_surrogate
 
 MessagesOrText = str | Sequence[Mapping[str, Any]]
 
@@ -67,11 +67,28 @@ def _completion(request: ChatRequest, entry: CacheEntry, *, cached: bool) -> Com
 
 def _messages(value: MessagesOrText) -> tuple[dict[str, Any], ...]:
     if isinstance(value, str):
-        return ({"role": "user", "content": value},)
-    messages = tuple(dict(m) for m in value)
-    for index, message in enumerate(messages):
-        if "role" not in message or "content" not in message:
-            raise DataError(f"message {index} needs 'role' and 'content', got keys {sorted(message)}")
+        value = [{"role": "user", "content": value}]
+    if not isinstance(value, Iterable) or isinstance(value, (bytes, Mapping)):
+        raise DataError(
+            f"cannot send a {type(value).__name__}: give a text or a list of "
+            "{'role', 'content'} dicts"
+        )
+    messages = tuple(_message(index, message) for index, message in enumerate(value))
     if not messages:
         raise DataError("no messages: give a text or a list of {'role', 'content'} dicts")
     return messages
+
+
+def _message(index: int, message: Any) -> dict[str, Any]:
+    """One message as a dict, refused (naming its index) unless it can be sent as it is."""
+    if not isinstance(message, Mapping):
+        raise DataError(
+            f"message {index} is a {type(message).__name__}: give a {{'role', 'content'}} dict"
+        )
+    if "role" not in message or "content" not in message:
+        raise DataError(f"message {index} needs 'role' and 'content', got keys {sorted(message)}")
+    for name, part in message.items():
+        problem = lone_surrogate(part) if isinstance(part, str) else None
+        if problem is not None:
+            raise DataError(f"message {index}, field {name!r}: {problem}")
+    return dict(message)

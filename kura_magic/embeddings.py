@@ -23,7 +23,7 @@ from kura_magic.config import Settings, settings
 from kura_magic.errors import CacheWarning, DataError
 from kura_magic.keys import cache_key
 from kura_magic.store import Store, StoreScope, open_store
-from kura_magic.types import CacheMode, ExperimentInfo
+from kura_magic.types import CacheMode, ExperimentInfo, lone_surrogate
 
 if TYPE_CHECKING:
     import numpy
@@ -254,6 +254,9 @@ def _checked(texts: Sequence[str], dimensions: int | None, cache_mode: CacheMode
     for index, text in enumerate(texts):
         if not isinstance(text, str) or not text:
             raise DataError(f"text {index} is {text!r}: every text must be a non-empty string")
+        problem = lone_surrogate(text)
+        if problem is not None:
+            raise DataError(f"text {index} {problem}")
     return texts
 
 

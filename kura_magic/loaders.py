@@ -47,7 +47,7 @@ def _is_dataframe(value: Any) -> bool:
 def _read_file(path: Path) -> list[Any]:
     if not path.is_file():
         raise DataError(f"no file {str(path)!r}: give a path to a .json or .jsonl file")
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     if path.suffix.lower() == ".jsonl":
         return [_parse_line(line, number, path) for number, line in _numbered(text)]
     try:
@@ -58,6 +58,29 @@ def _read_file(path: Path) -> list[Any]:
     if not isinstance(rows, list):
         raise DataError(f"{path} holds no list of conversations (nor a 'conversations' list)")
     return rows
+
+
+def read_utf8(path: Path) -> str:
+    """The text of the file at `path`; a byte that is not UTF-8 is a `DataError` naming its line.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> latin1 = pathlib.Path(tempfile.mkdtemp()) / "latin1.jsonl"
+        >>> _ = latin1.write_bytes(b'{"text": "ok"}\\n{"text": "caf\\xe9"}\\n')
+        >>> read_utf8(latin1)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        kura_magic.errors.DataError: .../latin1.jsonl line 2 is not UTF-8 (byte 0xe9): ...
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path} line {line} is not UTF-8 (byte {data[exc.start]:#04x}): save the file "
+            "as UTF-8 (if it was written as Latin-1 or cp1252, re-encode it)"
+        ) from None
 
 
 def _numbered(text: str) -> Iterable[tuple[int, str]]:

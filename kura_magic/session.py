@@ -11,6 +11,7 @@ from pathlib import Path
 from kura_magic.config import check_experiment_name, configure, settings
 from kura_magic.embeddings import clear_embedding_cache, embedding_cache_info
 from kura_magic.errors import DataError
+from kura_magic.loaders import read_utf8
 from kura_magic.store import Store, open_store
 from kura_magic.types import CacheEntry, CacheInfo
 
@@ -140,7 +141,7 @@ def import_experiment(path: str | Path, experiment: str | None = None, *, store:
     """
     name = check_experiment_name(experiment or active_experiment())
     target = _store(store)
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    lines = read_utf8(Path(path)).splitlines()
     rows = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
     for number, line in rows:
         try:

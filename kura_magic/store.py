@@ -1,4 +1,5 @@
-"""Stores: bytes by key, scoped by experiment, on disk (diskcache), in memory, or off.
+"""Stores: bytes by key, scoped by experiment, in memory or off (on disk: `disk_store`),
+and the one factory that opens the store the settings select.
 
 The cache is only an optimisation: a storage timeout or an unreadable entry is
 a miss with a warning, never a crash. Nothing is ever pickled, in either
@@ -7,17 +8,14 @@ direction, so a shared cache directory cannot be made to run code.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from functools import cached_property
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import diskcache
 from pydantic import ValidationError
 
 from kura_magic.config import Settings
@@ -27,7 +25,6 @@ from kura_magic.types import CacheEntry, ExperimentInfo, StoreInfo
 StoreScope = Literal["responses", "embeddings"]
 
 STORAGE_TIMEOUT_S = 5.0
-LEASES_DIRECTORY = "leases"  # beside the entries: claims on calls in flight, across processes
 
 
 class Store(ABC):
@@ -100,155 +97,9 @@ class Store(ABC):
         """Release files and connections."""
 
 
-class _JSONOnlyDisk(diskcache.Disk):
-    """A diskcache Disk that stores only str/bytes and refuses to unpickle anything."""
-
-    def put(self, key: Any) -> tuple[Any, bool]:
-        if type(key) is not str:
-            raise TypeError("cache keys are strings")
-        return super().put(key)
-
-    def get(self, key: Any, raw: bool) -> Any:
-        if not raw:
-            raise _PickledData("a key stored as pickle")
-        return super().get(key, raw)
-
-    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
-        if type(value) is not bytes:
-            raise TypeError("cache values are JSON bytes")
-        return super().store(value, read, key=key)
-
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if mode == diskcache.core.MODE_PICKLE:
-            raise _PickledData("a value stored as pickle")
-        return super().fetch(mode, filename, value, read)
-
-
-class _PickledData(Exception):
-    """Someone else's pickle in our cache; we read it as a miss, never load it."""
-
-
-def _storage_key(key: str, experiment: str) -> str:
+def storage_key(key: str, experiment: str) -> str:
+    """Where an entry of `experiment` is stored in a backend shared by all experiments."""
     return f"{experiment}::{key}"
-
-
-class DiskStore(Store):
-    """diskcache under `directory`, least-recently-used eviction past `size_limit` bytes.
-
-    Example:
-        >>> import tempfile
-        >>> store = DiskStore(tempfile.mkdtemp(), size_limit=10**6)
-        >>> store.set("k", CacheEntry(model="m", response="hi"), experiment="default")
-        >>> store.get("k", experiment="default").response
-        'hi'
-    """
-
-    kind = "disk"
-
-    def __init__(self, directory: str | Path, *, size_limit: int = 5 * 1024**3) -> None:
-        self.directory = Path(directory).expanduser()
-        self.size_limit = size_limit
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._cache = diskcache.Cache(
-                str(self.directory),
-                disk=_JSONOnlyDisk,
-                size_limit=size_limit,
-                eviction_policy="least-recently-used",
-                tag_index=True,
-                timeout=STORAGE_TIMEOUT_S,
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise CacheError(
-                f"cannot open the cache directory {self.directory}: {exc}. "
-                "Point KURA_MAGIC_CACHE at a writable directory, or set it to 'off'."
-            ) from exc
-
-    @cached_property
-    def _leases(self) -> diskcache.Cache:
-        """Claims on calls in flight, shared by every process that uses this directory."""
-        return diskcache.Cache(
-            str(self.directory / LEASES_DIRECTORY), disk=_JSONOnlyDisk, timeout=STORAGE_TIMEOUT_S
-        )
-
-    def claim(self, key: str, *, experiment: str, token: str, ttl_s: float) -> bool:
-        try:  # diskcache's add is atomic across processes, and an expired claim counts as absent
-            return bool(self._leases.add(_storage_key(key, experiment), token.encode(), expire=ttl_s))
-        except (diskcache.Timeout, sqlite3.Error, OSError) as exc:
-            _warn_storage("claim", key, exc)
-            return True  # no coordination possible: make the call (the cache is an optimisation)
-
-    def renew(self, key: str, *, experiment: str, token: str, ttl_s: float) -> None:
-        self._if_claimed(key, experiment, token, lambda slot: self._leases.touch(slot, expire=ttl_s))
-
-    def release(self, key: str, *, experiment: str, token: str) -> None:
-        self._if_claimed(key, experiment, token, self._leases.delete)
-
-    def _if_claimed(self, key: str, experiment: str, token: str, act: Callable[[str], Any]) -> None:
-        slot = _storage_key(key, experiment)
-        try:
-            with self._leases.transact():
-                if self._leases.get(slot) == token.encode():
-                    act(slot)
-        except (diskcache.Timeout, sqlite3.Error, OSError) as exc:
-            _warn_storage("lease", key, exc)
-
-    def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
-        try:
-            return self._cache.get(_storage_key(key, experiment))
-        except (diskcache.Timeout, sqlite3.OperationalError, _PickledData, OSError) as exc:
-            _warn_storage("read", key, exc)
-            return None
-
-    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> None:
-        try:
-            self._cache.set(_storage_key(key, experiment), data, tag=experiment)
-        except (diskcache.Timeout, sqlite3.OperationalError) as exc:
-            _warn_storage("write", key, exc)
-        except OSError as exc:
-            raise CacheError(
-                f"cannot write to the cache directory {self.directory}: {exc}. "
-                "Point KURA_MAGIC_CACHE at a writable directory, or set it to 'off'."
-            ) from exc
-
-    def _keys(self, *, experiment: str) -> list[str]:
-        rows = self._cache._sql("SELECT key FROM Cache WHERE tag = ? AND raw = 1", (experiment,))
-        prefix = _storage_key("", experiment)
-        return [key[len(prefix) :] for (key,) in rows if key.startswith(prefix)]
-
-    def delete(self, key: str, *, experiment: str) -> None:
-        try:
-            self._cache.delete(_storage_key(key, experiment))
-        except (diskcache.Timeout, sqlite3.OperationalError) as exc:
-            _warn_storage("delete", key, exc)
-
-    def clear(self, experiment: str | None = None) -> int:
-        if experiment is None:
-            return self._cache.clear(retry=True)
-        return self._cache.evict(experiment, retry=True)
-
-    def info(self) -> StoreInfo:
-        # diskcache keeps no per-tag totals; one GROUP BY over its table gives them.
-        rows = self._cache._sql(
-            "SELECT tag, COUNT(*), SUM(size + COALESCE(LENGTH(value), 0) + LENGTH(key))"
-            " FROM Cache GROUP BY tag"
-        ).fetchall()
-        experiments = {
-            str(tag): ExperimentInfo(entries=count, bytes=int(size or 0))
-            for tag, count, size in rows
-        }
-        return StoreInfo(
-            entries=sum(e.entries for e in experiments.values()),
-            bytes=self._cache.volume(),
-            experiments=experiments,
-            directory=str(self.directory),
-            size_limit=self.size_limit,
-        )
-
-    def close(self) -> None:
-        self._cache.close()
-        if "_leases" in self.__dict__:
-            self._leases.close()
 
 
 class MemoryStore(Store):
@@ -377,6 +228,8 @@ def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
             f"KURA_MAGIC_CACHE={config.cache!r}: this version supports a directory, "
             "'memory://' or 'off'"
         )
+    from kura_magic.disk_store import DiskStore  # imported here: disk_store builds on this module
+
     directory = Path(config.cache) / scope if scope == "embeddings" else Path(config.cache)
     return DiskStore(directory, size_limit=limit)
 
@@ -389,7 +242,8 @@ def close_all() -> None:
         _opened.clear()
 
 
-def _warn_storage(action: str, key: str, exc: BaseException) -> None:
+def warn_storage(action: str, key: str, exc: BaseException) -> None:
+    """A storage operation failed: say so, and go on without it."""
     warnings.warn(
         f"cache {action} of {key} failed ({type(exc).__name__}: {exc}); going on without it",
         CacheWarning,

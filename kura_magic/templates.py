@@ -10,7 +10,7 @@ import jinja2
 import jinja2.meta
 
 from kura_magic.errors import TemplateError
-from kura_magic.types import Conversation
+from kura_magic.types import Conversation, lone_surrogate
 
 _ENVIRONMENT = jinja2.Environment(
     undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
@@ -35,7 +35,12 @@ class PromptTemplate:
 
     @classmethod
     def compile(cls, source: str, variables: Mapping[str, Any] | None = None) -> PromptTemplate:
-        """Parse `source`, checking that it uses the conversation somewhere."""
+        """Parse `source`, checking that it is a string that uses the conversation somewhere."""
+        if not isinstance(source, str):
+            raise TemplateError(
+                f"the prompt is a {type(source).__name__}, not a string: write the prompt as "
+                "text that uses {{ transcript }}"
+            )
         source = source.strip()
         if not source:
             raise TemplateError("the prompt is empty: write a prompt that uses {{ transcript }}")
@@ -54,7 +59,7 @@ class PromptTemplate:
     def render(self, conversation: Conversation) -> str:
         """The prompt for one conversation; a failure names the conversation and the cause."""
         try:
-            return self.template.render(
+            text = self.template.render(
                 {**self.variables, "conversation": conversation, "transcript": conversation.transcript()}
             ).strip()
         except jinja2.UndefinedError as exc:
@@ -67,3 +72,10 @@ class PromptTemplate:
                 f"the prompt does not render for conversation {conversation.chat_id!r}: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
+        problem = lone_surrogate(text)
+        if problem is not None:
+            raise TemplateError(
+                f"the prompt for conversation {conversation.chat_id!r} {problem} (in the prompt, "
+                "a variable or the conversation's metadata)"
+            )
+        return text

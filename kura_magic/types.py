@@ -10,11 +10,33 @@ from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from kura_magic.keys import cache_key
 
 CacheMode = Literal["read_write", "read_only", "refresh", "off"]
 CACHE_MODES: tuple[CacheMode, ...] = ("read_write", "read_only", "refresh", "off")
+
+
+def lone_surrogate(text: str) -> str | None:
+    """What is wrong with `text` if it holds a lone surrogate (half of a UTF-16 pair, which
+    no request can encode), else None. Callers prefix where the text came from.
+
+    Example:
+        >>> print(lone_surrogate("ok \\ud83d"))  # doctest: +ELLIPSIS
+        contains a lone surrogate (\\ud83d) at character 3, half of a character: ...
+        >>> lone_surrogate("ok") is None
+        True
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        escaped = text[exc.start].encode("unicode_escape").decode("ascii")
+        return (
+            f"contains a lone surrogate ({escaped}) at character {exc.start}, half of a "
+            "character: the text was probably cut inside an emoji; re-encode or drop it"
+        )
+    return None
 
 
 class Message(BaseModel):
@@ -28,6 +50,14 @@ class Message(BaseModel):
     role: str = Field(min_length=1)
     content: str
     created_at: datetime | None = None
+
+    @field_validator("role", "content")
+    @classmethod
+    def _whole_characters(cls, value: str) -> str:
+        problem = lone_surrogate(value)
+        if problem is not None:
+            raise PydanticCustomError("lone_surrogate", problem)
+        return value
 
 
 class Conversation(BaseModel):
@@ -170,6 +200,7 @@ class StoreInfo(BaseModel):
     url: str | None = None
     size_limit: int | None = None
     enabled: bool = True
+    problem: str | None = None  # why the store is not in use (a damaged file), if it is not
 
     def for_experiment(self, name: str) -> ExperimentInfo:
         """The counts of one experiment (zero if it has no entries)."""

@@ -11,7 +11,8 @@ import pytest
 
 import kura_magic as km
 from kura_magic.errors import CacheWarning
-from kura_magic.store import DiskStore, MemoryStore
+from kura_magic.disk_store import DiskStore
+from kura_magic.store import MemoryStore
 from kura_magic.types import CacheEntry
 from helpers import API_KEY, PROMPT, make_conversations
 

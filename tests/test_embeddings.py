@@ -285,3 +285,9 @@ def test_cache_modes_choose_whether_the_store_is_read_and_written(llm):
 def test_an_unknown_cache_mode_names_the_choices():
     with pytest.raises(ConfigError, match="cache_mode 'sometimes' is not one of read_write"):
         embed(["a"], model=MODEL, cache_mode="sometimes")  # type: ignore[arg-type]
+
+
+def test_a_lone_surrogate_names_the_text_before_any_request(llm):
+    with pytest.raises(DataError, match=r"text 1 contains a lone surrogate \(\\ud83d\) at"):
+        embed(["ok", "cut\ud83d"], model=MODEL)
+    assert llm.request_count == 0

@@ -13,10 +13,12 @@ import traceback
 from pathlib import Path
 
 import pytest
+from IPython.core.error import UsageError
 
 import kura_magic as km
+from kura_magic import store
+from kura_magic.disk_store import DiskStore
 from helpers import EMBEDDING_MODEL, PROMPT, make_conversations
-from kura_magic.store import open_store
 
 SECRET = "sk-live-do-not-leak-0123456789"
 CALLS = {
@@ -100,8 +102,8 @@ def test_a_dead_owners_claim_lapses_and_the_waiting_run_makes_the_call(llm, monk
     conversations = make_conversations(1)
     key = km.summarise(conversations, PROMPT, experiment="probe")[0].key
     llm.reset()
-    store = open_store(km.settings())
-    assert store.claim(key, experiment="default", token="a process that died", ttl_s=0.6)
+    shared = store.open_store(km.settings())
+    assert shared.claim(key, experiment="default", token="a process that died", ttl_s=0.6)
 
     started = time.monotonic()
     run = km.summarise(conversations, PROMPT)
@@ -114,13 +116,83 @@ def test_a_waiting_run_takes_the_owners_answer_as_soon_as_it_is_stored(llm):
     conversations = make_conversations(1)
     key = km.summarise(conversations, PROMPT, experiment="probe")[0].key
     llm.reset()
-    store = open_store(km.settings())
-    assert store.claim(key, experiment="default", token="another process", ttl_s=30)
-    entry = store.get(key, experiment="probe")
-    threading.Timer(0.3, store.set, (key, entry), {"experiment": "default"}).start()
+    shared = store.open_store(km.settings())
+    assert shared.claim(key, experiment="default", token="another process", ttl_s=30)
+    entry = shared.get(key, experiment="probe")
+    threading.Timer(0.3, shared.set, (key, entry), {"experiment": "default"}).start()
 
     started = time.monotonic()
     run = km.summarise(conversations, PROMPT)
 
     assert time.monotonic() - started < 5, "it did not wait for the 30 s claim to lapse"
     assert (run.stats.cached, llm.request_count) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"temperature": float("nan")}, "temperature=nan"),
+        ({"temperature": -0.5}, "temperature=-0.5"),
+        ({"temperature": "warm"}, "temperature='warm'"),
+        ({"params": {"top_p": float("inf")}}, "top_p=inf"),
+        ({"max_tokens": 0}, "max_tokens=0"),
+    ],
+    ids=["nan-temperature", "negative-temperature", "text-temperature", "infinite-param", "no-tokens"],
+)
+def test_unusable_model_parameters_are_refused_before_any_call(llm, options, message):
+    started = time.monotonic()
+
+    with pytest.raises(km.ConfigError, match=message):
+        km.summarise(make_conversations(2), PROMPT, **options)
+    with pytest.raises(km.ConfigError, match=message):
+        km.complete("hello", **options)
+
+    assert llm.request_count == 0
+    assert time.monotonic() - started < 2, "refused at once, not retried as if transient"
+
+
+def damaged_cache_file(where: str) -> Path:
+    """A cache written by an earlier session, then damaged where a crash or a bad disk would."""
+    earlier = DiskStore(Path(km.settings().cache))
+    for number in range(200):
+        earlier.set(f"km1-chat-{number}", km.CacheEntry(model="m", response="x" * 400), experiment="default")
+    earlier.close()
+    database = earlier.directory / "cache.db"
+    with database.open("r+b") as file:
+        file.seek(0 if where == "header" else database.stat().st_size // 2)
+        file.write(b"\xde\xad" * 4096)
+    return database
+
+
+@pytest.mark.parametrize("where", ["header", "middle"])
+def test_a_damaged_cache_file_warns_once_runs_go_on_and_clearing_all_recovers(llm, where):
+    conversations = make_conversations(40)
+    database = damaged_cache_file(where)
+
+    with pytest.warns(km.CacheWarning, match=f"cache file {database} is damaged") as warned:
+        run = km.summarise(conversations, PROMPT)
+        info = km.cache_info()
+
+    assert len(run) == 40 and run.stats.errors == 0, "nothing is lost"
+    assert len([w for w in warned if "damaged" in str(w.message)]) == 1, "one warning, not forty"
+    assert "clear --all" in info.problem
+    km.clear_all_caches()
+    assert list(database.parent.glob("cache.db.damaged-*")), "the damaged file is kept aside"
+    assert km.cache_info().problem is None
+    km.summarise(conversations, PROMPT)
+    requests = llm.request_count
+    assert km.summarise(conversations, PROMPT).stats.cached == 40
+    assert llm.request_count == requests, "the new cache works"
+
+
+def test_kura_clear_all_recovers_a_damaged_cache_and_stats_name_the_file(shell, llm):
+    shell.user_ns["convs"] = make_conversations(3)
+    database = damaged_cache_file("header")
+
+    with pytest.warns(km.CacheWarning), pytest.raises(UsageError, match=f"{database} is damaged"):
+        shell.run_line_magic("kura", "stats")
+    assert "clear --all" in repr(shell.run_line_magic("kura", "")), "the panel says it too"
+    assert shell.run_line_magic("kura", "clear --all").startswith("cleared 0 entries")
+
+    assert shell.run_cell_magic("summarise", "convs", PROMPT).stats.fresh == 3
+    assert km.cache_info().entries == 3

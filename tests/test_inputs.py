@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas
 import pytest
@@ -167,3 +168,77 @@ def test_configure_rejects_unknown_settings():
 def test_api_key_never_appears_in_settings_repr(monkeypatch):
     monkeypatch.setenv("KURA_MAGIC_API_KEY", "sk-very-secret-value")
     assert "sk-very-secret-value" not in repr(km.settings())
+
+
+LONE_SURROGATE = "\ud83d"  # half of an emoji, as left by cutting a string in the middle
+SURROGATE_HINT = r"lone surrogate \(\\ud83d\) at character \d+, half of a character: .* re-encode"
+
+
+def test_a_lone_surrogate_in_a_message_names_the_row_and_field(llm):
+    conversations = make_conversations(4)
+    conversations[3]["messages"][1]["content"] = "Sure " + LONE_SURROGATE
+    where = r"row 3 of the data, field 'messages\[1\].content'"
+    with pytest.raises(km.DataError, match=rf"{where}: contains a {SURROGATE_HINT}"):
+        km.summarise(conversations, PROMPT)
+    assert llm.request_count == 0
+
+
+def test_a_lone_surrogate_in_a_file_or_a_variable_is_refused(llm, tmp_path):
+    path = tmp_path / "cut.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": "cut \\ud83d"}\n')  # json.dumps writes this escape
+    where = rf"row 1 of {re.escape(str(path))}, field 'messages\[0\].content'"
+    with pytest.raises(km.DataError, match=rf"{where}: contains a {SURROGATE_HINT}"):
+        km.load_conversations(path)
+    with pytest.raises(km.TemplateError, match=rf"conversation 'c0' contains a {SURROGATE_HINT}"):
+        km.summarise(
+            make_conversations(1), "{{ transcript }} {{ tag }}", variables={"tag": LONE_SURROGATE}
+        )
+    assert llm.request_count == 0
+
+
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        ("text " + LONE_SURROGATE, f"message 0, field 'content': contains a {SURROGATE_HINT}"),
+        ([{"role": "user", "content": "hi"}, {"role": LONE_SURROGATE, "content": "x"}],
+         f"message 1, field 'role': contains a {SURROGATE_HINT}"),
+        (None, "cannot send a NoneType: give a text or a list"),
+        ({"role": "user", "content": "hi"}, "cannot send a dict"),
+        (["hi"], "message 0 is a str: give a {'role', 'content'} dict"),
+    ],
+)
+def test_complete_refuses_what_cannot_be_sent(llm, messages, message):
+    with pytest.raises(km.DataError, match=message):
+        km.complete(messages)
+    assert llm.request_count == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("latin1.jsonl", '{"text": "ok"}\n{"text": "café"}\n'),
+     ("latin1.json", '[{"text": "ok"},\n {"text": "café"}]')],
+)
+def test_a_file_that_is_not_utf8_names_the_line(llm, tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content.encode("latin-1"))
+    hint = r"line 2 is not UTF-8 \(byte 0xe9\): save the file as UTF-8"
+    with pytest.raises(km.DataError, match=rf"{name} {hint}"):
+        km.summarise(path, PROMPT)
+    assert llm.request_count == 0
+
+
+def test_an_export_that_is_not_utf8_names_the_line(tmp_path):
+    exported = tmp_path / "default.jsonl"
+    exported.write_bytes(b'{"key": "k", "entry": {"model": "m", "response": "caf\xe9"}}\n')
+    with pytest.raises(km.DataError, match=r"default.jsonl line 1 is not UTF-8 \(byte 0xe9\)"):
+        km.import_experiment(exported, "x")
+    assert km.cache_info().for_experiment("x").entries == 0
+
+
+@pytest.mark.parametrize("prompt", [None, ["{{ transcript }}"]])
+def test_a_prompt_that_is_not_a_string_is_a_template_error(llm, prompt):
+    kind = type(prompt).__name__
+    for run in (km.summarise, km.estimate):
+        with pytest.raises(km.TemplateError, match=f"the prompt is a {kind}, not a string"):
+            run(make_conversations(2), prompt)
+    assert llm.request_count == 0

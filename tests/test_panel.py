@@ -3,6 +3,9 @@ server, and the plain-text fallback where no widget front end exists."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
@@ -11,7 +14,10 @@ from ipywidgets.widgets.widget import _instances as live_widgets
 import kura_magic as km
 from helpers import PROMPT, make_conversations, schema_with_a_bug
 from kura_magic.formatting import size
+from kura_magic.notebook import magics as magics_module
+from kura_magic.notebook import panel as panel_module
 from kura_magic.notebook.panel import (
+    BUSY,
     THROTTLE_S,
     WidgetPanel,
     cache_table,
@@ -25,6 +31,12 @@ INFO = CacheInfo(
     entries=5, bytes=3 * 1024,
     experiments={"default": ExperimentInfo(entries=3, bytes=2048), "v2": ExperimentInfo(entries=2, bytes=100)},
 )
+
+
+@pytest.fixture(autouse=True)
+def prompt_clicks(monkeypatch):
+    """These tests click a confirming second time at once; one test checks the real gap."""
+    monkeypatch.setattr(panel_module, "CONFIRM_AFTER_S", 0.0)
 
 
 # ---------------------------------------------------------------- pure text
@@ -97,9 +109,18 @@ def text(panel: WidgetPanel, css_class: str) -> str:
 
 
 def run_with(panel: WidgetPanel, conversations, **options) -> km.SummaryRun:
+    """A run with the panel beside it, as `%%summarise` drives it: start, progress, finish."""
+    panel.start()
     run = km.summarise(conversations, PROMPT, on_progress=panel.update, **options)
     panel.finish(run.stats)
     return run
+
+
+CONTROLS = ("kura-experiment-select", "kura-clear-experiment", "kura-clear-all", "kura-clear-embeddings")
+
+
+def disabled(root) -> list[bool]:
+    return [find(root, css_class).disabled for css_class in CONTROLS]
 
 
 def test_after_a_run_the_labels_show_counts_and_sizes(llm):
@@ -142,9 +163,15 @@ def test_clear_experiment_empties_it_and_leaves_the_others(llm):
     panel = WidgetPanel()
     run_with(panel, conversations)
     llm.reset()
+    button = find(panel.root, "kura-clear-experiment")
 
-    find(panel.root, "kura-clear-experiment").click()
+    button.click()
+    assert button.description == "Really clear default?"
+    assert text(panel, "kura-status") == "click again within 5 s to delete the 4 entries of experiment 'default'"
+    assert km.cache_info().entries == 8, "the first click only asks"
 
+    button.click()
+    assert button.description == "Clear experiment"
     assert text(panel, "kura-experiment-size") == "default: 0 entries, 0 B"
     assert text(panel, "kura-status") == "cleared 4 entries of experiment 'default'"
     assert km.cache_info().experiments["keep"].entries == 4
@@ -174,21 +201,27 @@ def test_clear_all_asks_once_then_clears_on_the_second_click(llm):
     assert llm.request_count == 3
 
 
-def test_any_other_action_cancels_the_clear_all_confirmation(llm):
+def test_any_other_action_cancels_an_armed_confirmation(llm):
     km.summarise(make_conversations(2), PROMPT)
     panel = WidgetPanel(run=False)
-    button = find(panel.root, "kura-clear-all")
+    clear_all, clear_experiment = find(panel.root, "kura-clear-all"), find(panel.root, "kura-clear-experiment")
 
-    button.click()
-    find(panel.root, "kura-clear-experiment").click()
-    button.click()
+    clear_all.click()
+    clear_experiment.click()
+    assert clear_all.description == "Clear all"
+    assert clear_experiment.description == "Really clear default?"
+    clear_all.click()
+    clear_experiment.click()
 
-    assert button.description == "Really clear all?"
+    assert clear_all.description == "Clear all"
+    assert km.cache_info().experiments["default"].entries == 2, "no second click in a row: nothing cleared"
+    clear_experiment.click()
     assert km.cache_info().experiments == {}
     km.summarise(make_conversations(2), PROMPT, experiment="kept")
+    clear_all.click()
     find(panel.root, "kura-experiment-select").value = "kept"
-    assert button.description == "Clear all"
-    button.click()
+    assert clear_all.description == "Clear all"
+    clear_all.click()
     assert km.cache_info().experiments["kept"].entries == 2
 
 
@@ -223,15 +256,124 @@ def test_clear_embeddings_empties_the_embedding_cache(llm):
 
     embeddings.embed(["refund", "login"], model="openai/text-embedding-3-small")
     panel = WidgetPanel(run=False)
+    button = find(panel.root, "kura-clear-embeddings")
 
-    find(panel.root, "kura-clear-embeddings").click()
+    button.click()
+    assert button.description == "Really clear embeddings?"
+    assert text(panel, "kura-status") == "click again within 5 s to delete the 2 vectors of the embedding cache"
+    assert embeddings.embedding_cache_info().entries == 2
 
+    button.click()
+    assert button.description == "Clear embeddings"
     assert text(panel, "kura-status") == "cleared 2 vectors from the embedding cache"
     assert text(panel, "kura-embeddings-size").startswith("embeddings: 0 vectors, ")
     assert embeddings.embedding_cache_info().entries == 0
     llm.reset()
     assert embeddings.embed(["refund"], model="openai/text-embedding-3-small").fresh_count == 1
     assert len(llm.embedding_requests) == 1
+
+
+def test_a_second_click_within_half_a_second_is_not_a_confirmation(llm, monkeypatch):
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(panel_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    monkeypatch.setattr(panel_module, "CONFIRM_AFTER_S", 0.5)
+    km.summarise(make_conversations(3), PROMPT)
+    panel = WidgetPanel(run=False)
+    button = find(panel.root, "kura-clear-experiment")
+
+    button.click()
+    clock.now += 0.01
+    button.click()  # a queued double click, handled back to back after a busy cell
+    assert km.cache_info().entries == 3
+    assert button.description == "Really clear default?", "still asking"
+
+    clock.now += 1.0
+    button.click()
+    assert km.cache_info().entries == 0
+
+
+def test_a_confirmation_older_than_the_window_only_asks_again(llm, monkeypatch):
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(panel_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    km.summarise(make_conversations(3), PROMPT)
+    panel = WidgetPanel(run=False)
+    button = find(panel.root, "kura-clear-experiment")
+
+    button.click()
+    clock.now += panel_module.CONFIRM_WINDOW_S + 0.5
+    panel.render()
+    assert button.description == "Clear experiment", "the lapsed question is gone at the next render"
+    assert "kura-status" not in panel.texts()
+
+    button.click()
+    assert button.description == "Really clear default?", "a late second click asks again"
+    assert km.cache_info().entries == 3
+    clock.now += panel_module.CONFIRM_WINDOW_S - 0.5
+    button.click()
+    assert km.cache_info().entries == 0
+
+
+def test_in_a_running_loop_an_armed_label_turns_back_by_itself(llm, monkeypatch):
+    monkeypatch.setattr(panel_module, "CONFIRM_WINDOW_S", 0.05)
+    panel = WidgetPanel(run=False)
+    button = find(panel.root, "kura-clear-all")
+
+    async def click_and_wait() -> str:
+        button.click()
+        armed = button.description
+        await asyncio.sleep(0.3)
+        return armed
+
+    assert asyncio.run(click_and_wait()) == "Really clear all?"
+    assert button.description == "Clear all"
+
+
+def test_the_clear_buttons_look_destructive(llm):
+    panel = WidgetPanel(run=False)
+
+    assert [find(panel.root, c).button_style for c in CONTROLS[1:]] == ["danger"] * 3
+
+
+def test_during_a_run_the_buttons_and_selector_are_off(llm):
+    panel = WidgetPanel()
+    seen = []
+
+    def progress(stats: km.RunStats) -> None:
+        panel.update(stats)
+        seen.append(disabled(panel.root))
+
+    panel.start()
+    run = km.summarise(make_conversations(3), PROMPT, on_progress=progress, max_concurrency=1)
+    panel.finish(run.stats)
+
+    assert seen and all(row == [True] * 4 for row in seen)
+    assert disabled(panel.root) == [False] * 4
+
+
+def test_a_click_during_a_run_changes_nothing_and_says_why(llm):
+    km.summarise(make_conversations(2), PROMPT, experiment="other")
+    km.summarise(make_conversations(2), PROMPT)
+    panel = WidgetPanel()
+    buttons = [find(panel.root, c) for c in CONTROLS[1:]]
+    selector = find(panel.root, "kura-experiment-select")
+
+    def click_everything(stats: km.RunStats) -> None:
+        panel.update(stats)
+        for button in buttons * 2:  # even a confirming second click
+            button.click()
+        selector.value = "other"
+
+    panel.start()
+    run = km.summarise(make_conversations(4), PROMPT, on_progress=click_everything)
+    panel.finish(run.stats)
+
+    assert text(panel, "kura-status") == BUSY
+    assert km.cache_info().entries == 6
+    assert km.active_experiment() == "default"
+    assert selector.value == "default"
+    assert [b.description for b in buttons] == ["Clear experiment", "Clear all", "Clear embeddings"]
+    buttons[0].click()
+    assert buttons[0].description == "Really clear default?", "after the run the buttons work again"
 
 
 def test_a_rejected_key_echoed_by_the_provider_never_reaches_the_panel(shell, llm, monkeypatch):
@@ -266,6 +408,42 @@ def test_in_widget_mode_the_cell_shows_the_panel_live_and_keeps_it(shell, llm):
     assert "kura-panel" in root._dom_classes
     assert find(root, "kura-fresh").value == "3 fresh"
     assert find(root, "kura-experiment-size").value.startswith("default: 3 entries")
+    assert disabled(root) == [False] * 4
+
+
+def test_the_magic_turns_the_buttons_off_while_it_runs(shell, llm, monkeypatch):
+    seen = []
+    update = WidgetPanel.update
+
+    def recording(panel: WidgetPanel, stats: km.RunStats) -> None:
+        update(panel, stats)
+        seen.append(disabled(panel.root))
+
+    monkeypatch.setattr(WidgetPanel, "update", recording)
+    shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
+    shell.user_ns["convs"] = make_conversations(3)
+
+    with capture_output():
+        shell.run_cell_magic("summarise", "convs", PROMPT)
+
+    assert seen and all(row == [True] * 4 for row in seen)
+
+
+def test_an_interrupt_before_any_call_turns_the_panel_red_and_frees_the_buttons(shell, llm, monkeypatch):
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C before the run could hand back a partial result
+
+    monkeypatch.setattr(magics_module, "summarise", interrupted)
+    shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
+    shell.user_ns["convs"] = make_conversations(2)
+
+    with capture_output() as shown, pytest.raises(KeyboardInterrupt):
+        shell.run_cell_magic("summarise", "convs", PROMPT)
+
+    root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
+    assert find(root, "kura-progress").bar_style == "danger"
+    assert find(root, "kura-status").value == "interrupted before any call was made"
+    assert disabled(root) == [False] * 4
 
 
 def test_a_failed_run_turns_the_bar_red_and_says_why(shell, llm):
@@ -279,6 +457,7 @@ def test_a_failed_run_turns_the_bar_red_and_says_why(shell, llm):
     root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
     assert find(root, "kura-progress").bar_style == "danger"
     assert find(root, "kura-status").value.startswith("offline mode")
+    assert disabled(root) == [False] * 4, "the buttons work again after a failed run"
     assert llm.request_count == 0
 
 

@@ -23,7 +23,7 @@ from kura_magic import session
 from kura_magic.calls import CallOptions
 from kura_magic.compare import Comparison, compare_runs
 from kura_magic.config import configure, settings
-from kura_magic.errors import KuraMagicError
+from kura_magic.errors import CacheError, KuraMagicError
 from kura_magic.notebook.panel import Panel, cache_table, open_panel
 from kura_magic.pipeline import estimate, summarise
 from kura_magic.results import Estimate, SummaryRun
@@ -83,7 +83,10 @@ def _config(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> N
 
 
 def _stats(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Any:
-    return cache_table(session.cache_info(), session.active_experiment())
+    info = session.cache_info()
+    if info.problem is not None:
+        raise CacheError(info.problem)
+    return cache_table(info, session.active_experiment())
 
 
 def _clear(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
@@ -218,8 +221,8 @@ class KuraMagics(Magics):
                 data, prompt, **scope, max_cost=args.max_cost, max_concurrency=args.max_concurrency,
                 on_progress=panel.update, **options,
             )
-        except Exception as exc:  # ours or a bug: the panel turns red either way
-            panel.fail(str(exc) if isinstance(exc, KuraMagicError) else f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:  # ours, a bug or an interrupt: the panel turns red, buttons back
+            panel.fail(_failure_text(exc))
             raise
         panel.finish(run.stats)
         return run
@@ -252,6 +255,15 @@ class KuraMagics(Magics):
             what = "not defined" if value is None else f"a {type(value).__name__}"
             raise UsageError(f"{name!r} is {what}, not a run: bind one with %%summarise DATA --out {name}")
         return value
+
+
+def _failure_text(exc: BaseException) -> str:
+    """What the panel says about a run that raised."""
+    if isinstance(exc, KuraMagicError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted before any call was made"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _call_options(args: argparse.Namespace) -> CallOptions:

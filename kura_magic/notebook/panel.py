@@ -9,11 +9,13 @@ are a stable contract for browser tests and user styles.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kura_magic import formatting, session
 from kura_magic.embeddings import clear_embedding_cache
@@ -26,8 +28,42 @@ if TYPE_CHECKING:
     import pandas
 
 THROTTLE_S = 0.1
-CLEAR_ALL = "Clear all"
-CONFIRM_CLEAR_ALL = "Really clear all?"
+CONFIRM_WINDOW_S = 5.0  # a second click later than this after the first only asks again
+# A second click sooner than this is ignored: two clicks queued while the kernel was busy
+# reach the panel back to back, and must not count as a person confirming.
+CONFIRM_AFTER_S = 0.5
+BUSY = "ignored: the cache cannot be changed while a run is going"
+
+
+class Destructive(NamedTuple):
+    """A button that deletes from the cache: the first click arms it, a second one within
+    CONFIRM_WINDOW_S carries it out. `question` and `deletes` are formatted with
+    `Panel._numbers()`."""
+
+    label: str
+    question: str  # the label while armed
+    css_class: str
+    deletes: str  # what the second click will delete, for the status line
+
+
+# The destructive buttons, by the name of the `Panel` method each one calls.
+BUTTONS = {
+    "clear_experiment": Destructive("Clear experiment", "Really clear {experiment}?", "kura-clear-experiment",
+                                    "the {own} entries of experiment {experiment!r}"),
+    "clear_all": Destructive("Clear all", "Really clear all?", "kura-clear-all",
+                             "all {entries} entries of the whole cache, every experiment"),
+    "clear_embeddings": Destructive("Clear embeddings", "Really clear embeddings?", "kura-clear-embeddings",
+                                    "the {vectors} vectors of the embedding cache"),
+}
+
+
+class Armed(NamedTuple):
+    """A destructive action waiting for its confirming second click."""
+
+    action: str  # a key of BUTTONS
+    at: float  # time.monotonic() of the first click
+    prompt: str  # the status line: what a second click will delete
+
 
 # The panel's text, row by row: each name is a CSS class and a key of `Panel.texts()`.
 RUN_ROWS = (
@@ -50,6 +86,8 @@ def cache_texts(info: CacheInfo, name: str) -> dict[str, str]:
     """
     if not info.enabled:
         return {"kura-experiment-size": f"{name}: caching is off", "kura-total-size": "cache: off"}
+    if info.problem is not None:
+        return {"kura-experiment-size": f"{name}: not cached", "kura-total-size": info.problem}
     own = info.for_experiment(name)
     listed = ", ".join(f"{n} ({info.experiments[n].entries})" for n in sorted(info.experiments))
     vectors = info.embeddings
@@ -116,6 +154,9 @@ class Panel:
         >>> panel = Panel(run=False)
         >>> panel.lines()[0].startswith("default: ")
         True
+        >>> panel.clear_all()   # a first click only asks
+        >>> panel.label("clear_all"), panel.texts()["kura-status"]
+        ('Really clear all?', 'click again within 5 s to delete all 0 entries of the whole cache, every experiment')
     """
 
     live = False  # a live view is shown when the run starts; text is shown when it ends
@@ -125,8 +166,9 @@ class Panel:
         self.stats: RunStats | None = RunStats() if run else None
         self.info = cache_info()
         self.status = ""
-        self.confirming = False
+        self.running = False  # between start() and finish()/fail(): the buttons are off
         self.failed = False
+        self._armed: Armed | None = None
         self._shown_at = 0.0
 
     def texts(self) -> dict[str, str]:
@@ -134,7 +176,8 @@ class Panel:
         texts = cache_texts(self.info, self.experiment)
         if self.stats is not None:
             texts.update(self.stats.texts())
-        return {**texts, "kura-status": self.status} if self.status else texts
+        status = self._armed.prompt if self._armed and self.armed else self.status
+        return {**texts, "kura-status": status} if status else texts
 
     def lines(self) -> list[str]:
         """The text view: one line per row of the panel."""
@@ -143,12 +186,22 @@ class Panel:
         return [" · ".join(texts[n] for n in row if n in texts) for row in rows if any(n in texts for n in row)]
 
     @property
-    def clear_all_label(self) -> str:
-        return CONFIRM_CLEAR_ALL if self.confirming else CLEAR_ALL
+    def armed(self) -> str | None:
+        """The action a second click would carry out now: None once CONFIRM_WINDOW_S has passed."""
+        if self._armed is None or time.monotonic() - self._armed.at >= CONFIRM_WINDOW_S:
+            return None
+        return self._armed.action
+
+    def label(self, action: str) -> str:
+        """The text of `action`'s button: its name, or the question while it is armed."""
+        button = BUTTONS[action]
+        return button.question.format(**self._numbers()) if self.armed == action else button.label
 
     # the run
     def start(self) -> None:
-        """Show the panel if it is live (widgets); text waits for the end."""
+        """The run begins: the buttons are off until it ends. A live view is shown now."""
+        self.running, self._armed = True, None
+        self.render()
         if self.live:
             _display(self)
 
@@ -161,39 +214,40 @@ class Panel:
             self.render()
 
     def finish(self, stats: RunStats) -> None:
-        """The final update: the run's last numbers and the cache as it is now."""
+        """The final update: the run's last numbers and the cache as it is now; buttons back on."""
         self.stats = stats
+        self.running = False
         self.refresh()
         if not self.live:
             _display(self)
 
     def fail(self, message: str) -> None:
-        """Mark the run as failed (a red bar in the widget view)."""
+        """Mark the run as failed (a red bar in the widget view); buttons back on."""
         self.failed = True
+        self.running = False
         self.status = message
         self.render()
 
-    # the buttons
+    # the buttons: each clear asks first, and nothing changes the cache during a run
     def clear_experiment(self) -> None:
-        removed = clear_cache(self.experiment)
-        self._done(f"cleared {removed} entries of experiment {self.experiment!r}")
+        if self._confirmed("clear_experiment"):
+            removed = clear_cache(self.experiment)
+            self._done(f"cleared {removed} entries of experiment {self.experiment!r}")
 
     def clear_all(self) -> None:
-        """First call asks for confirmation; the second clears the whole cache."""
-        if not self.confirming:
-            self.status = "click again to clear the whole cache, every experiment"
-            self.confirming = True
-            self.render()
-            return
-        removed = clear_all_caches()
-        self._done(f"cleared {removed} entries from the whole cache")
+        if self._confirmed("clear_all"):
+            removed = clear_all_caches()
+            self._done(f"cleared {removed} entries from the whole cache")
 
     def clear_embeddings(self) -> None:
-        removed = clear_embedding_cache()
-        self._done(f"cleared {removed} vectors from the embedding cache")
+        if self._confirmed("clear_embeddings"):
+            removed = clear_embedding_cache()
+            self._done(f"cleared {removed} vectors from the embedding cache")
 
     def select_experiment(self, name: str) -> None:
         """Make `name` the active experiment (a new name starts an empty one)."""
+        if self._refused():
+            return
         try:
             self.experiment = session.set_experiment(name)
         except KuraMagicError as exc:
@@ -201,9 +255,46 @@ class Panel:
             return
         self._done(f"active experiment: {self.experiment}")
 
+    def _confirmed(self, action: str) -> bool:
+        """True for the confirming second click on `action`; a first click (or a late
+        second one) arms it instead and says what a second click will delete."""
+        if self._refused():
+            return False
+        if self.armed == action and self._armed is not None:
+            return time.monotonic() - self._armed.at >= CONFIRM_AFTER_S
+        self.info = cache_info()
+        deletes = BUTTONS[action].deletes.format(**self._numbers())
+        prompt = f"click again within {CONFIRM_WINDOW_S:g} s to delete {deletes}"
+        self._armed = Armed(action, time.monotonic(), prompt)
+        self.render()
+        self._render_later(CONFIRM_WINDOW_S + 0.1)
+        return False
+
+    def _refused(self) -> bool:
+        """During a run the buttons change nothing: True, and the status says so."""
+        if self.running:
+            self.status = BUSY
+            self.render()
+        return self.running
+
+    def _numbers(self) -> dict[str, Any]:
+        """What the buttons' questions and warnings are formatted with."""
+        info = self.info
+        return {"experiment": self.experiment, "own": info.for_experiment(self.experiment).entries,
+                "entries": info.entries, "vectors": info.embeddings.entries}
+
+    def _render_later(self, delay_s: float) -> None:
+        """In a kernel (a running loop), re-render after `delay_s`, so an armed button's label
+        turns back by itself; elsewhere it turns back at the next render."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_later(delay_s, self.render)
+
     def _done(self, status: str) -> None:
         self.status = status
-        self.confirming = False
+        self._armed = None
         self.refresh()
 
     def refresh(self) -> None:
@@ -242,12 +333,10 @@ class WidgetPanel(Panel):
             placeholder="experiment name", description="experiment", ensure_option=False,
             continuous_update=False,
         ), "kura-experiment-select")
-        self.clear_experiment_button = _button(widgets, "Clear experiment", "kura-clear-experiment", self.clear_experiment)
-        self.clear_all_button = _button(widgets, CLEAR_ALL, "kura-clear-all", self.clear_all)
-        self.clear_embeddings_button = _button(widgets, "Clear embeddings", "kura-clear-embeddings", self.clear_embeddings)
+        self.buttons = {action: _button(widgets, button, getattr(self, action))
+                        for action, button in BUTTONS.items()}
         self.selector.observe(self._selected, names="value")
-        return widgets.HBox([self.selector, self.clear_experiment_button, self.clear_all_button,
-                             self.clear_embeddings_button])
+        return widgets.HBox([self.selector, *self.buttons.values()])
 
     def _selected(self, change: dict[str, Any]) -> None:
         if change["new"] and change["new"] != self.experiment:
@@ -261,9 +350,12 @@ class WidgetPanel(Panel):
             self.progress.max = max(self.stats.total, 1)
             self.progress.value = self.stats.done
             self.progress.bar_style = _bar_style(self.stats, failed=self.failed)
-        self.clear_all_button.description = self.clear_all_label
+        for action, button in self.buttons.items():
+            button.description = self.label(action)
+            button.disabled = self.running
         self.selector.options = experiment_names(self.info, self.experiment)
         self.selector.value = self.experiment
+        self.selector.disabled = self.running
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
         return self.root._repr_mimebundle_(include=include, exclude=exclude)
@@ -293,10 +385,12 @@ def _styled(widget: Any, css_class: str) -> Any:
     return widget
 
 
-def _button(widgets: Any, description: str, css_class: str, action: Any) -> Any:
-    button = _styled(widgets.Button(description=description), css_class)
-    button.on_click(lambda _: action())
-    return button
+def _button(widgets: Any, button: Destructive, action: Callable[[], None]) -> Any:
+    """A red button, as wide as its text (an armed one names the experiment), calling `action`."""
+    widget = _styled(widgets.Button(description=button.label, button_style="danger",
+                                    layout={"width": "auto"}), button.css_class)
+    widget.on_click(lambda _: action())
+    return widget
 
 
 def _display(panel: Panel) -> None:

@@ -286,7 +286,13 @@ def test_panel_fresh_cached_and_clear(
     with _explained(cell, tmp_path / "clear.png"):
         size = cell.locator(".kura-panel .kura-experiment-size")
         expect(size).to_contain_text(re.compile(r": [1-9]\d* entries"))
-        cell.locator(".kura-panel .kura-clear-experiment").click()
+        button = cell.locator(".kura-panel .kura-clear-experiment")
+        button.click()  # the first click only asks
+        expect(button).to_have_text("Really clear default?")
+        expect(cell.locator(".kura-panel .kura-status")).to_contain_text("click again")
+        cell.page.wait_for_timeout(700)  # a person confirms; a click within 0.5 s would not count
+        button.click()
         expect(size).to_contain_text(re.compile(r": 0 entries"))
+        expect(button).to_have_text("Clear experiment")
 
     _summarise(page, loopback, 5, fresh=N, cached=0, shots=tmp_path)
