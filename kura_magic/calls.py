@@ -58,7 +58,7 @@ def _checked_params(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-@dataclass(frozen=True)
+@dataclass
 class CallContext:
     """Where calls are cached (store, experiment), how (mode), and the settings in force.
 
@@ -72,6 +72,7 @@ class CallContext:
     experiment: str
     mode: CacheMode
     config: Settings
+    unsaved: int = 0  # answers the store could not keep (it was down or full)
 
     @classmethod
     def create(
@@ -98,6 +99,10 @@ class CallContext:
     def lookup(self, key: str) -> CacheEntry | None:
         """The cached entry for `key`, unless this mode does not read the cache."""
         return self.store.get(key, experiment=self.experiment) if self.reads else None
+
+    def lookup_many(self, keys: list[str]) -> dict[str, CacheEntry]:
+        """The cached entries of `keys`, fetched in as few trips as the store allows."""
+        return self.store.get_many(keys, experiment=self.experiment) if self.reads else {}
 
     async def fetch(self, request: ChatRequest) -> tuple[CacheEntry, bool]:
         """The entry for `request`: joined from the identical call in flight in this process,
@@ -147,7 +152,7 @@ class CallContext:
         async with gateway.limiter(self.config.max_concurrency):
             outcome = await gateway.complete_chat(request, self.config)
         if outcome.cacheable and self.writes:
-            self.store.set(request.key, outcome.entry, experiment=self.experiment)
+            self.unsaved += not self.store.set(request.key, outcome.entry, experiment=self.experiment)
         return outcome.entry
 
 

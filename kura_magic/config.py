@@ -10,6 +10,7 @@ import os
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -36,6 +37,8 @@ ENV_VARS: dict[str, str] = {
     "retry_base_s": "KURA_MAGIC_RETRY_BASE",
     "api_base": "KURA_MAGIC_API_BASE",
     "api_key": "KURA_MAGIC_API_KEY",
+    "redis_prefix": "KURA_MAGIC_REDIS_PREFIX",
+    "cache_ttl_s": "KURA_MAGIC_CACHE_TTL",
 }
 
 
@@ -62,6 +65,8 @@ class Settings(BaseModel):
     retry_base_s: float = Field(default=0.5, ge=0)
     api_base: str | None = Field(default=None, description="where calls go; None: litellm's default")
     api_key: SecretStr | None = Field(default=None, description="None: the provider's own variable")
+    redis_prefix: str = Field(default="kura_magic", min_length=1, description="namespace in a shared Redis")
+    cache_ttl_s: float | None = Field(default=None, gt=0, description="seconds an entry lives (Redis); None: until evicted")
 
     def transport(self, *, api_key: str | None = None, api_base: str | None = None) -> dict[str, Any]:
         """Where and with which key calls travel: explicit values, else these settings."""
@@ -87,6 +92,35 @@ class Settings(BaseModel):
     @property
     def caching_enabled(self) -> bool:
         return self.cache != CACHE_OFF
+
+    def shown(self) -> dict[str, Any]:
+        """The settings as a person may see them: the API key and any password in the cache
+        URL masked.
+
+        Example:
+            >>> Settings(cache="redis://team:hunter2@cache.local:6379/0").shown()["cache"]
+            'redis://team:***@cache.local:6379/0'
+        """
+        values = self.model_dump(mode="json")  # a SecretStr dumps as '**********'
+        return {**values, "cache": mask_url(self.cache)}
+
+    def __repr_args__(self) -> Any:
+        return list(self.shown().items())
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password, if any, replaced by ***.
+
+    Example:
+        >>> mask_url("redis://:s3cret@localhost:6379/0"), mask_url("/home/me/cache")
+        ('redis://:***@localhost:6379/0', '/home/me/cache')
+    """
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
 def check_experiment_name(name: str) -> str:

@@ -61,6 +61,7 @@ class DiskStore(Store):
         >>> from kura_magic.types import CacheEntry
         >>> store = DiskStore(tempfile.mkdtemp(), size_limit=10**6)
         >>> store.set("k", CacheEntry(model="m", response="hi"), experiment="default")
+        True
         >>> store.get("k", experiment="default").response
         'hi'
     """
@@ -115,9 +116,9 @@ class DiskStore(Store):
     def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
         return self._attempt("read", key, lambda cache: cache.get(storage_key(key, experiment)), None)
 
-    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> None:
+    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> bool:
         slot = storage_key(key, experiment)
-        self._attempt("write", key, lambda cache: cache.set(slot, data, tag=experiment), None)
+        return self._attempt("write", key, lambda cache: cache.set(slot, data, tag=experiment), False)
 
     def delete(self, key: str, *, experiment: str) -> None:
         self._attempt("delete", key, lambda cache: cache.delete(storage_key(key, experiment)), None)

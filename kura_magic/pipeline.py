@@ -90,8 +90,9 @@ class _Run:
     def serve_hits(self) -> list[str]:
         """Fill every row whose key is cached; return the keys that must be called."""
         misses = []
+        found = self.plan.context.lookup_many(list(self.plan.rows_by_key))
         for key, rows in self.plan.rows_by_key.items():
-            entry = self.plan.context.lookup(key)
+            entry = found.get(key)
             if entry is None:
                 misses.append(key)
             else:
@@ -113,6 +114,7 @@ class _Run:
 
     def report(self) -> None:
         self.stats.elapsed_s = time.perf_counter() - self.started
+        self.stats.unsaved = self.plan.context.unsaved
         if self.on_progress is not None:
             self.on_progress(self.stats)
 

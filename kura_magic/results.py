@@ -69,6 +69,7 @@ class RunStats(BaseModel):
     saved_unknown: int = 0
     elapsed_s: float = 0.0
     interrupted: bool = False
+    unsaved: int = 0  # fresh answers the cache could not keep (it was down)
 
     def record(self, *, cached: bool, error: bool, cost: float | None) -> None:
         """Count one finished row; `cost` is what its call cost when made (None: no price).
@@ -104,6 +105,7 @@ class RunStats(BaseModel):
         done = f"{self.done}/{self.total} done"
         done += f" · {self.skipped} skipped (budget)" if self.skipped else ""
         done += " · interrupted" if self.interrupted else ""
+        done += f" · {self.unsaved} not stored (cache unavailable)" if self.unsaved else ""
         return {
             "kura-done": done,
             "kura-fresh": f"{self.fresh} fresh",

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from kura_magic.config import Settings
+from kura_magic.config import Settings, mask_url
 from kura_magic.errors import CacheError, CacheWarning
 from kura_magic.types import CacheEntry, ExperimentInfo, StoreInfo
 
@@ -34,11 +34,28 @@ class Store(ABC):
     corrupt entry as a miss (dropping it so the next write replaces it).
     """
 
-    kind: Literal["disk", "memory", "off"]
+    kind: Literal["disk", "memory", "off", "redis"]
 
     def get(self, key: str, *, experiment: str) -> CacheEntry | None:
         """The entry stored for `key` in `experiment`, or None."""
-        data = self.read_bytes(key, experiment=experiment)
+        return self._entry(key, self.read_bytes(key, experiment=experiment), experiment)
+
+    def get_many(self, keys: list[str], *, experiment: str) -> dict[str, CacheEntry]:
+        """The entries stored for `keys` (absent ones left out), in as few trips as the
+        backend allows.
+
+        Example:
+            >>> store = MemoryStore()
+            >>> store.set("a", CacheEntry(model="m", response="hi"), experiment="x")
+            True
+            >>> list(store.get_many(["a", "b"], experiment="x"))
+            ['a']
+        """
+        found = self.read_many(keys, experiment=experiment)
+        entries = {key: self._entry(key, data, experiment) for key, data in found.items()}
+        return {key: entry for key, entry in entries.items() if entry is not None}
+
+    def _entry(self, key: str, data: bytes | None, experiment: str) -> CacheEntry | None:
         if data is None:
             return None
         try:
@@ -48,9 +65,15 @@ class Store(ABC):
             self.delete(key, experiment=experiment)
             return None
 
-    def set(self, key: str, entry: CacheEntry, *, experiment: str) -> None:
-        """Store `entry` under `key` in `experiment`, replacing any older one."""
-        self.write_bytes(key, entry.model_dump_json().encode("utf-8"), experiment=experiment)
+    def set(self, key: str, entry: CacheEntry, *, experiment: str) -> bool:
+        """Store `entry` under `key` in `experiment`, replacing any older one; False if the
+        store could not keep it (the call's answer is still returned)."""
+        return self.write_bytes(key, entry.model_dump_json().encode("utf-8"), experiment=experiment)
+
+    def read_many(self, keys: list[str], *, experiment: str) -> dict[str, bytes]:
+        """The stored bytes of `keys` that are present (one by one unless a backend batches)."""
+        found = {key: self.read_bytes(key, experiment=experiment) for key in keys}
+        return {key: data for key, data in found.items() if data is not None}
 
     def entries(self, experiment: str) -> Iterator[tuple[str, CacheEntry]]:
         """Every readable (key, entry) of one experiment, for export."""
@@ -64,8 +87,9 @@ class Store(ABC):
         """The stored bytes, or None (a storage failure is a miss with a warning)."""
 
     @abstractmethod
-    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> None:
-        """Store bytes as they are (the embedding store keeps raw float32 vectors)."""
+    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> bool:
+        """Store bytes as they are (the embedding store keeps raw float32 vectors); False if
+        they could not be stored."""
 
     @abstractmethod
     def _keys(self, *, experiment: str) -> list[str]: ...
@@ -108,6 +132,7 @@ class MemoryStore(Store):
     Example:
         >>> store = MemoryStore()
         >>> store.set("k", CacheEntry(model="m", response="hi"), experiment="a")
+        True
         >>> store.get("k", experiment="b") is None
         True
     """
@@ -127,13 +152,14 @@ class MemoryStore(Store):
                 self._data.move_to_end((experiment, key))
             return data
 
-    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> None:
+    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> bool:
         with self._lock:
             self._pop((experiment, key))
             self._data[(experiment, key)] = data
             self._bytes += len(data)
             while self._bytes > self.size_limit and self._data:
                 self._pop(next(iter(self._data)))
+        return True
 
     def _pop(self, slot: tuple[str, str]) -> None:
         data = self._data.pop(slot, None)
@@ -178,8 +204,8 @@ class NullStore(Store):
     def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
         return None
 
-    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> None:
-        return None
+    def write_bytes(self, key: str, data: bytes, *, experiment: str) -> bool:
+        return False
 
     def _keys(self, *, experiment: str) -> list[str]:
         return []
@@ -194,7 +220,7 @@ class NullStore(Store):
         return StoreInfo(entries=0, bytes=0, enabled=False)
 
 
-_opened: dict[tuple[str, StoreScope, int], Store] = {}
+_opened: dict[tuple[object, ...], Store] = {}
 _opened_lock = threading.Lock()
 
 
@@ -214,21 +240,26 @@ def open_store(config: Settings, scope: StoreScope = "responses") -> Store:
         return NullStore()
     limit = config.embedding_size_limit if scope == "embeddings" else config.cache_size_limit
     with _opened_lock:
-        slot = (config.cache, scope, limit)
+        slot = (config.cache, scope, limit, config.redis_prefix, config.cache_ttl_s)
         if slot not in _opened:
             _opened[slot] = _make_store(config, scope, limit)
         return _opened[slot]
 
 
 def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
+    # The store modules build on this one, so they are imported here, when chosen.
     if config.cache.startswith("memory://"):
         return MemoryStore(size_limit=limit)
+    if config.cache.startswith(("redis://", "rediss://", "unix://")):
+        from kura_magic.redis_store import RedisStore
+
+        return RedisStore(config.cache, prefix=config.redis_prefix, scope=scope, ttl_s=config.cache_ttl_s)
     if "://" in config.cache:
         raise CacheError(
-            f"KURA_MAGIC_CACHE={config.cache!r}: this version supports a directory, "
+            f"KURA_MAGIC_CACHE={mask_url(config.cache)!r}: give a directory, a redis:// URL, "
             "'memory://' or 'off'"
         )
-    from kura_magic.disk_store import DiskStore  # imported here: disk_store builds on this module
+    from kura_magic.disk_store import DiskStore
 
     directory = Path(config.cache) / scope if scope == "embeddings" else Path(config.cache)
     return DiskStore(directory, size_limit=limit)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs into ./.venv (the package with its test and
-# local-model extras, JupyterLab, Playwright and Debian's Chromium), then run it all:
+# local-model extras, JupyterLab, Playwright, Debian's Chromium and redis-server), then run it all:
 # unit and integration tests, the example notebooks (nbval), the local model, the browser.
 # Extra arguments go to pytest, e.g.  bash scripts/test.sh -m "not e2e and not local_llm"
 set -euo pipefail
@@ -19,6 +19,9 @@ step "python environment"
 
 step "browser test dependencies"
 bash scripts/install_e2e.sh .venv
+
+step "services the tests need"
+bash scripts/install_redis.sh   # redis-server: the Redis tests start their own on a free port
 
 step "tests"
 .venv/bin/python -m pytest "$@"

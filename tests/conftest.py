@@ -4,13 +4,24 @@ is the repository's root conftest, so doctests get it too.)"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from helpers import API_KEY, MODEL
-from kura_magic.testing import LoopbackLLM
+from helpers import API_KEY, MODEL, redis_skip_reason
+from kura_magic.testing import LoopbackLLM, RedisServer
+
+BACKENDS = ("disk", "redis")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that uses `backend` runs against the disk store and a real Redis, unless it is
+    marked `disk_only` (it looks at files)."""
+    if "backend" in metafunc.fixturenames:
+        disk_only = metafunc.definition.get_closest_marker("disk_only") is not None
+        metafunc.parametrize("backend", ["disk"] if disk_only else BACKENDS, indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +49,29 @@ def shell() -> Iterator[InteractiveShell]:
     yield ip
     ip.run_line_magic("config", "KuraMagics.panel = 'auto'")
     ip.reset(new_session=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, for the whole session."""
+    reason = redis_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_cache(redis_server: RedisServer, monkeypatch) -> str:
+    """Point the cache at the Redis server, under a key prefix of this test's own."""
+    monkeypatch.setenv("KURA_MAGIC_CACHE", redis_server.url)
+    monkeypatch.setenv("KURA_MAGIC_REDIS_PREFIX", f"test-{uuid.uuid4().hex[:12]}")
+    return redis_server.url
+
+
+@pytest.fixture
+def backend(request) -> str:
+    """The store this run of the test uses: 'disk' (the isolated directory) or 'redis'."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_cache")
+    return request.param

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from pydantic import BaseModel, model_validator
+
+from kura_magic.testing.redis import redis_server_path
 
 MODEL = "openai/gpt-4o-mini"  # litellm knows its price, so costs are real numbers
 UNPRICED_MODEL = "openai/loopback-unpriced"
@@ -42,3 +47,20 @@ def schema_with_a_bug(*, fails_on: int) -> type[BaseModel]:
             return self
 
     return Buggy
+
+
+def redis_skip_reason() -> str | None:
+    """Why the Redis tests should skip here, or None to run them.
+
+    They run wherever redis-server is installed, and also wherever KURA_REDIS_REQUIRE is
+    set (as .ci/run does) so that CI cannot pass by skipping: there a missing binary makes
+    `RedisServer()` fail with the command that installs it.
+    """
+    if redis_server_path() is not None or os.environ.get("KURA_REDIS_REQUIRE"):
+        return None
+    return ("redis-server is not installed (bash scripts/install_redis.sh, or sudo apt-get "
+            "install redis-server); set KURA_REDIS_REQUIRE=1 to fail instead of skipping")
+
+
+requires_redis = pytest.mark.skipif(redis_skip_reason() is not None, reason=redis_skip_reason() or "")
+"""Mark for tests that start a `RedisServer`: skipped only if redis-server is missing and not required."""

@@ -12,16 +12,18 @@ import pytest
 import kura_magic as km
 from kura_magic.errors import CacheWarning
 from kura_magic.disk_store import DiskStore
-from kura_magic.store import MemoryStore
+from kura_magic.store import MemoryStore, open_store
 from kura_magic.types import CacheEntry
 from helpers import API_KEY, PROMPT, make_conversations
 
+pytestmark = pytest.mark.usefixtures("backend")  # each test runs on disk and on Redis
 
 
-@pytest.fixture(params=["disk", "memory"])
-def store(request, tmp_path):
-    if request.param == "disk":
-        return DiskStore(tmp_path / "store", size_limit=10**7)
+@pytest.fixture(params=["selected", "memory"])
+def store(request, backend):
+    """The store this run is for (disk or Redis), and the in-memory one."""
+    if request.param == "selected":
+        return open_store(km.settings())
     return MemoryStore(size_limit=10**7)
 
 
@@ -51,6 +53,7 @@ def test_clearing_one_experiment_keeps_the_others(store):
     assert store.info().entries == 0
 
 
+@pytest.mark.disk_only
 def test_lru_eviction_keeps_the_store_under_its_limit(tmp_path):
     store = DiskStore(tmp_path / "small", size_limit=200_000)
     big = "x" * 20_000
@@ -72,6 +75,7 @@ def test_memory_store_evicts_least_recently_used():
     assert store.get("k1", experiment="e") is None
 
 
+@pytest.mark.disk_only
 def test_a_corrupt_entry_is_a_miss_and_is_replaced(llm, tmp_path):
     conversations = make_conversations(2)
     first = km.summarise(conversations, PROMPT)
@@ -88,6 +92,7 @@ def test_a_corrupt_entry_is_a_miss_and_is_replaced(llm, tmp_path):
     assert km.summarise(conversations, PROMPT).stats.cached == 2
 
 
+@pytest.mark.disk_only
 def test_a_pickled_value_is_never_loaded(tmp_path):
     class Boom:
         def __reduce__(self):
@@ -103,6 +108,7 @@ def test_a_pickled_value_is_never_loaded(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.disk_only
 def test_the_cache_directory_holds_no_pickle_and_no_api_key(llm, tmp_path):
     km.summarise(make_conversations(5), PROMPT)
     km.complete("hello there")
@@ -156,6 +162,7 @@ def test_import_of_a_file_that_is_not_an_export_names_the_line(tmp_path):
         km.import_experiment(bad, "x")
 
 
+@pytest.mark.disk_only
 def test_cache_info_reports_directory_and_active_experiment(llm, tmp_path):
     km.summarise(make_conversations(2), PROMPT)
     info = km.cache_info()

@@ -27,6 +27,9 @@ from kura_magic.testing import embedding_for
 
 from helpers import UNPRICED_MODEL
 
+pytestmark = pytest.mark.usefixtures("backend")  # each test runs on disk and on Redis
+
+
 MODEL = "openai/text-embedding-3-small"  # litellm knows its price
 DEFAULT_DIMS = 16  # what the loopback server returns when no `dimensions` is asked
 
@@ -107,6 +110,7 @@ def test_changed_dimensions_or_model_are_misses(llm):
     assert embedding_key("hello", model=MODEL, dimensions=8) != embedding_key("hello", model=MODEL)
 
 
+@pytest.mark.disk_only
 @pytest.mark.parametrize("location", ["directory", "memory://"])
 def test_the_store_stays_under_its_size_limit(llm, monkeypatch, location):
     if location == "memory://":
@@ -135,6 +139,7 @@ def test_offline_miss_raises_and_sends_nothing(llm, monkeypatch):
     assert len(llm.embedding_requests) == 1
 
 
+@pytest.mark.disk_only
 def test_vectors_are_stored_as_float32_bytes_never_pickle(llm):
     result = embed(["alpha", "beta"], model=MODEL, dimensions=8)
     with diskcache.Cache(str(embeddings_dir())) as raw:

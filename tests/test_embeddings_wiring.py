@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 import kura_magic as km
 from helpers import make_conversations
+
+pytestmark = pytest.mark.usefixtures("backend")  # each test runs on disk and on Redis
+
 
 EMBEDDING_MODEL = "openai/text-embedding-3-small"
 

@@ -76,7 +76,8 @@ print(json.dumps([run.stats.fresh, run.stats.cached, run.stats.errors]))
 """
 
 
-def test_two_processes_on_one_cache_make_each_shared_call_once(llm, tmp_path):
+def test_two_processes_on_one_cache_make_each_shared_call_once(llm, tmp_path, backend):
+    """On disk: two kernels on one machine. On Redis: two machines that share only its URL."""
     llm.latency_s = 0.2
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(tests=str(Path(__file__).parent)))
@@ -98,12 +99,19 @@ def test_two_processes_on_one_cache_make_each_shared_call_once(llm, tmp_path):
     assert [errors for _, _, errors in results] == [0, 0]
 
 
-def test_a_dead_owners_claim_lapses_and_the_waiting_run_makes_the_call(llm, monkeypatch):
-    conversations = make_conversations(1)
+def claimed_elsewhere(llm, conversations: list[dict], *, ttl_s: float) -> tuple[store.Store, str]:
+    """The store and the key of the conversations' call, claimed by "another process"
+    (the answer is made once in a probe experiment, so it can be planted later)."""
     key = km.summarise(conversations, PROMPT, experiment="probe")[0].key
     llm.reset()
     shared = store.open_store(km.settings())
-    assert shared.claim(key, experiment="default", token="a process that died", ttl_s=0.6)
+    assert shared.claim(key, experiment="default", token="another process", ttl_s=ttl_s)
+    return shared, key
+
+
+def test_a_dead_owners_claim_lapses_and_the_waiting_run_makes_the_call(llm, backend):
+    conversations = make_conversations(1)
+    claimed_elsewhere(llm, conversations, ttl_s=0.6)
 
     started = time.monotonic()
     run = km.summarise(conversations, PROMPT)
@@ -112,12 +120,9 @@ def test_a_dead_owners_claim_lapses_and_the_waiting_run_makes_the_call(llm, monk
     assert (run.stats.fresh, llm.request_count) == (1, 1)
 
 
-def test_a_waiting_run_takes_the_owners_answer_as_soon_as_it_is_stored(llm):
+def test_a_waiting_run_takes_the_owners_answer_as_soon_as_it_is_stored(llm, backend):
     conversations = make_conversations(1)
-    key = km.summarise(conversations, PROMPT, experiment="probe")[0].key
-    llm.reset()
-    shared = store.open_store(km.settings())
-    assert shared.claim(key, experiment="default", token="another process", ttl_s=30)
+    shared, key = claimed_elsewhere(llm, conversations, ttl_s=30)
     entry = shared.get(key, experiment="probe")
     threading.Timer(0.3, shared.set, (key, entry), {"experiment": "default"}).start()
 

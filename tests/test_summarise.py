@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 import kura_magic as km
 from helpers import PROMPT, UNPRICED_MODEL, make_conversations, schema_with_a_bug
 
+pytestmark = pytest.mark.usefixtures("backend")  # each test runs on disk and on Redis
 
 
 def test_second_run_is_served_from_cache_and_saves_what_the_first_spent(llm):

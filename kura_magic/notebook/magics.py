@@ -78,7 +78,7 @@ def _experiment(magics: KuraMagics, words: list[str], args: argparse.Namespace) 
 def _config(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
     if words:
         configure(**dict(_setting(word) for word in words))
-    values = settings().model_dump(mode="json")  # a SecretStr dumps as '**********'
+    values = settings().shown()
     return Note("\n".join(f"{name} = {value}" for name, value in values.items()))
 
 

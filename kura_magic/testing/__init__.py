@@ -18,7 +18,8 @@ Example::
 """
 
 from kura_magic.testing.cli import main
+from kura_magic.testing.redis import RedisServer
 from kura_magic.testing.replies import embedding_for, reply_for
 from kura_magic.testing.server import LoopbackLLM, RecordedRequest
 
-__all__ = ["LoopbackLLM", "RecordedRequest", "embedding_for", "main", "reply_for"]
+__all__ = ["LoopbackLLM", "RecordedRequest", "RedisServer", "embedding_for", "main", "reply_for"]

@@ -1,0 +1,112 @@
+"""Benchmark: a fully cached `summarise` of 10,000 conversations, Redis store against disk store.
+
+Each cache is filled once over the loopback LLM server, one with the disk store
+(a temporary directory) and one with the Redis store (`KURA_MAGIC_CACHE=redis://...`
+on a private redis-server, `kura_magic.testing.RedisServer`). Then fully cached
+runs alternate between the two, the order swapped every round (A B, B A, ...), and
+the medians are compared. Between configurations the environment variable is set
+and every open store closed, so each run opens its store as a fresh process would.
+Target: Redis <= 2.0x disk per item.
+
+    python bench/bench_redis.py [--items 10000] [--rounds 5]
+
+Needs redis-server (bash scripts/install_redis.sh); nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch of prices
+
+from bench_summarise import PROMPT, conversations  # noqa: E402 - the same workload as the disk bench
+
+TARGET_RATIO = 2.0
+MODEL = "openai/gpt-4o-mini"
+
+
+def use_cache(location: str) -> None:
+    """Point the cache at `location` with no store left open from the previous configuration."""
+    from kura_magic import store
+
+    os.environ["KURA_MAGIC_CACHE"] = location
+    store.close_all()
+
+
+def fill_cache(data: list[dict], api_base: str) -> float:
+    """Seconds to answer every item fresh over the loopback server (and cache the answers)."""
+    import kura_magic
+
+    started = time.perf_counter()
+    run = kura_magic.summarise(data, PROMPT, model=MODEL, api_base=api_base, api_key="sk-bench",
+                               max_concurrency=50)
+    elapsed = time.perf_counter() - started
+    if run.stats.fresh != len(data):
+        raise SystemExit(f"fill failed: {run.stats.summary_line()}")
+    return elapsed
+
+
+def time_cached(data: list[dict]) -> float:
+    """Seconds for a run that every item answers from the cache."""
+    import kura_magic
+
+    started = time.perf_counter()
+    run = kura_magic.summarise(data, PROMPT, model=MODEL)
+    elapsed = time.perf_counter() - started
+    if run.stats.cached != len(data):
+        raise SystemExit(f"expected a fully cached run, got {run.stats.summary_line()}")
+    return elapsed
+
+
+def interleaved(data: list[dict], caches: dict[str, str], rounds: int) -> dict[str, list[float]]:
+    """Cached-run times per configuration, alternating A B / B A so drift hits both alike."""
+    times: dict[str, list[float]] = {name: [] for name in caches}
+    names = list(caches)
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            use_cache(caches[name])
+            times[name].append(time_cached(data))
+    return times
+
+
+def report(times: dict[str, list[float]], items: int) -> None:
+    """Median per-item times and the Redis/disk ratio against the target."""
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, median in medians.items():
+        spread = ", ".join(f"{t:.3f}" for t in times[name])
+        print(f"cached summarise, {name}: {median:.3f} s median ({median / items * 1e6:.0f} us/item; "
+              f"runs {spread} s)")
+    ratio = medians["redis"] / medians["disk"]
+    verdict = "OK" if ratio <= TARGET_RATIO else "OVER"
+    print(f"ratio redis/disk: {ratio:.2f}x (target <= {TARGET_RATIO}x) -> {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    from kura_magic.testing import LoopbackLLM, RedisServer
+
+    data = conversations(args.items)
+    directory = tempfile.mkdtemp(prefix="kura-bench-")
+    try:
+        with RedisServer() as redis, LoopbackLLM() as server:
+            caches = {"disk": directory, "redis": redis.url}
+            for name, location in caches.items():
+                use_cache(location)
+                fill = fill_cache(data, server.url)
+                print(f"fresh run into the {name} cache: {fill:.1f} s ({args.items / fill:.0f} items/s)")
+            report(interleaved(data, caches, args.rounds), args.items)
+            use_cache(directory)  # close the Redis connections before the server goes
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""A real Redis for tests, benches and notebooks: ``RedisServer`` runs Debian's redis-server.
+
+Each server is private: a free port on 127.0.0.1, a temporary ``--dir``, nothing
+saved to disk (``--save ""``, ``--appendonly no``), protected mode on, an
+optional password. It never uses a system Redis service. Readiness is checked
+by speaking RESP over a plain socket, so this module is standard library only.
+Install the binary with ``sudo apt-get install redis-server`` or
+``bash scripts/install_redis.sh``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from urllib.parse import quote
+
+__all__ = ["RedisServer", "redis_server_path"]
+
+_INSTALL_HINT = "sudo apt-get install redis-server` or `bash scripts/install_redis.sh"
+_PING = b"*1\r\n$4\r\nPING\r\n"
+_READY = (b"+PONG", b"-NOAUTH")  # with a password, PING before AUTH answers NOAUTH
+
+
+def redis_server_path(binary: str | None = None) -> str | None:
+    """The redis-server executable (``binary`` or the one on PATH), or None if there is none."""
+    found = shutil.which(binary or "redis-server")
+    return found if found and os.access(found, os.X_OK) else None
+
+
+def _free_port(host: str) -> int:
+    """A port on `host` that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _ping(host: str, port: int, timeout_s: float = 0.5) -> bytes:
+    """The first line Redis answers to PING (``b"+PONG"``, ``b"-NOAUTH ..."``); b"" if none."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as conn:
+            conn.sendall(_PING)
+            return conn.recv(256).split(b"\r\n", 1)[0]
+    except OSError:
+        return b""
+
+
+def _end(process: subprocess.Popen[bytes], *, grace_s: float = 5.0) -> None:
+    """Terminate `process` (SIGTERM), then SIGKILL it if it has not exited within `grace_s`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait()
+
+
+class RedisServer:
+    """A redis-server of our own on 127.0.0.1, with a temporary directory and nothing persisted.
+
+    Example::
+
+        with RedisServer() as redis:
+            os.environ["KURA_MAGIC_CACHE"] = redis.url   # redis://127.0.0.1:PORT/0
+            ...
+            redis.kill()    # Redis goes away mid-run: the url stays, nothing answers
+            redis.start()   # back on the same port, empty
+
+    ``RedisServer(password="s3cret")`` requires AUTH (``redis://:s3cret@127.0.0.1:PORT/0``).
+    """
+
+    def __init__(self, *, password: str | None = None, host: str = "127.0.0.1", port: int = 0,
+                 binary: str | None = None, startup_timeout_s: float = 10.0) -> None:
+        found = redis_server_path(binary)
+        if found is None:
+            raise FileNotFoundError(
+                f"{binary or 'redis-server'} is not installed or not on PATH: "
+                f"run `{_INSTALL_HINT}`")
+        self.binary = found
+        self.password = password
+        self.host = host
+        self.startup_timeout_s = startup_timeout_s
+        self._port = port
+        self._port_fixed = port != 0  # a chosen port, or one a server has already used
+        self._process: subprocess.Popen[bytes] | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    # lifecycle
+    def start(self) -> RedisServer:
+        """Run redis-server and wait until it answers PING; a no-op while it runs.
+
+        After ``kill()`` it comes back on the same port (empty: nothing was saved).
+        A free port picked for the first start is picked again if another process took it.
+        """
+        if self.running:
+            return self
+        attempts = 1 if self._port_fixed else 3
+        for _ in range(attempts):
+            if not self._port_fixed:
+                self._port = _free_port(self.host)
+            if self._launch():
+                self._port_fixed = True
+                return self
+        raise RuntimeError(f"redis-server did not start on {self.host}:{self._port}: {self._log_tail()}")
+
+    def stop(self) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL if it lingers) and remove its directory."""
+        if self._finalizer is not None:
+            self._finalizer()  # runs _end once, even if stop() is called again
+        self._process = self._finalizer = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as if Redis crashed: the url stays the same and nothing answers."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self._process = self._finalizer = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # where it is
+    @property
+    def port(self) -> int:
+        """The port the server listens on (0 before the first start if none was requested)."""
+        return self._port
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs, else None."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``, or ``redis://:PASSWORD@127.0.0.1:PORT/0`` with a password."""
+        auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def directory(self) -> Path | None:
+        """The server's temporary ``--dir`` (its log is ``redis.log`` there), until ``stop()``."""
+        return Path(self._dir.name) if self._dir is not None else None
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.running else "not running"
+        return f"RedisServer({self.host}:{self.port}, {state})"
+
+    # plumbing
+    def _arguments(self, directory: Path) -> list[str]:
+        """The command line: our port and directory, no persistence; the password in a file."""
+        config = directory / "redis.conf"  # so the password is not visible in `ps`
+        config.write_text("" if self.password is None else f'requirepass "{_quoted(self.password)}"\n',
+                          encoding="utf-8")
+        config.chmod(0o600)
+        return [self.binary, str(config), "--port", str(self._port), "--bind", self.host,
+                "--dir", str(directory), "--save", "", "--appendonly", "no",
+                "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"]
+
+    def _launch(self) -> bool:
+        """Spawn redis-server on ``self._port``; True once it answers PING, False if it exited."""
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="kura-redis-")
+        directory = Path(self._dir.name)
+        with open(directory / "redis.log", "ab") as log:
+            process = subprocess.Popen(self._arguments(directory), stdin=subprocess.DEVNULL,
+                                       stdout=log, stderr=subprocess.STDOUT, cwd=directory)
+        self._process = process
+        self._finalizer = weakref.finalize(self, _end, process)  # also at interpreter exit
+        if self._wait_until_ready(process):
+            return True
+        self.kill()
+        return False
+
+    def _wait_until_ready(self, process: subprocess.Popen[bytes]) -> bool:
+        """Poll with PING until Redis answers (True) or exits (False); raise on timeout."""
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False
+            if _ping(self.host, self._port).startswith(_READY):
+                return True
+            time.sleep(0.02)
+        self.kill()
+        raise TimeoutError(f"redis-server on {self.host}:{self._port} did not answer PING within "
+                           f"{self.startup_timeout_s} s: {self._log_tail()}")
+
+    def _log_tail(self, lines: int = 5) -> str:
+        """The last lines of the server's log, for error messages."""
+        log = self.directory / "redis.log" if self.directory is not None else None
+        if log is None or not log.exists():
+            return "no log"
+        text = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:]) or "empty log"
+
+
+def _quoted(value: str) -> str:
+    """`value` escaped for a double-quoted string in redis.conf."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
