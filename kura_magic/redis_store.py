@@ -123,7 +123,7 @@ class RedisStore(Store):
             client.scan_iter(match=pattern, count=BATCH)), [])
         for name in names:
             rest = name.decode("utf-8", "replace")[len(self._namespace):]
-            if experiment is None or rest.endswith(f":{experiment}"):
+            if experiment is None or rest.partition(":")[2] == experiment:  # not "a:b" for "b"
                 yield rest
 
     def _keys(self, *, experiment: str) -> list[str]:

@@ -171,3 +171,12 @@ def test_cache_info_reports_directory_and_active_experiment(llm, tmp_path):
     assert info.active_experiment == "default"
     assert set(km.cache_info("other").experiments) == {"other"}
 
+
+
+def test_experiment_names_that_end_alike_stay_apart(llm, tmp_path):
+    km.summarise(make_conversations(2), PROMPT, experiment="b")
+    km.summarise(make_conversations(3), PROMPT, experiment="a:b")
+
+    assert km.export_experiment(tmp_path / "b.jsonl", "b") == 2
+    assert km.clear_cache("b") == 2
+    assert km.cache_info().for_experiment("a:b").entries == 3
