@@ -20,14 +20,16 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch of prices
 
-from bench_summarise import PROMPT, conversations  # noqa: E402 - the same workload as the disk bench
+from bench_summarise import (  # noqa: E402 - the same workload and timings as the disk bench
+    conversations,
+    fill_cache,
+    time_summarise,
+)
 
 TARGET_RATIO = 2.0
-MODEL = "openai/gpt-4o-mini"
 
 
 def use_cache(location: str) -> None:
@@ -38,31 +40,6 @@ def use_cache(location: str) -> None:
     store.close_all()
 
 
-def fill_cache(data: list[dict], api_base: str) -> float:
-    """Seconds to answer every item fresh over the loopback server (and cache the answers)."""
-    import kura_magic
-
-    started = time.perf_counter()
-    run = kura_magic.summarise(data, PROMPT, model=MODEL, api_base=api_base, api_key="sk-bench",
-                               max_concurrency=50)
-    elapsed = time.perf_counter() - started
-    if run.stats.fresh != len(data):
-        raise SystemExit(f"fill failed: {run.stats.summary_line()}")
-    return elapsed
-
-
-def time_cached(data: list[dict]) -> float:
-    """Seconds for a run that every item answers from the cache."""
-    import kura_magic
-
-    started = time.perf_counter()
-    run = kura_magic.summarise(data, PROMPT, model=MODEL)
-    elapsed = time.perf_counter() - started
-    if run.stats.cached != len(data):
-        raise SystemExit(f"expected a fully cached run, got {run.stats.summary_line()}")
-    return elapsed
-
-
 def interleaved(data: list[dict], caches: dict[str, str], rounds: int) -> dict[str, list[float]]:
     """Cached-run times per configuration, alternating A B / B A so drift hits both alike."""
     times: dict[str, list[float]] = {name: [] for name in caches}
@@ -70,7 +47,7 @@ def interleaved(data: list[dict], caches: dict[str, str], rounds: int) -> dict[s
     for round_ in range(rounds):
         for name in names if round_ % 2 == 0 else reversed(names):
             use_cache(caches[name])
-            times[name].append(time_cached(data))
+            times[name].append(time_summarise(data))
     return times
 
 
@@ -91,16 +68,16 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    from kura_magic.testing import LoopbackLLM, RedisServer
+    from kura_magic.testing import RedisServer
 
     data = conversations(args.items)
     directory = tempfile.mkdtemp(prefix="kura-bench-")
     try:
-        with RedisServer() as redis, LoopbackLLM() as server:
+        with RedisServer() as redis:
             caches = {"disk": directory, "redis": redis.url}
             for name, location in caches.items():
                 use_cache(location)
-                fill = fill_cache(data, server.url)
+                fill = fill_cache(data)
                 print(f"fresh run into the {name} cache: {fill:.1f} s ({args.items / fill:.0f} items/s)")
             report(interleaved(data, caches, args.rounds), args.items)
             use_cache(directory)  # close the Redis connections before the server goes
