@@ -7,7 +7,7 @@ once. Keys live under a prefix (`KURA_MAGIC_REDIS_PREFIX`) so a shared Redis can
 data, optionally with a time to live (`KURA_MAGIC_CACHE_TTL`); eviction is Redis's own
 (`maxmemory-policy`). A Redis that is down or goes away is a warning and a run without the
 cache, retried after a pause; a bad URL or a refused password is a `CacheError` at once.
-redis-py is imported when such a store is opened.
+This module (and so redis-py) is imported only when such a store is opened.
 """
 
 from __future__ import annotations
@@ -15,18 +15,16 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
+
+import redis
 
 from kura_magic.config import mask_url
 from kura_magic.errors import CacheError, CacheWarning
 from kura_magic.store import STORAGE_TIMEOUT_S, Store, StoreScope, warn_storage
 from kura_magic.types import ExperimentInfo, StoreInfo
 
-if TYPE_CHECKING:
-    import redis
-
 T = TypeVar("T")
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 BATCH = 1000  # keys per round trip (MGET, SCAN, UNLINK, STRLEN pipelines)
 RETRY_AFTER_S = 30.0  # how long a store that lost its Redis waits before trying again
 SCOPES: dict[StoreScope, str] = {"responses": "r", "embeddings": "v"}
@@ -73,8 +71,6 @@ class RedisStore(Store):
     def _attempt(self, action: str, key: str, work: Callable[[redis.Redis], T], default: T) -> T:
         """One round trip; an unreachable Redis is one warning, then `default` until
         RETRY_AFTER_S has passed; any other Redis error is a warning and `default`."""
-        import redis
-
         if self.down is not None and time.monotonic() < self._retry_at:
             return default
         try:
@@ -186,8 +182,6 @@ class RedisStore(Store):
 
 def _connect(url: str, shown: str) -> redis.Redis:
     """A client for `url`; a URL it cannot use or a refused password is a CacheError now."""
-    import redis
-
     try:
         client = redis.Redis.from_url(
             url, socket_timeout=STORAGE_TIMEOUT_S, socket_connect_timeout=STORAGE_TIMEOUT_S,

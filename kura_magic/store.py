@@ -25,6 +25,7 @@ from kura_magic.types import CacheEntry, ExperimentInfo, StoreInfo
 StoreScope = Literal["responses", "embeddings"]
 
 STORAGE_TIMEOUT_S = 5.0
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # a KURA_MAGIC_CACHE that selects Redis
 
 
 class Store(ABC):
@@ -250,7 +251,7 @@ def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
     # The store modules build on this one, so they are imported here, when chosen.
     if config.cache.startswith("memory://"):
         return MemoryStore(size_limit=limit)
-    if config.cache.startswith(("redis://", "rediss://", "unix://")):
+    if config.cache.startswith(REDIS_SCHEMES):
         from kura_magic.redis_store import RedisStore
 
         return RedisStore(config.cache, prefix=config.redis_prefix, scope=scope, ttl_s=config.cache_ttl_s)
