@@ -22,7 +22,7 @@ from kura_magic.config import Settings, mask_url
 from kura_magic.errors import CacheError, CacheWarning
 from kura_magic.types import CacheEntry, ExperimentInfo, StoreInfo
 
-StoreScope = Literal["responses", "embeddings"]
+StoreScope = Literal["responses", "embeddings", "runs"]
 
 STORAGE_TIMEOUT_S = 5.0
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # a KURA_MAGIC_CACHE that selects Redis
@@ -228,8 +228,8 @@ _opened_lock = threading.Lock()
 def open_store(config: Settings, scope: StoreScope = "responses") -> Store:
     """The store `config` selects for `scope`, opened once per process and reused.
 
-    Responses live in the cache location itself, embeddings beside them (a
-    subdirectory on disk), each with its own size limit.
+    Responses live in the cache location itself, embeddings and the run history beside
+    them (subdirectories on disk), embeddings with a size limit of their own.
 
     Example:
         >>> open_store(Settings(cache="off")).kind
@@ -262,7 +262,7 @@ def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
         )
     from kura_magic.disk_store import DiskStore
 
-    directory = Path(config.cache) / scope if scope == "embeddings" else Path(config.cache)
+    directory = Path(config.cache) / scope if scope != "responses" else Path(config.cache)
     return DiskStore(directory, size_limit=limit)
 
 
