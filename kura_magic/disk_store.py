@@ -123,7 +123,7 @@ class DiskStore(Store):
     def delete(self, key: str, *, experiment: str) -> None:
         self._attempt("delete", key, lambda cache: cache.delete(storage_key(key, experiment)), None)
 
-    def _keys(self, *, experiment: str) -> list[str]:
+    def keys(self, *, experiment: str) -> list[str]:
         rows = self._attempt("list", experiment, lambda cache: cache._sql(
             "SELECT key FROM Cache WHERE tag = ? AND raw = 1", (experiment,)
         ).fetchall(), [])

@@ -122,7 +122,7 @@ class RedisStore(Store):
             if experiment is None or rest.partition(":")[2] == experiment:  # not "a:b" for "b"
                 yield rest
 
-    def _keys(self, *, experiment: str) -> list[str]:
+    def keys(self, *, experiment: str) -> list[str]:
         return [rest[: -len(experiment) - 1] for rest in self._names(experiment)]
 
     def clear(self, experiment: str | None = None) -> int:

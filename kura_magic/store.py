@@ -78,7 +78,7 @@ class Store(ABC):
 
     def entries(self, experiment: str) -> Iterator[tuple[str, CacheEntry]]:
         """Every readable (key, entry) of one experiment, for export."""
-        for key in self._keys(experiment=experiment):
+        for key in self.keys(experiment=experiment):
             entry = self.get(key, experiment=experiment)
             if entry is not None:
                 yield key, entry
@@ -93,7 +93,8 @@ class Store(ABC):
         they could not be stored."""
 
     @abstractmethod
-    def _keys(self, *, experiment: str) -> list[str]: ...
+    def keys(self, *, experiment: str) -> list[str]:
+        """Every key stored in one experiment."""
 
     @abstractmethod
     def delete(self, key: str, *, experiment: str) -> None:
@@ -167,7 +168,7 @@ class MemoryStore(Store):
         if data is not None:
             self._bytes -= len(data)
 
-    def _keys(self, *, experiment: str) -> list[str]:
+    def keys(self, *, experiment: str) -> list[str]:
         with self._lock:
             return [key for exp, key in self._data if exp == experiment]
 
@@ -208,7 +209,7 @@ class NullStore(Store):
     def write_bytes(self, key: str, data: bytes, *, experiment: str) -> bool:
         return False
 
-    def _keys(self, *, experiment: str) -> list[str]:
+    def keys(self, *, experiment: str) -> list[str]:
         return []
 
     def delete(self, key: str, *, experiment: str) -> None:
