@@ -42,6 +42,7 @@ from kura_magic.errors import (
     TemplateError,
     UnknownModelError,
 )
+from kura_magic.history import compare, load_run, runs
 from kura_magic.keys import cache_key
 from kura_magic.loaders import load_conversations
 from kura_magic.pipeline import asummarise, estimate, summarise
@@ -80,10 +81,10 @@ __all__ = [
     "Message", "MissingAPIKeyError", "ModelError", "ResponseError", "RunStats", "SchemaError",
     "Settings", "Store", "SummaryResult", "SummaryRun", "TemplateError", "UnknownModelError",
     "Usage", "acomplete", "active_experiment", "aembed", "asummarise", "cache_info",
-    "cache_key", "clear_all_caches", "clear_cache", "clear_embedding_cache", "complete",
+    "cache_key", "clear_all_caches", "clear_cache", "clear_embedding_cache", "compare", "complete",
     "configure", "embed", "embedding_cache_info", "embedding_key", "estimate", "experiment",
-    "export_experiment", "import_experiment", "load_conversations", "set_experiment",
-    "settings", "summarise",
+    "export_experiment", "import_experiment", "load_conversations", "load_run", "runs",
+    "set_experiment", "settings", "summarise",
 ]
 
 

@@ -1,12 +1,16 @@
-"""Two runs side by side per conversation, with the rows whose output differs marked.
+"""Two runs side by side per conversation, with the rows whose output differs marked, and
+what changed between them: the prompt word by word, the model and its parameters.
 
-Pure: builds a pandas DataFrame and its text; the HTML view is `notebook.views`.
+Pure: builds a pandas DataFrame and its text; the HTML view is `notebook.views`; finding
+recorded runs to compare is `history.compare`.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kura_magic import formatting
 from kura_magic.errors import ConfigError
@@ -17,6 +21,107 @@ if TYPE_CHECKING:
 
 ID_COLUMN = "conversation_id"
 DIFFERS_COLUMN = "differs"
+_TOKENS = re.compile(r"\s+|\S+")
+
+
+class Chunk(NamedTuple):
+    """A stretch of two texts: the same in both, or changed (`old` in a, `new` in b)."""
+
+    old: str
+    new: str
+    changed: bool
+
+
+def word_diff(a: str, b: str) -> list[Chunk]:
+    """`a` and `b` cut into stretches that are the same and stretches that changed, word by word.
+
+    Example:
+        >>> [tuple(c) for c in word_diff("Summarise in one line", "Summarise in two lines")]
+        [('Summarise in ', 'Summarise in ', False), ('one line', 'two lines', True)]
+    """
+    old, new = _TOKENS.findall(a), _TOKENS.findall(b)
+    chunks = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        chunks.append(Chunk("".join(old[i1:i2]), "".join(new[j1:j2]), tag != "equal"))
+    return _merged(chunks)
+
+
+def _merged(chunks: list[Chunk]) -> list[Chunk]:
+    """Join changed stretches separated only by a space, so 'one line' -> 'two lines' reads
+    as one change, not two."""
+    merged: list[Chunk] = []
+    for i, chunk in enumerate(chunks):
+        bridge = not chunk.changed and not chunk.old.strip() and i + 1 < len(chunks) and chunks[i + 1].changed
+        if merged and merged[-1].changed and (chunk.changed or bridge):
+            last = merged.pop()
+            chunk = Chunk(last.old + chunk.old, last.new + chunk.new, True)
+        merged.append(chunk)
+    return merged
+
+
+def changed_words(a: str, b: str) -> int:
+    """How many words changed between `a` and `b` (a replaced stretch counts its longer side).
+
+    Example:
+        >>> changed_words("Summarise in one line", "Summarise in two lines"), changed_words("x", "x")
+        (2, 0)
+    """
+    return sum(max(len(c.old.split()), len(c.new.split())) for c in word_diff(a, b) if c.changed)
+
+
+def marked_text(chunks: list[Chunk]) -> str:
+    """A word diff as one text, wdiff-style: `[-removed-]{+added+}`.
+
+    Example:
+        >>> marked_text(word_diff("in one line", "in two lines"))
+        'in [-one line-]{+two lines+}'
+    """
+    parts = []
+    for chunk in chunks:
+        if not chunk.changed:
+            parts.append(chunk.old)
+            continue
+        removed, added = chunk.old.strip(), chunk.new.strip()
+        lead, trail = margins(chunk)
+        parts.append(lead + (f"[-{removed}-]" if removed else "") + (f"{{+{added}+}}" if added else "") + trail)
+    return "".join(parts)
+
+
+def margins(chunk: Chunk) -> tuple[str, str]:
+    """The white space around a changed stretch, kept outside its marks.
+
+    Example:
+        >>> margins(Chunk(" short", "", True))
+        (' ', '')
+    """
+    side = chunk.new if chunk.new.strip() else chunk.old
+    core = side.strip()
+    if not core:
+        return side, ""
+    start = side.index(core)
+    return side[:start], side[start + len(core):]
+
+
+def run_settings(run: SummaryRun) -> dict[str, Any]:
+    """What a run was made with, besides its prompt: model, schema, experiment, parameters.
+
+    Example:
+        >>> from kura_magic.results import RunStats
+        >>> run_settings(SummaryRun([], RunStats(), model="m", experiment="e", params={"temperature": 0}))
+        {'model': 'm', 'schema': None, 'experiment': 'e', 'temperature': 0}
+    """
+    return {"model": run.model, "schema": run.schema_name, "experiment": run.experiment, **run.params}
+
+
+def setting_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The settings whose values differ, as (a's, b's); a setting one side lacks is None there.
+
+    Example:
+        >>> setting_changes({"model": "x", "seed": 1}, {"model": "y", "seed": 1})
+        {'model': ('x', 'y')}
+    """
+    names = dict.fromkeys([*a, *b])
+    return {name: (a.get(name), b.get(name)) for name in names if a.get(name) != b.get(name)}
 
 
 def compare_runs(a: SummaryRun, b: SummaryRun, *, labels: tuple[str, str] = ("a", "b")) -> pandas.DataFrame:
@@ -100,8 +205,32 @@ def caption(frame: pandas.DataFrame) -> str:
     return f"{frame.columns[1]} vs {frame.columns[2]}: {differing} of {len(frame)} conversations differ"
 
 
+def counted(n: int, noun: str) -> str:
+    """`n` and the noun, plural unless n is 1.
+
+    Example:
+        >>> counted(1, "word"), counted(3, "word")
+        ('1 word', '3 words')
+    """
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def prompt_summary(prompts: tuple[str, str]) -> str:
+    """How the prompt changed between two runs, in a few words.
+
+    Example:
+        >>> prompt_summary(("In one line: {{ transcript }}", "In two lines: {{ transcript }}"))
+        'prompt: 2 words changed'
+    """
+    words = changed_words(*prompts)
+    if words == 0:
+        return "prompt: the same in both runs" if prompts[0] == prompts[1] else "prompt: only white space changed"
+    return f"prompt: {counted(words, 'word')} changed"
+
+
 class Comparison:
-    """What `%kura compare` shows: the comparison table, as HTML in a notebook, as text elsewhere.
+    """What `%kura compare` shows: what changed between two runs (prompt, settings), then the
+    outputs side by side; as HTML in a notebook (changed words marked), as text elsewhere.
 
     Example:
         >>> from kura_magic import summarise
@@ -111,15 +240,58 @@ class Comparison:
         a vs b: 5 of 5 conversations differ
         ≠ conv-001
           a: Summary: In five words: ...
+        >>> print(Comparison.of(short, long, changed_only=True))   # doctest: +ELLIPSIS
+        prompt: 2 words changed: In [-five words:-]{+detail:+}
+        {{ transcript }}
+        a vs b: 5 of 5 conversations differ
+        ...
     """
 
-    def __init__(self, frame: pandas.DataFrame) -> None:
+    def __init__(
+        self, frame: pandas.DataFrame, *, prompts: tuple[str, str] | None = None,
+        settings: dict[str, tuple[Any, Any]] | None = None, changed_only: bool = False,
+    ) -> None:
         self.frame = frame
+        self.prompts = prompts
+        self.settings = settings or {}
+        self.changed_only = changed_only
+
+    @classmethod
+    def of(cls, a: SummaryRun, b: SummaryRun, *, labels: tuple[str, str] = ("a", "b"),
+           changed_only: bool = False) -> Comparison:
+        """Two runs compared: their prompts, their settings and their outputs."""
+        return cls(compare_runs(a, b, labels=labels), prompts=(a.prompt, b.prompt),
+                   settings=setting_changes(run_settings(a), run_settings(b)), changed_only=changed_only)
+
+    @property
+    def changed(self) -> int:
+        """How many conversations' outputs differ."""
+        return int(self.frame[DIFFERS_COLUMN].sum())
+
+    @property
+    def rows(self) -> pandas.DataFrame:
+        """The rows to show: all of them, or only the changed ones."""
+        return self.frame[self.frame[DIFFERS_COLUMN]] if self.changed_only else self.frame
+
+    @property
+    def caption(self) -> str:
+        return caption(self.frame) + (" (only those shown)" if self.changed_only else "")
+
+    def setting_lines(self) -> list[str]:
+        """Each setting that differs, as 'name: a → b'."""
+        return [f"{name}: {a} → {b}" for name, (a, b) in self.settings.items()]
+
+    def header_lines(self) -> list[str]:
+        """What changed besides the outputs: the prompt (with its word diff), then the settings."""
+        if self.prompts is None:
+            return self.setting_lines()
+        diff = marked_text(word_diff(*self.prompts)) if self.prompts[0] != self.prompts[1] else ""
+        return [prompt_summary(self.prompts) + (f": {diff}" if diff else ""), *self.setting_lines()]
 
     def __repr__(self) -> str:
-        return comparison_text(self.frame)
+        return "\n".join([*self.header_lines(), comparison_text(self.frame)])
 
     def _repr_html_(self) -> str:
         from kura_magic.notebook.views import comparison_html
 
-        return comparison_html(self.frame, caption(self.frame))
+        return comparison_html(self)

@@ -39,6 +39,7 @@ ENV_VARS: dict[str, str] = {
     "api_key": "KURA_MAGIC_API_KEY",
     "redis_prefix": "KURA_MAGIC_REDIS_PREFIX",
     "cache_ttl_s": "KURA_MAGIC_CACHE_TTL",
+    "history_limit": "KURA_MAGIC_HISTORY_LIMIT",
 }
 
 
@@ -67,6 +68,7 @@ class Settings(BaseModel):
     api_key: SecretStr | None = Field(default=None, description="None: the provider's own variable")
     redis_prefix: str = Field(default="kura_magic", min_length=1, description="namespace in a shared Redis")
     cache_ttl_s: float | None = Field(default=None, gt=0, description="seconds an entry lives (Redis); None: until evicted")
+    history_limit: int = Field(default=200, ge=1, description="runs the run history keeps; the oldest go first")
 
     def transport(self, *, api_key: str | None = None, api_base: str | None = None) -> dict[str, Any]:
         """Where and with which key calls travel: explicit values, else these settings."""

@@ -4,16 +4,21 @@ and moving an experiment between machines as JSONL."""
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from kura_magic.config import check_experiment_name, configure, settings
 from kura_magic.embeddings import clear_embedding_cache, embedding_cache_info
-from kura_magic.errors import DataError
+from kura_magic.errors import CacheWarning, DataError
+from kura_magic.history import clear_history, export_rows, import_row
 from kura_magic.loaders import read_utf8
 from kura_magic.store import Store, open_store
-from kura_magic.types import CacheEntry, CacheInfo
+from kura_magic.types import CacheEntry, CacheInfo, ExportedEntry, Problem
 
 
 def _store(store: Store | None) -> Store:
@@ -95,20 +100,25 @@ def clear_cache(experiment: str | None = None, *, store: Store | None = None) ->
 
 
 def clear_all_caches(*, store: Store | None = None) -> int:
-    """Remove every entry of every experiment, and every embedding; returns how many.
+    """Remove every entry of every experiment, every embedding and the run history; returns
+    how many cache entries and embeddings were removed.
 
     Example:
-        >>> from kura_magic import summarise
+        >>> from kura_magic import runs, summarise
         >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", experiment="a")
         >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", experiment="b")
-        >>> clear_all_caches(), cache_info().entries
-        (10, 0)
+        >>> clear_all_caches(), cache_info().entries, len(runs())
+        (10, 0, 0)
     """
+    clear_history()
     return _store(store).clear() + clear_embedding_cache()
 
 
 def export_experiment(path: str | Path, experiment: str | None = None, *, store: Store | None = None) -> int:
     """Write one experiment's entries to a JSONL file; returns how many were written.
+
+    One row per entry, `{"key": ..., "entry": ...}`, read from the store in batches, then
+    one `{"run": ...}` row per run of the experiment's history, so a replay has it too.
 
     Example:
         >>> import pathlib, tempfile
@@ -121,13 +131,17 @@ def export_experiment(path: str | Path, experiment: str | None = None, *, store:
     count = 0
     with Path(path).open("w", encoding="utf-8") as out:
         for key, entry in _store(store).entries(name):
-            out.write(json.dumps({"key": key, "entry": entry.model_dump(mode="json")}) + "\n")
+            # The entry's own JSON, spliced in: the same row as json.dumps of its dump, faster.
+            out.write(f'{{"key": {json.dumps(key)}, "entry": {entry.model_dump_json()}}}\n')
             count += 1
+        for run in export_rows(name):
+            out.write(json.dumps({"run": run}) + "\n")
     return count
 
 
 def import_experiment(path: str | Path, experiment: str | None = None, *, store: Store | None = None) -> int:
-    """Load entries written by `export_experiment` into an experiment; returns how many.
+    """Load entries written by `export_experiment` into an experiment, a transaction per
+    thousand; returns how many the store kept (a store that cannot keep them warns).
 
     Example:
         >>> import pathlib, tempfile
@@ -141,12 +155,58 @@ def import_experiment(path: str | Path, experiment: str | None = None, *, store:
     """
     name = check_experiment_name(experiment or active_experiment())
     target = _store(store)
-    lines = read_utf8(Path(path)).splitlines()
-    rows = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
-    for number, line in rows:
+    entries, runs, others = _read_export(Path(path))
+    kept = target.set_many(entries, experiment=name)
+    for number, run in runs:
         try:
-            row = json.loads(line)
-            target.set(str(row["key"]), CacheEntry.model_validate(row["entry"]), experiment=name)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{path} line {number} is not an exported cache entry: {exc}") from None
-    return len(rows)
+            import_row(run, experiment=name)
+        except DataError as exc:
+            raise DataError(f"{path} line {number}: {exc}") from None
+    if others:
+        warnings.warn(f"{path}: {others} rows are neither cache entries nor run records and "
+                      "were skipped", CacheWarning, stacklevel=2)
+    return kept
+
+
+def _read_export(path: Path) -> tuple[dict[str, CacheEntry], list[tuple[int, Any]], int]:
+    """An export's entries by key, its run records (with their line numbers), and how many
+    rows were of neither kind; every entry line is checked before anything is written."""
+    lines = read_utf8(path).splitlines()
+    entries: dict[str, CacheEntry] = {}
+    runs: list[tuple[int, Any]] = []
+    others = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        found = _exported_entry(path, number, line)
+        if isinstance(found, tuple):
+            entries[found[0]] = found[1]
+        elif "run" in found:
+            runs.append((number, found["run"]))
+        else:
+            others += 1
+    return entries, runs, others
+
+
+def _exported_entry(path: Path, number: int, line: str) -> tuple[str, CacheEntry] | dict[str, Any]:
+    """The (key, entry) of one exported line, or the row itself if it is of another kind (a
+    run record)."""
+    try:
+        row = ExportedEntry.model_validate_json(line)  # parsed and checked in one pass
+    except ValidationError as exc:
+        other = _another_kind(line)
+        if other is not None:
+            return other
+        problem = Problem.of(exc)
+        why = f"{problem.where}: {problem.message}" if problem.where else problem.message
+        raise DataError(f"{path} line {number} is not an exported cache entry: {why}") from None
+    return row.key, row.entry
+
+
+def _another_kind(line: str) -> dict[str, Any] | None:
+    """`line` as a JSON object, if it is of another kind than a cache entry (no "entry")."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and "entry" not in row else None

@@ -83,3 +83,32 @@ def test_text_view_lists_only_the_differing_conversations():
 def test_labels_must_be_two_new_column_names(labels):
     with pytest.raises(ConfigError, match="give two different names"):
         compare_runs(run_of(ok("1", "x")), run_of(ok("1", "x")), labels=labels)
+
+
+def test_changed_words_are_marked_in_both_outputs_and_escaped():
+    a = run_of(ok("1", "Refund <b>issued</b> today"), ok("2", "same"))
+    b = run_of(ok("1", "Refund <b>refused</b> today"), ok("2", "same"))
+
+    html = Comparison.of(a, b)._repr_html_()
+
+    assert 'Refund <del class="kura-removed">&lt;b&gt;issued&lt;/b&gt;</del> today' in html
+    assert 'Refund <ins class="kura-added">&lt;b&gt;refused&lt;/b&gt;</ins> today' in html
+    assert "<b>" not in html
+
+
+def test_the_prompt_diff_and_setting_changes_come_first_and_changed_only_hides_the_rest():
+    a = SummaryRun([ok("1", "x"), ok("2", "y")], RunStats(), model="m1", experiment="default",
+                   prompt="In one <line>: {{ transcript }}", params={"temperature": 0.0})
+    b = SummaryRun([ok("1", "x"), ok("2", "z")], RunStats(), model="m2", experiment="default",
+                   prompt="In two <lines>: {{ transcript }}", params={"temperature": 0.7})
+
+    comparison = Comparison.of(a, b, labels=("old", "new"), changed_only=True)
+
+    assert repr(comparison).splitlines()[:3] == [
+        "prompt: 2 words changed: In [-one <line>:-]{+two <lines>:+} {{ transcript }}",
+        "model: m1 → m2", "temperature: 0.0 → 0.7"]
+    html = comparison._repr_html_()
+    assert html.index("kura-prompt-diff") < html.index("kura-table")
+    assert '<del class="kura-removed">one &lt;line&gt;:</del><ins class="kura-added">two &lt;lines&gt;:</ins>' in html
+    assert html.count("<tr") == 2 and "1 of 2 conversations differ (only those shown)" in html
+    assert Comparison.of(a, a).header_lines() == ["prompt: the same in both runs"]

@@ -1,0 +1,452 @@
+"""The run history: every `summarise` run recorded in the store (JSON, never pickle), listed,
+loaded back from its record and the response cache with no call made, compared, pruned.
+
+A record is two entries of the "runs" store, in the run's experiment: `<run_id>` (when,
+where, prompt, model, parameters, schema, stats) and `<run_id>.rows` (each conversation's
+id and cache key), so listing the history reads only the small halves. The history is
+an aid, like the cache: a store that cannot keep a record costs one warning, never a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+import warnings
+import weakref
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from kura_magic import formatting
+from kura_magic.compare import Comparison, changed_words, counted, run_settings, setting_changes
+from kura_magic.config import settings
+from kura_magic.errors import CacheError, CacheWarning, ConfigError, DataError
+from kura_magic.results import ResultStatus, RunStats, SummaryResult, SummaryRun
+from kura_magic.store import Store, open_store
+from kura_magic.types import CacheEntry, CacheMode
+
+if TYPE_CHECKING:
+    import pandas
+
+RECORD_FORMAT = 1
+ROWS = ".rows"  # the suffix of a record's second entry
+MISSING = "no longer in the cache (cleared or evicted): run it again to get it back"
+_RELATIVE = re.compile(r"-\d+")
+
+
+class RecordedRow(BaseModel):
+    """One conversation of a recorded run: where its answer is cached, and how it went."""
+
+    conversation_id: str
+    key: str
+    status: ResultStatus = "ok"
+    cached: bool = False
+    error: str | None = None  # only for rows that never got an answer (skipped, unfinished)
+
+
+class RunRecord(BaseModel):
+    """What the history keeps of one run, besides its rows."""
+
+    format: int = RECORD_FORMAT
+    run_id: str
+    created_at: datetime
+    label: str | None = None  # the name it was bound to (`--out`)
+    cell: str | None = None  # where it ran: notebook and cell, if known
+    experiment: str
+    model: str
+    params: dict[str, Any] = {}
+    prompt: str
+    prompt_hash: str
+    schema_name: str | None = None
+    json_schema: dict[str, Any] | None = None
+    cache_mode: CacheMode = "read_write"
+    stats: RunStats
+    changes: str = ""
+
+
+class RecordedRows(BaseModel):
+    rows: list[RecordedRow]
+
+
+class RecordedSummary(BaseModel):
+    """A structured answer read back without its schema class: the fields as they were."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def prompt_hash(prompt: str) -> str:
+    """The short hash that names a prompt template in the history.
+
+    Example:
+        >>> prompt_hash("Summarise:\\n{{ transcript }}")
+        '5452f652'
+    """
+    return hashlib.sha256(prompt.strip().encode("utf-8")).hexdigest()[:8]
+
+
+def _store() -> Store:
+    return open_store(settings(), "runs")
+
+
+def record_run(run: SummaryRun, *, json_schema: dict[str, Any] | None = None, cell: str | None = None) -> None:
+    """Record `run` in the history, giving it its `run_id` and its `changes` (what changed
+    since the previous run of the same label); a store that cannot keep it is one warning.
+
+    Example:
+        >>> from kura_magic import summarise
+        >>> run = summarise(convs, "Summarise:\\n{{ transcript }}")   # summarise records it
+        >>> load_run(-1).run_id == run.run_id
+        True
+    """
+    if not settings().caching_enabled:
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            saved = _save(run, json_schema, cell)
+        except CacheError as exc:
+            saved = False
+            caught.append(warnings.WarningMessage(str(exc), CacheWarning, "", 0))
+    if not saved:
+        why = f" ({caught[0].message})" if caught else ""
+        warnings.warn(f"this run was not recorded in the run history{why}; its results are "
+                      "complete, only `km.runs()` will not list it", CacheWarning, stacklevel=4)
+
+
+def _save(run: SummaryRun, json_schema: dict[str, Any] | None, cell: str | None) -> bool:
+    store = _store()
+    history = records(store=store)
+    record = RunRecord(
+        run_id=uuid.uuid4().hex[:8], created_at=datetime.now(timezone.utc), label=run.label, cell=cell,
+        experiment=run.experiment, model=run.model, params=run.params, prompt=run.prompt,
+        prompt_hash=prompt_hash(run.prompt), schema_name=run.schema_name, json_schema=json_schema,
+        cache_mode=run.cache_mode, stats=run.stats,
+    )
+    rows = [RecordedRow(conversation_id=r.conversation_id, key=r.key, status=r.status, cached=r.cached,
+                        error=r.error if r.status in ("skipped", "unfinished") else None) for r in run.results]
+    previous = next((r for r in reversed(history) if run.label and r.label == run.label), None)
+    if previous is not None:
+        try:
+            record.changes = change_note(previous, record, rows, _rows(previous, store))
+        except CacheError:  # the previous run's rows are gone: no note, the run is still recorded
+            pass
+    data = RecordedRows(rows=rows).model_dump_json().encode("utf-8")
+    if not store.write_bytes(record.run_id + ROWS, data, experiment=record.experiment):
+        return False
+    if not store.write_bytes(record.run_id, record.model_dump_json().encode("utf-8"), experiment=record.experiment):
+        return False
+    run.run_id, run.changes = record.run_id, record.changes
+    _prune([*history, record], settings().history_limit, store)
+    return True
+
+
+def change_note(before: RunRecord, after: RunRecord, rows: list[RecordedRow], rows_before: list[RecordedRow]) -> str:
+    """What changed from run `before` to run `after` of the same cell, in one line.
+
+    Example:
+        >>> stats = RunStats(total=2, fresh=1, cached=1)
+        >>> old = RunRecord(run_id="a1", created_at=datetime.now(timezone.utc), experiment="e", model="m",
+        ...                 prompt="In one line: {{ transcript }}", prompt_hash="x", stats=stats)
+        >>> new = old.model_copy(update={"run_id": "b2", "prompt": "In two lines: {{ transcript }}"})
+        >>> change_note(old, new, [RecordedRow(conversation_id="1", key="k1", cached=True)],
+        ...             [RecordedRow(conversation_id="1", key="k1")])
+        'since run a1: prompt changed (2 words) · 1 fresh · 1 unchanged answer reused'
+    """
+    parts = []
+    words = changed_words(before.prompt, after.prompt)
+    if words:
+        parts.append(f"prompt changed ({counted(words, 'word')})")
+    settings_then, settings_now = (run_settings(_shell_run(r)) for r in (before, after))
+    parts += [f"{name} {a} → {b}" for name, (a, b) in setting_changes(settings_then, settings_now).items()]
+    if not parts:
+        parts.append("nothing changed" if before.prompt == after.prompt else "only white space changed")
+    keys_before = {row.key for row in rows_before}
+    reused = sum(row.cached and row.key in keys_before for row in rows)
+    parts.append(f"{after.stats.fresh} fresh")
+    parts.append(f"{counted(reused, 'unchanged answer')} reused")
+    return f"since run {before.run_id}: " + " · ".join(parts)
+
+
+def records(*, experiment: str | None = None, store: Store | None = None) -> list[RunRecord]:
+    """Every recorded run (of one experiment, or of all), oldest first.
+
+    Example:
+        >>> from kura_magic import summarise
+        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", experiment="history-demo")
+        >>> [r.experiment for r in records(experiment="history-demo")]
+        ['history-demo']
+    """
+    store = store or _store()
+    seen = _seen.setdefault(store, {})
+    names = [experiment] if experiment is not None else list(store.info().experiments)
+    found = []
+    for name in names:
+        keys = [key for key in store.keys(experiment=name) if not key.endswith(ROWS)]
+        unread = [key for key in keys if (name, key) not in seen]
+        for key, data in store.read_many(unread, experiment=name).items():
+            try:
+                seen[(name, key)] = RunRecord.model_validate_json(data)
+            except ValidationError:
+                warnings.warn(f"run record {key} is unreadable; it is left out", CacheWarning, stacklevel=2)
+        found += [seen[(name, key)] for key in keys if (name, key) in seen]
+    return sorted(found, key=lambda record: (record.created_at, record.run_id))
+
+
+# A record never changes once written, so each is read once per store and process; listing
+# the history is then one listing of keys (a new kernel reads them all once).
+_seen: weakref.WeakKeyDictionary[Store, dict[tuple[str, str], RunRecord]] = weakref.WeakKeyDictionary()
+
+
+def _rows(record: RunRecord, store: Store) -> list[RecordedRow]:
+    data = store.read_bytes(record.run_id + ROWS, experiment=record.experiment)
+    try:
+        return RecordedRows.model_validate_json(data or b"").rows
+    except ValidationError:
+        raise CacheError(f"the rows of run {record.run_id} are missing or unreadable: "
+                         "it cannot be loaded; run it again") from None
+
+
+def _prune(history: list[RunRecord], limit: int, store: Store) -> int:
+    """Forget the oldest records past `limit`; returns how many."""
+    doomed = history[: max(0, len(history) - limit)]
+    for record in doomed:
+        store.delete(record.run_id, experiment=record.experiment)
+        store.delete(record.run_id + ROWS, experiment=record.experiment)
+    return len(doomed)
+
+
+def clear_history() -> int:
+    """Forget every recorded run; returns how many there were.
+
+    Example:
+        >>> from kura_magic import summarise
+        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}")
+        >>> clear_history(), len(records())
+        (1, 0)
+    """
+    store = _store()
+    count = len(records(store=store))
+    store.clear()
+    return count
+
+
+def find_record(ref: str | int, *, store: Store | None = None) -> RunRecord:
+    """The recorded run `ref` names: -1 (the latest), -2 (the one before), ...; an `--out`
+    name (its latest run); or a run id (a unique start of one is enough).
+
+    Example:
+        >>> from kura_magic import summarise
+        >>> run = summarise(convs, "Summarise:\\n{{ transcript }}", label="v1")
+        >>> find_record("v1").run_id == find_record(-1).run_id == find_record(run.run_id[:5]).run_id
+        True
+    """
+    history = records(store=store)
+    text = str(ref).strip()
+    if not history:
+        raise ConfigError(f"no run {text!r}: no runs are recorded yet; run %%summarise (or summarise()) first")
+    if _RELATIVE.fullmatch(text):
+        back = -int(text)
+        if back > len(history):
+            raise ConfigError(f"no run {text}: only {len(history)} runs are recorded")
+        return history[-back]
+    named = [r for r in history if r.label == text]
+    if named:
+        return named[-1]
+    by_id = [r for r in history if r.run_id.startswith(text.lower())]
+    if len({r.run_id for r in by_id}) == 1:  # one run, perhaps imported into several experiments
+        return max(by_id, key=lambda r: r.experiment == settings().experiment)
+    if by_id:
+        raise ConfigError(f"run id {text!r} is ambiguous ({', '.join(r.run_id for r in by_id)}): give more of it")
+    raise ConfigError(f"no recorded run {text!r}: give an --out name, a run id from km.runs() "
+                      f"(the latest is {history[-1].run_id}), or -1 for the latest")
+
+
+def load_run(ref: str | int, *, store: Store | None = None) -> SummaryRun:
+    """A recorded run rebuilt from its record and the response cache, calling nothing.
+    Answers that left the cache are rows with an error, and listed in `.missing`.
+
+    Example:
+        >>> from kura_magic import summarise
+        >>> run = summarise(convs, "Summarise:\\n{{ transcript }}", label="v1")
+        >>> loaded = load_run("v1")
+        >>> [r.summary for r in loaded] == [r.summary for r in run], loaded.missing
+        (True, [])
+    """
+    store = store or _store()
+    record = find_record(ref, store=store)
+    rows = _rows(record, store)
+    keys = list(dict.fromkeys(row.key for row in rows if row.error is None))
+    entries = open_store(settings()).get_many(keys, experiment=record.experiment)
+    run = _shell_run(record)
+    run.results = [_result(row, entries.get(row.key), structured=record.json_schema is not None) for row in rows]
+    run.run_id, run.changes = record.run_id, record.changes
+    run.missing = [r.conversation_id for r in run.results if r.error == MISSING]
+    return run
+
+
+def _shell_run(record: RunRecord) -> SummaryRun:
+    """A run with the record's facts and no results yet."""
+    return SummaryRun([], record.stats, model=record.model, experiment=record.experiment,
+                      schema_name=record.schema_name, prompt=record.prompt, cache_mode=record.cache_mode,
+                      params=record.params, label=record.label)
+
+
+def _result(row: RecordedRow, entry: CacheEntry | None, *, structured: bool) -> SummaryResult:
+    base = {"conversation_id": row.conversation_id, "key": row.key, "cached": row.cached}
+    if row.error is not None:
+        return SummaryResult(**base, status=row.status, error=row.error)
+    if entry is None:
+        return SummaryResult(**base, status="error", error=MISSING)
+    cost, latency = entry.charged(cached=row.cached)
+    facts = {**base, "cost": cost, "latency_s": latency, "fresh_cost": entry.cost, "usage": entry.usage}
+    if entry.error is not None:
+        return SummaryResult(**facts, status="error", error=f"{entry.error_type}: {entry.error}")
+    summary: Any = entry.response
+    if structured:
+        try:
+            summary = RecordedSummary.model_validate_json(entry.response or "")
+        except ValidationError:
+            pass  # shown as the text it was
+    return SummaryResult(**facts, summary=summary)
+
+
+def _run_of(ref: str | int | SummaryRun, store: Store) -> SummaryRun:
+    return ref if isinstance(ref, SummaryRun) else load_run(ref, store=store)
+
+
+def compare(a: str | int | SummaryRun, b: str | int | SummaryRun, *, changed_only: bool = False) -> Comparison:
+    """Two runs compared: the prompt's word diff, the settings that differ, then each
+    conversation's two outputs. `a` and `b` are runs or refs to recorded ones (see
+    `find_record`); `changed_only` shows only the conversations whose output changed.
+
+    Example:
+        >>> from kura_magic import summarise
+        >>> _ = summarise(convs, "In one line:\\n{{ transcript }}", label="short")
+        >>> _ = summarise(convs, "In two lines:\\n{{ transcript }}", label="long")
+        >>> print(compare("short", "long", changed_only=True))   # doctest: +ELLIPSIS
+        prompt: 2 words changed: In [-one line:-]{+two lines:+}
+        {{ transcript }}
+        short ... vs long ...: 5 of 5 conversations differ
+        ...
+    """
+    store = _store()
+    runs = [_run_of(ref, store) for ref in (a, b)]
+    labels = [_label(run, fallback) for run, fallback in zip(runs, ("a", "b"))]
+    if labels[0] == labels[1]:
+        labels = [f"{labels[0]} (a)", f"{labels[1]} (b)"]
+    return Comparison.of(runs[0], runs[1], labels=(labels[0], labels[1]), changed_only=changed_only)
+
+
+def _label(run: SummaryRun, fallback: str) -> str:
+    """How a run is named in a comparison: its --out name and id, as far as known."""
+    return " ".join(part for part in (run.label, run.run_id) if part) or fallback
+
+
+def runs(*, experiment: str | None = None, prompt: str | None = None, last: int | None = None) -> pandas.DataFrame:
+    """The run history as a table, oldest first: one row per run, with its id, when and where it
+    ran, its prompt's hash, model, counts and money. Filter by experiment, by prompt hash
+    (a start of one is enough), and keep the `last` N.
+
+    Example:
+        >>> from kura_magic import summarise
+        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}")
+        >>> runs(last=1)[["prompt_hash", "conversations", "fresh"]].values.tolist()
+        [['5452f652', 5, 5]]
+    """
+    import pandas
+
+    chosen = [r for r in records(experiment=experiment) if prompt is None or r.prompt_hash.startswith(prompt)]
+    chosen = chosen[-last:] if last else chosen
+    return pandas.DataFrame([_row(r) for r in chosen], columns=list(COLUMNS))
+
+
+COLUMNS = {"run_id": "run", "created_at": "when (UTC)", "label": "out", "cell": "cell",
+           "experiment": "experiment", "model": "model", "prompt_hash": "prompt", "conversations": "rows",
+           "fresh": "fresh", "cached": "cached", "errors": "errors", "spent": "spent", "saved": "saved"}
+
+
+def _row(record: RunRecord) -> dict[str, Any]:
+    stats = record.stats
+    return {"run_id": record.run_id, "created_at": record.created_at, "label": record.label,
+            "cell": record.cell, "experiment": record.experiment, "model": record.model,
+            "prompt_hash": record.prompt_hash, "conversations": stats.total, "fresh": stats.fresh,
+            "cached": stats.cached, "errors": stats.errors, "spent": stats.cost, "saved": stats.saved_cost}
+
+
+class RunHistory:
+    """What `%kura runs` shows: the history table, as HTML in a notebook, as text elsewhere.
+
+    Example:
+        >>> from kura_magic import summarise
+        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", label="v1")
+        >>> shown = repr(RunHistory(runs()))
+        >>> shown.splitlines()[0], "5452f652" in shown
+        ('1 recorded run', True)
+    """
+
+    def __init__(self, frame: pandas.DataFrame) -> None:
+        self.frame = frame
+
+    @property
+    def caption(self) -> str:
+        count = len(self.frame)
+        return counted(count, "recorded run") + ("" if count else ": none yet")
+
+    def cells(self) -> list[list[str]]:
+        """The table's rows as the text a person reads (times in UTC, money in dollars)."""
+        return [[_shown(name, value) for name, value in row.items()] for row in self.frame.to_dict("records")]
+
+    def __repr__(self) -> str:
+        import pandas
+
+        table = pandas.DataFrame(self.cells(), columns=list(COLUMNS.values()))
+        return self.caption + ("\n" + table.to_string(index=False) if len(table) else "")
+
+    def _repr_html_(self) -> str:
+        from kura_magic.notebook.views import runs_html
+
+        return runs_html(self)
+
+
+def _shown(name: str, value: Any) -> str:
+    if name in ("spent", "saved"):
+        return formatting.money(value)
+    if name == "created_at":
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return "" if value is None else str(value)
+
+
+def export_rows(experiment: str) -> list[dict[str, Any]]:
+    """The run records of one experiment as JSON data, for `export_experiment`.
+
+    Example:
+        >>> from kura_magic import summarise
+        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", experiment="shared")
+        >>> [sorted(row) for row in export_rows("shared")]
+        [['record', 'rows']]
+    """
+    store = _store()
+    return [{"record": r.model_dump(mode="json"), "rows": RecordedRows(rows=_rows(r, store)).model_dump(mode="json")}
+            for r in records(experiment=experiment, store=store)]
+
+
+def import_row(row: dict[str, Any], *, experiment: str) -> str:
+    """Store one run record written by `export_rows` in `experiment`; returns its run id.
+
+    Example:
+        >>> from kura_magic import summarise
+        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", experiment="shared")
+        >>> [import_row(row, experiment="replay") for row in export_rows("shared")] == [load_run(-1).run_id]
+        True
+    """
+    try:
+        record = RunRecord.model_validate(row["record"]).model_copy(update={"experiment": experiment})
+        rows = RecordedRows.model_validate(row["rows"])
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise DataError(f"not an exported run record: {exc}") from None
+    store = _store()
+    store.write_bytes(record.run_id + ROWS, rows.model_dump_json().encode("utf-8"), experiment=experiment)
+    store.write_bytes(record.run_id, record.model_dump_json().encode("utf-8"), experiment=experiment)
+    return record.run_id
