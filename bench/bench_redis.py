@@ -20,12 +20,15 @@ import os
 import shutil
 import statistics
 import tempfile
+from collections.abc import Callable
+from functools import partial
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch of prices
 
 from bench_summarise import (  # noqa: E402 - the same workload and timings as the disk bench
     conversations,
     fill_cache,
+    interleaved,
     time_summarise,
 )
 
@@ -40,15 +43,14 @@ def use_cache(location: str) -> None:
     store.close_all()
 
 
-def interleaved(data: list[dict], caches: dict[str, str], rounds: int) -> dict[str, list[float]]:
-    """Cached-run times per configuration, alternating A B / B A so drift hits both alike."""
-    times: dict[str, list[float]] = {name: [] for name in caches}
-    names = list(caches)
-    for round_ in range(rounds):
-        for name in names if round_ % 2 == 0 else reversed(names):
-            use_cache(caches[name])
-            times[name].append(time_summarise(data))
-    return times
+def cached_runs(data: list[dict], caches: dict[str, str]) -> dict[str, Callable[[], float]]:
+    """A fully cached run's time, per configuration."""
+
+    def run(location: str) -> float:
+        use_cache(location)
+        return time_summarise(data)
+
+    return {name: partial(run, location) for name, location in caches.items()}
 
 
 def report(times: dict[str, list[float]], items: int) -> None:
@@ -79,7 +81,7 @@ def main() -> None:
                 use_cache(location)
                 fill = fill_cache(data)
                 print(f"fresh run into the {name} cache: {fill:.1f} s ({args.items / fill:.0f} items/s)")
-            report(interleaved(data, caches, args.rounds), args.items)
+            report(interleaved(cached_runs(data, caches), args.rounds), args.items)
             use_cache(directory)  # close the Redis connections before the server goes
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -7,15 +7,15 @@ from __future__ import annotations
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable
-from functools import cached_property
+from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import diskcache
 
 from kura_magic.errors import CacheError, CacheWarning
-from kura_magic.store import STORAGE_TIMEOUT_S, Store, storage_key, warn_storage
+from kura_magic.store import BATCH, STORAGE_TIMEOUT_S, Store, chunks, storage_key, warn_storage
 from kura_magic.types import ExperimentInfo, StoreInfo
 
 T = TypeVar("T")
@@ -23,6 +23,8 @@ LEASES_DIRECTORY = "leases"  # beside the entries: claims on calls in flight, ac
 DATABASE_FILES = ("cache.db", "cache.db-wal", "cache.db-shm")
 # A storage hiccup: the operation is skipped with a warning. (A damaged file is another matter.)
 PASSING_TROUBLE = (diskcache.Timeout, sqlite3.OperationalError, OSError)
+# What a pickled value reads as: bytes no entry or vector can be, so a miss that is dropped.
+UNREADABLE = b""
 
 
 class _JSONOnlyDisk(diskcache.Disk):
@@ -45,12 +47,12 @@ class _JSONOnlyDisk(diskcache.Disk):
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode == diskcache.core.MODE_PICKLE:
-            raise _PickledData("a value stored as pickle")
+            return UNREADABLE
         return super().fetch(mode, filename, value, read)
 
 
 class _PickledData(Exception):
-    """Someone else's pickle in our cache; we read it as a miss, never load it."""
+    """A pickled key in our cache (someone else's); it is never loaded."""
 
 
 class DiskStore(Store):
@@ -82,6 +84,10 @@ class DiskStore(Store):
                 str(self.directory), disk=_JSONOnlyDisk, size_limit=self.size_limit,
                 eviction_policy="least-recently-used", tag_index=True, timeout=STORAGE_TIMEOUT_S,
             )
+            # Inside a transaction diskcache's size estimate does not shrink, so its per-set
+            # eviction would empty the store during one large batch: we evict after each
+            # write instead (this instance only; the stored setting is left alone).
+            self._cache.reset("cull_limit", 0, update=False)
         except (OSError, sqlite3.OperationalError) as exc:
             raise CacheError(
                 f"cannot open the cache directory {self.directory}: {exc}. "
@@ -116,9 +122,49 @@ class DiskStore(Store):
     def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
         return self._attempt("read", key, lambda cache: cache.get(storage_key(key, experiment)), None)
 
+    def read_many(self, keys: Sequence[str], *, experiment: str) -> dict[str, bytes]:
+        """One transaction per `BATCH` keys (a read updates the access time, so it writes)."""
+        return self._read_batches(keys, lambda cache, batch: _read_batch(cache, batch, experiment))
+
+    def peek_many(self, keys: Sequence[str], *, experiment: str) -> dict[str, bytes]:
+        """Plain reads on a connection of their own: no access-time update, no write lock."""
+        return self._read_batches(keys, lambda _, batch: _read(self._reader, batch, experiment))
+
+    def _read_batches(
+        self, keys: Sequence[str], read: Callable[[diskcache.Cache, Sequence[str]], dict[str, bytes]]
+    ) -> dict[str, bytes]:
+        """`read` the keys `BATCH` at a time; after a failed batch the rest are misses too,
+        with the one warning."""
+        found: dict[str, bytes] = {}
+        for batch in chunks(keys, BATCH):
+            got = self._attempt("read", batch[0], lambda cache: read(cache, batch), None)
+            if got is None:
+                break
+            found.update(got)
+        return found
+
+    @cached_property
+    def _reader(self) -> diskcache.Cache:
+        """The same database, read without refreshing what is read (evicting is not its job)."""
+        reader = diskcache.Cache(str(self.directory), disk=_JSONOnlyDisk, timeout=STORAGE_TIMEOUT_S)
+        reader.reset("eviction_policy", "none", update=False)  # this instance only
+        return reader
+
     def write_bytes(self, key: str, data: bytes, *, experiment: str) -> bool:
-        slot = storage_key(key, experiment)
-        return self._attempt("write", key, lambda cache: cache.set(slot, data, tag=experiment), False)
+        return self.write_many({key: data}, experiment=experiment) == 1
+
+    def write_many(self, items: Mapping[str, bytes], *, experiment: str) -> int:
+        """One transaction per `BATCH` items, each kept whole or not at all, then eviction
+        past the size limit; after a failed batch the rest are not tried (one warning)."""
+        kept = 0
+        for batch in chunks(list(items.items()), BATCH):
+            write = partial(_write_batch, items=batch, experiment=experiment)
+            if not self._attempt("write", batch[0][0], write, False):
+                break
+            kept += len(batch)
+        if kept:
+            self._attempt("eviction", "(all)", _evict_past_limit, None)
+        return kept
 
     def delete(self, key: str, *, experiment: str) -> None:
         self._attempt("delete", key, lambda cache: cache.delete(storage_key(key, experiment)), None)
@@ -135,7 +181,9 @@ class DiskStore(Store):
         aside (`cache.db.damaged-<time>`) and starts empty."""
         if self.damage is None and self._cache is not None:
             try:
-                return self._cache.clear(retry=True) if experiment is None else self._cache.evict(experiment, retry=True)
+                if experiment is None:
+                    return self._cache.clear(retry=True)
+                return self._cache.evict(experiment, retry=True)
             except (diskcache.Timeout, sqlite3.OperationalError) as exc:
                 raise CacheError(f"cannot clear the cache in {self.directory} now ({exc}): "
                                  "another process may be using it; try again") from None
@@ -174,9 +222,14 @@ class DiskStore(Store):
 
     @cached_property
     def _leases(self) -> diskcache.Cache:
-        """Claims on calls in flight, shared by every process that uses this directory."""
+        """Claims on calls in flight, shared by every process that uses this directory.
+
+        No eviction bookkeeping: a claim is deleted when its call ends, and an expired one
+        (its process died) is replaced by the next claim of the same call.
+        """
         return diskcache.Cache(
-            str(self.directory / LEASES_DIRECTORY), disk=_JSONOnlyDisk, timeout=STORAGE_TIMEOUT_S
+            str(self.directory / LEASES_DIRECTORY), disk=_JSONOnlyDisk, timeout=STORAGE_TIMEOUT_S,
+            cull_limit=0, eviction_policy="none",
         )
 
     def claim(self, key: str, *, experiment: str, token: str, ttl_s: float) -> bool:
@@ -206,3 +259,27 @@ class DiskStore(Store):
             self._cache.close()
         if "_leases" in self.__dict__:
             self._leases.close()
+        if "_reader" in self.__dict__:
+            self.__dict__.pop("_reader").close()
+
+
+def _read_batch(cache: diskcache.Cache, keys: Sequence[str], experiment: str) -> dict[str, bytes]:
+    with cache.transact():
+        return _read(cache, keys, experiment)
+
+
+def _read(cache: diskcache.Cache, keys: Sequence[str], experiment: str) -> dict[str, bytes]:
+    found = {key: cache.get(storage_key(key, experiment)) for key in keys}
+    return {key: data for key, data in found.items() if data is not None}
+
+
+def _write_batch(cache: diskcache.Cache, items: Sequence[tuple[str, bytes]], experiment: str) -> bool:
+    with cache.transact():
+        for key, data in items:
+            cache.set(storage_key(key, experiment), data, tag=experiment)
+    return True
+
+
+def _evict_past_limit(cache: diskcache.Cache) -> None:
+    if cache.volume() > cache.size_limit:
+        cache.cull()

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, overload
 
 from kura_magic import formatting, gateway
@@ -21,7 +22,7 @@ from kura_magic.background import blocking
 from kura_magic.calls import check_cache_mode
 from kura_magic.config import Settings, settings
 from kura_magic.errors import CacheWarning, DataError
-from kura_magic.keys import cache_key
+from kura_magic.keys import KeyRecipe
 from kura_magic.store import Store, StoreScope, open_store
 from kura_magic.types import CacheMode, ExperimentInfo, lone_surrogate
 
@@ -39,9 +40,12 @@ def embedding_key(text: str, *, model: str, dimensions: int | None = None) -> st
         >>> embedding_key("hi", model="openai/text-embedding-3-small").startswith("km1-embedding-")
         True
     """
-    messages = [{"role": "input", "content": text}]
-    params = {"dimensions": dimensions}
-    return cache_key(kind="embedding", model=model, messages=messages, params=params)
+    return _recipe(model, dimensions).key([{"role": "input", "content": text}])
+
+
+@lru_cache(maxsize=64, typed=True)  # typed: 8 and 8.0 are different keys
+def _recipe(model: str, dimensions: int | None) -> KeyRecipe:
+    return KeyRecipe.of(kind="embedding", model=model, params={"dimensions": dimensions})
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,7 +130,7 @@ class EmbeddingStore:
     Example:
         >>> from kura_magic.store import MemoryStore
         >>> store = EmbeddingStore(MemoryStore())
-        >>> store.put("k", [0.5, 1.0]).dtype
+        >>> store.put_many({"k": [0.5, 1.0]})["k"].dtype
         dtype('float32')
         >>> store.get_many(["k", "other"], dimensions=2)["k"].tolist()
         [0.5, 1.0]
@@ -136,10 +140,10 @@ class EmbeddingStore:
         self.backend = backend
 
     def get_many(self, keys: Iterable[str], *, dimensions: int | None) -> dict[str, numpy.ndarray]:
-        """The vectors stored for `keys` (absent keys are left out)."""
+        """The vectors stored for `keys` (absent keys are left out), read in one batch."""
         import numpy
 
-        found = {key: data for key in keys if (data := self.backend.read_bytes(key, experiment=_SCOPE))}
+        found = self.backend.read_many(list(keys), experiment=_SCOPE)
         size = _expected_size(found.values(), dimensions)
         for key in [key for key, data in found.items() if len(data) != size]:
             warnings.warn(f"embedding {key} has {len(found[key])} bytes, not {size}; "
@@ -148,11 +152,12 @@ class EmbeddingStore:
             del found[key]
         return {key: numpy.frombuffer(data, dtype=FLOAT32) for key, data in found.items()}
 
-    def put(self, key: str, vector: Sequence[float] | numpy.ndarray) -> numpy.ndarray:
-        """Store `vector` under `key`; returns it as the read-only array a hit would give."""
-        array = _float32(vector)
-        self.backend.write_bytes(key, array.tobytes(), experiment=_SCOPE)
-        return array
+    def put_many(self, vectors: Mapping[str, Sequence[float] | numpy.ndarray]) -> dict[str, numpy.ndarray]:
+        """Store every vector by key in one batch; returns them as the read-only arrays a
+        hit would give (a store that could not keep them warned, and they are returned)."""
+        arrays = {key: _float32(vector) for key, vector in vectors.items()}
+        self.backend.write_many({key: array.tobytes() for key, array in arrays.items()}, experiment=_SCOPE)
+        return arrays
 
     def info(self) -> ExperimentInfo:
         """Entries and bytes held (on disk: diskcache's volume, its own tables included)."""
@@ -309,13 +314,17 @@ class _Batches:
     async def _send(
         self, batch: list[str], keys: dict[str, str], store: EmbeddingStore | None
     ) -> tuple[dict[str, numpy.ndarray], float | None]:
-        """One request under the global limit; its vectors are stored before it returns."""
+        """One request under the global limit; its vectors are stored, in one write, before
+        it returns (unless `store` is None: modes that do not write)."""
         async with gateway.limiter(self.config.max_concurrency):
             rows, cost = await gateway.embed_texts(
                 self.model, batch, dimensions=self.dimensions, transport=self.transport,
                 config=self.config,
             )
-        return {keys[text]: _vector(store, keys[text], row) for text, row in zip(batch, rows)}, cost
+        vectors = {keys[text]: row for text, row in zip(batch, rows)}
+        if store is None:
+            return {key: _float32(row) for key, row in vectors.items()}, cost
+        return store.put_many(vectors), cost
 
 
 def _float32(vector: Sequence[float] | numpy.ndarray) -> numpy.ndarray:
@@ -323,8 +332,3 @@ def _float32(vector: Sequence[float] | numpy.ndarray) -> numpy.ndarray:
     import numpy
 
     return numpy.frombuffer(numpy.asarray(vector, dtype=FLOAT32).tobytes(), dtype=FLOAT32)
-
-
-def _vector(store: EmbeddingStore | None, key: str, row: list[float]) -> numpy.ndarray:
-    """The row as a float32 array, stored unless `store` is None (refresh-less modes)."""
-    return _float32(row) if store is None else store.put(key, row)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -48,9 +49,7 @@ def canonical_json(value: Any) -> str:
         >>> canonical_json({"b": 1, "a": [1.0, "x"]})
         '{"a":[1.0,"x"],"b":1}'
     """
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode_other
-    )
+    return _CANONICAL.encode(value)
 
 
 def _encode_other(value: Any) -> Any:
@@ -70,6 +69,11 @@ def schema_json(schema: type[BaseModel]) -> dict[str, Any]:
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
         raise SchemaError(f"schema must be a pydantic BaseModel subclass, got {schema!r}")
     return schema.model_json_schema()
+
+
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode_other
+)
 
 
 def output_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,13 +103,45 @@ def cache_key(
         >>> a.startswith("km1-chat-"), a == b
         (True, False)
     """
-    payload = {
-        "format": CACHE_FORMAT,
-        "kind": kind,
-        "model": model,
-        "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-        "schema": schema_json(schema) if schema is not None else None,
-        "params": output_params(params or {}),
-    }
-    digest = hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
-    return f"km{CACHE_FORMAT}-{kind}-{digest}"
+    return KeyRecipe.of(model=model, schema=schema, params=params, kind=kind).key(messages)
+
+
+@dataclass(frozen=True)
+class KeyRecipe:
+    """Everything a key hashes except the messages, canonicalised once, so that the many
+    keys of one run each cost one encoding of their messages and one sha256.
+
+    The key is sha256 over the canonical JSON of {format, kind, messages, model, params,
+    schema}; with sorted keys the messages come third, so that text is `head`, the
+    messages, then `tail`.
+
+    Example:
+        >>> recipe = KeyRecipe.of(model="m", params={"temperature": 0})
+        >>> recipe.key([{"role": "user", "content": "hi"}]) == cache_key(
+        ...     model="m", params={"temperature": 0}, messages=[{"role": "user", "content": "hi"}])
+        True
+    """
+
+    kind: CallKind
+    head: str
+    tail: str
+
+    @classmethod
+    def of(
+        cls, *, model: str, schema: type[BaseModel] | None = None,
+        params: Mapping[str, Any] | None = None, kind: CallKind = "chat",
+    ) -> KeyRecipe:
+        """The recipe of calls to `model` with `schema` and `params` (see `cache_key`)."""
+        rest = {
+            "model": model,
+            "params": output_params(params or {}),
+            "schema": schema_json(schema) if schema is not None else None,
+        }
+        head = f'{{"format":{CACHE_FORMAT},"kind":{canonical_json(kind)},"messages":'
+        return cls(kind, head, "," + canonical_json(rest)[1:])
+
+    def key(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        """The key of one call with these messages (only their role and content count)."""
+        text = canonical_json([{"role": m["role"], "content": m["content"]} for m in messages])
+        digest = hashlib.sha256(f"{self.head}{text}{self.tail}".encode("utf-8")).hexdigest()
+        return f"km{CACHE_FORMAT}-{self.kind}-{digest}"

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis
 
 from kura_magic.config import mask_url
 from kura_magic.errors import CacheError, CacheWarning
-from kura_magic.store import STORAGE_TIMEOUT_S, Store, StoreScope, warn_storage
+from kura_magic.store import BATCH, STORAGE_TIMEOUT_S, Store, StoreScope, chunks, warn_storage
 from kura_magic.types import ExperimentInfo, StoreInfo
 
 T = TypeVar("T")
-BATCH = 1000  # keys per round trip (MGET, SCAN, UNLINK, STRLEN pipelines)
 RETRY_AFTER_S = 30.0  # how long a store that lost its Redis waits before trying again
 SCOPES: dict[StoreScope, str] = {"responses": "r", "embeddings": "v", "runs": "h"}
 # Renew or release a lease only if it is still ours: one round trip, atomic in Redis.
@@ -94,19 +93,35 @@ class RedisStore(Store):
     def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
         return self._attempt("read", key, lambda client: client.get(self._slot(key, experiment)), None)
 
-    def read_many(self, keys: list[str], *, experiment: str) -> dict[str, bytes]:
+    def read_many(self, keys: Sequence[str], *, experiment: str) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
-        for start in range(0, len(keys), BATCH):
-            batch = keys[start : start + BATCH]
+        for batch in chunks(keys, BATCH):
             values = self._attempt("read", batch[0], lambda client: client.mget(
                 [self._slot(key, experiment) for key in batch]), [None] * len(batch))
             found.update((key, value) for key, value in zip(batch, values) if value is not None)
         return found
 
     def write_bytes(self, key: str, data: bytes, *, experiment: str) -> bool:
-        expire = None if self.ttl_s is None else max(1, round(self.ttl_s * 1000))
         return bool(self._attempt("write", key, lambda client: client.set(
-            self._slot(key, experiment), data, px=expire), False))
+            self._slot(key, experiment), data, px=self._expire_ms), False))
+
+    def write_many(self, items: Mapping[str, bytes], *, experiment: str) -> int:
+        """One round trip per `BATCH` items, as MULTI/EXEC: a batch is kept whole or not at all."""
+        kept = 0
+        for batch in chunks(list(items.items()), BATCH):
+
+            def send(client: redis.Redis, batch: Sequence[tuple[str, bytes]] = batch) -> list[Any]:
+                pipe = client.pipeline(transaction=True)
+                for key, data in batch:
+                    pipe.set(self._slot(key, experiment), data, px=self._expire_ms)
+                return pipe.execute()
+
+            kept += sum(map(bool, self._attempt("write", batch[0][0], send, [])))
+        return kept
+
+    @property
+    def _expire_ms(self) -> int | None:
+        return None if self.ttl_s is None else max(1, round(self.ttl_s * 1000))
 
     def delete(self, key: str, *, experiment: str) -> None:
         self._attempt("delete", key, lambda client: client.delete(self._slot(key, experiment)), 0)
@@ -127,8 +142,7 @@ class RedisStore(Store):
 
     def clear(self, experiment: str | None = None) -> int:
         names = [f"{self._namespace}{rest}" for rest in self._names(experiment)]
-        for start in range(0, len(names), BATCH):
-            batch = names[start : start + BATCH]
+        for batch in chunks(names, BATCH):
             self._attempt("clear", batch[0], lambda client: client.unlink(*batch), 0)
         return len(names)
 
@@ -147,10 +161,9 @@ class RedisStore(Store):
 
     def _sizes(self, names: list[str]) -> list[int]:
         sizes: list[int] = []
-        for start in range(0, len(names), BATCH):
-            batch = names[start : start + BATCH]
+        for batch in chunks(names, BATCH):
 
-            def lengths(client: redis.Redis, batch: list[str] = batch) -> list[int]:
+            def lengths(client: redis.Redis, batch: Sequence[str] = batch) -> list[int]:
                 pipe = client.pipeline(transaction=False)
                 for name in batch:
                     pipe.strlen(name)

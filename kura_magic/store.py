@@ -12,9 +12,9 @@ import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -23,8 +23,10 @@ from kura_magic.errors import CacheError, CacheWarning
 from kura_magic.types import CacheEntry, ExperimentInfo, StoreInfo
 
 StoreScope = Literal["responses", "embeddings", "runs"]
+T = TypeVar("T")
 
 STORAGE_TIMEOUT_S = 5.0
+BATCH = 1000  # keys per transaction or round trip: a long run never holds the store for long
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # a KURA_MAGIC_CACHE that selects Redis
 
 
@@ -41,7 +43,7 @@ class Store(ABC):
         """The entry stored for `key` in `experiment`, or None."""
         return self._entry(key, self.read_bytes(key, experiment=experiment), experiment)
 
-    def get_many(self, keys: list[str], *, experiment: str) -> dict[str, CacheEntry]:
+    def get_many(self, keys: Sequence[str], *, experiment: str) -> dict[str, CacheEntry]:
         """The entries stored for `keys` (absent ones left out), in as few trips as the
         backend allows.
 
@@ -52,7 +54,9 @@ class Store(ABC):
             >>> list(store.get_many(["a", "b"], experiment="x"))
             ['a']
         """
-        found = self.read_many(keys, experiment=experiment)
+        return self._entries(self.read_many(keys, experiment=experiment), experiment)
+
+    def _entries(self, found: Mapping[str, bytes], experiment: str) -> dict[str, CacheEntry]:
         entries = {key: self._entry(key, data, experiment) for key, data in found.items()}
         return {key: entry for key, entry in entries.items() if entry is not None}
 
@@ -71,17 +75,38 @@ class Store(ABC):
         store could not keep it (the call's answer is still returned)."""
         return self.write_bytes(key, entry.model_dump_json().encode("utf-8"), experiment=experiment)
 
-    def read_many(self, keys: list[str], *, experiment: str) -> dict[str, bytes]:
+    def set_many(self, entries: Mapping[str, CacheEntry], *, experiment: str) -> int:
+        """Store every (key, entry) of `entries` in as few transactions as the backend allows;
+        returns how many were kept.
+
+        Example:
+            >>> MemoryStore().set_many({"a": CacheEntry(model="m"), "b": CacheEntry(model="m")},
+            ...                        experiment="x")
+            2
+        """
+        encoded = {key: entry.model_dump_json().encode("utf-8") for key, entry in entries.items()}
+        return self.write_many(encoded, experiment=experiment)
+
+    def read_many(self, keys: Sequence[str], *, experiment: str) -> dict[str, bytes]:
         """The stored bytes of `keys` that are present (one by one unless a backend batches)."""
         found = {key: self.read_bytes(key, experiment=experiment) for key in keys}
         return {key: data for key, data in found.items() if data is not None}
 
+    def write_many(self, items: Mapping[str, bytes], *, experiment: str) -> int:
+        """Store every (key, bytes) of `items`; returns how many were kept (one by one unless
+        a backend batches: a transaction or a round trip per `BATCH` keys)."""
+        return sum(self.write_bytes(key, data, experiment=experiment) for key, data in items.items())
+
+    def peek_many(self, keys: Sequence[str], *, experiment: str) -> dict[str, bytes]:
+        """`read_many` that does not count as a use of the entries (for export): a backend
+        that evicts the least recently used may read them without refreshing them."""
+        return self.read_many(keys, experiment=experiment)
+
     def entries(self, experiment: str) -> Iterator[tuple[str, CacheEntry]]:
-        """Every readable (key, entry) of one experiment, for export."""
-        for key in self.keys(experiment=experiment):
-            entry = self.get(key, experiment=experiment)
-            if entry is not None:
-                yield key, entry
+        """Every readable (key, entry) of one experiment, for export: read `BATCH` at a time,
+        without refreshing them."""
+        for batch in chunks(self.keys(experiment=experiment), BATCH):
+            yield from self._entries(self.peek_many(batch, experiment=experiment), experiment).items()
 
     @abstractmethod
     def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
@@ -128,6 +153,17 @@ def storage_key(key: str, experiment: str) -> str:
     return f"{experiment}::{key}"
 
 
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """`items` in consecutive slices of at most `size`.
+
+    Example:
+        >>> [list(c) for c in chunks([1, 2, 3, 4, 5], 2)]
+        [[1, 2], [3, 4], [5]]
+    """
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 class MemoryStore(Store):
     """An in-process cache with the disk cache's semantics (JSON bytes, LRU by size).
 
@@ -148,20 +184,30 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
 
     def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
+        return self.read_many([key], experiment=experiment).get(key)
+
+    def read_many(self, keys: Sequence[str], *, experiment: str) -> dict[str, bytes]:
+        found = {}
         with self._lock:
-            data = self._data.get((experiment, key))
-            if data is not None:
-                self._data.move_to_end((experiment, key))
-            return data
+            for key in keys:
+                data = self._data.get((experiment, key))
+                if data is not None:
+                    self._data.move_to_end((experiment, key))
+                    found[key] = data
+        return found
 
     def write_bytes(self, key: str, data: bytes, *, experiment: str) -> bool:
+        return self.write_many({key: data}, experiment=experiment) == 1
+
+    def write_many(self, items: Mapping[str, bytes], *, experiment: str) -> int:
         with self._lock:
-            self._pop((experiment, key))
-            self._data[(experiment, key)] = data
-            self._bytes += len(data)
+            for key, data in items.items():
+                self._pop((experiment, key))
+                self._data[(experiment, key)] = data
+                self._bytes += len(data)
             while self._bytes > self.size_limit and self._data:
                 self._pop(next(iter(self._data)))
-        return True
+        return len(items)
 
     def _pop(self, slot: tuple[str, str]) -> None:
         data = self._data.pop(slot, None)

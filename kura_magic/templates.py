@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
@@ -32,6 +32,9 @@ class PromptTemplate:
     source: str
     template: jinja2.Template
     variables: Mapping[str, Any]
+    # Jinja's globals and the user's variables, merged once: Jinja's own `render` merges
+    # them for every conversation (from a ChainMap, slowly).
+    namespace: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def compile(cls, source: str, variables: Mapping[str, Any] | None = None) -> PromptTemplate:
@@ -54,14 +57,16 @@ class PromptTemplate:
                 "conversation would get the same answer: put {{ transcript }} where the "
                 "conversation belongs"
             )
-        return cls(source, _ENVIRONMENT.from_string(source), dict(variables or {}))
+        template = _ENVIRONMENT.from_string(source)
+        variables = dict(variables or {})
+        return cls(source, template, variables, {**template.globals, **variables})
 
     def render(self, conversation: Conversation) -> str:
         """The prompt for one conversation; a failure names the conversation and the cause."""
+        names = {**self.namespace, "conversation": conversation, "transcript": conversation.transcript()}
         try:
-            text = self.template.render(
-                {**self.variables, "conversation": conversation, "transcript": conversation.transcript()}
-            ).strip()
+            context = self.template.new_context(names, shared=True)  # shared: names has the globals
+            text = _ENVIRONMENT.concat(self.template.root_render_func(context)).strip()
         except jinja2.UndefinedError as exc:
             raise TemplateError(
                 f"the prompt does not render for conversation {conversation.chat_id!r}: "

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from kura_magic.keys import cache_key
+from kura_magic.keys import KeyRecipe
 
 CacheMode = Literal["read_write", "read_only", "refresh", "off"]
 CACHE_MODES: tuple[CacheMode, ...] = ("read_write", "read_only", "refresh", "off")
@@ -54,7 +54,7 @@ class Message(BaseModel):
     @field_validator("role", "content")
     @classmethod
     def _whole_characters(cls, value: str) -> str:
-        problem = lone_surrogate(value)
+        problem = None if value.isascii() else lone_surrogate(value)  # ASCII has no surrogates
         if problem is not None:
             raise PydanticCustomError("lone_surrogate", problem)
         return value
@@ -144,9 +144,23 @@ class ChatRequest:
     @cached_property
     def key(self) -> str:
         """The cache key: model, messages, schema and output parameters, never the transport."""
-        return cache_key(
-            model=self.model, messages=self.messages, schema=self.schema, params=self.params
-        )
+        return _recipe(self.model, self.schema, self.params).key(self.messages)
+
+
+_last_recipe: tuple[str, type[BaseModel] | None, dict[str, Any], KeyRecipe] | None = None
+
+
+def _recipe(model: str, schema: type[BaseModel] | None, params: dict[str, Any]) -> KeyRecipe:
+    """The key recipe of a request, made once per run: a run's requests share the very same
+    `params` dict, so the last recipe is reused while model, schema and that dict repeat
+    (by identity: 0 == 0.0 as values, but not as keys)."""
+    global _last_recipe
+    last = _last_recipe
+    if last is not None and last[0] == model and last[1] is schema and last[2] is params:
+        return last[3]
+    recipe = KeyRecipe.of(model=model, schema=schema, params=params)
+    _last_recipe = (model, schema, params, recipe)
+    return recipe
 
 
 class CacheEntry(BaseModel):
@@ -174,6 +188,18 @@ class CacheEntry(BaseModel):
             (0.0, 0.0)
         """
         return (0.0, 0.0) if cached else (self.cost, self.latency_s)
+
+
+class ExportedEntry(BaseModel):
+    """One line of an exported experiment: a cache entry and its key.
+
+    Example:
+        >>> ExportedEntry.model_validate_json('{"key": "k", "entry": {"model": "m"}}').entry.model
+        'm'
+    """
+
+    key: str
+    entry: CacheEntry
 
 
 class ExperimentInfo(BaseModel):

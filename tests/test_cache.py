@@ -12,8 +12,10 @@ import pytest
 import kura_magic as km
 from kura_magic.errors import CacheWarning
 from kura_magic.disk_store import DiskStore
+from kura_magic.embeddings import embedding_key
+from kura_magic.schemas import resolve_schema
 from kura_magic.store import MemoryStore, open_store
-from kura_magic.types import CacheEntry
+from kura_magic.types import CacheEntry, ChatRequest
 from helpers import API_KEY, PROMPT, make_conversations
 
 pytestmark = pytest.mark.usefixtures("backend")  # each test runs on disk and on Redis
@@ -180,3 +182,28 @@ def test_experiment_names_that_end_alike_stay_apart(llm, tmp_path):
     assert km.export_experiment(tmp_path / "b.jsonl", "b") == 2
     assert km.clear_cache("b") == 2
     assert km.cache_info().for_experiment("a:b").entries == 3
+
+
+@pytest.mark.parametrize(("call", "key"), [
+    ({"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+     "km1-chat-fbcf7999ccb319d795b531d2feea38e8ab69d7ce4f794251ac52b8a3f68fdf12"),
+    ({"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": 'héllo ☃ "q" \n'}],
+      "params": {"temperature": 0.0, "max_tokens": None, "seed": 1, "api_key": "sk"}},
+     "km1-chat-fcfc9b8b75543e71a8272c3f88ad4a13d68d23bcf661d6fbd90bf966de80fff6"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "schema": "KuraSummary",
+      "params": {"temperature": 0}},
+     "km1-chat-35a2815e6ad4ce654194d2098cb10d5884d0d32610cd40c62f5f7d18fd6bfcd2"),
+    ({"model": "openai/text-embedding-3-small", "kind": "embedding",
+      "messages": [{"role": "input", "content": "hi"}], "params": {"dimensions": 8}},
+     "km1-embedding-fd654291eb06421d262c08ae58ba1fe0c4138b8e49d2a964dab5095df45bc552"),
+], ids=["plain", "params-and-unicode", "schema", "embedding"])
+def test_cache_keys_never_change(call, key):
+    """Every entry anyone has cached is found under these keys: a change loses them all."""
+    if call.get("schema") is not None:
+        call = {**call, "schema": resolve_schema(call["schema"], None)}
+    assert km.cache_key(**call) == key
+    if call.get("kind") == "embedding":
+        assert embedding_key("hi", model=call["model"], dimensions=8) == key
+    else:  # as a run's requests compute it
+        request = ChatRequest(call["model"], tuple(call["messages"]), call.get("schema"), call.get("params", {}))
+        assert request.key == key

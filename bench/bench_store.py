@@ -1,0 +1,125 @@
+"""Benchmark: export and import of an experiment of 20,000 entries, against one entry at a time.
+
+The anchor, measured in the same run on the same disk store, is what export and import
+did before they were batched: export as a key listing then one `get` per entry, import
+as one `set` per line. Rounds alternate ours and the anchor (A B, B A, ...); each import
+goes into an emptied experiment. Targets: export and import each < 0.5 s.
+
+    python bench/bench_store.py [--entries 20000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench_summarise import interleaved, spread
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch of prices
+
+TARGET_S = 0.5
+SOURCE, COPY = "bench", "bench-copy"
+
+
+def fill(store, n: int) -> None:
+    """`n` entries of the size a one-line summary has, in experiment SOURCE."""
+    from kura_magic.types import CacheEntry, Usage
+
+    entries = {
+        f"km1-chat-{i:064x}": CacheEntry(
+            model="openai/gpt-4o-mini", response=f"The customer asks where order {i} is; it ships tomorrow.",
+            usage=Usage(prompt_tokens=60, completion_tokens=14), cost=0.0000174, latency_s=0.8,
+        )
+        for i in range(n)
+    }
+    store.set_many(entries, experiment=SOURCE)
+
+
+def export_one_by_one(store, path: Path) -> int:
+    count = 0
+    with path.open("w", encoding="utf-8") as out:
+        for key in store.keys(experiment=SOURCE):
+            entry = store.get(key, experiment=SOURCE)
+            out.write(json.dumps({"key": key, "entry": entry.model_dump(mode="json")}) + "\n")
+            count += 1
+    return count
+
+
+def import_one_by_one(store, path: Path) -> int:
+    from kura_magic.types import CacheEntry
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for line in lines:
+        row = json.loads(line)
+        store.set(row["key"], CacheEntry.model_validate(row["entry"]), experiment=COPY)
+    return len(lines)
+
+
+def timed(run: Callable[[], int], expected: int) -> float:
+    started = time.perf_counter()
+    count = run()
+    elapsed = time.perf_counter() - started
+    if count != expected:
+        raise SystemExit(f"expected {expected} entries, got {count}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    directory = Path(tempfile.mkdtemp(prefix="kura-bench-store-"))
+    os.environ["KURA_MAGIC_CACHE"] = str(directory / "cache")
+    try:
+        report(measure(directory, args.entries, args.rounds), args.entries)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def measure(directory: Path, n: int, rounds: int) -> dict[str, list[float]]:
+    import kura_magic
+    from kura_magic.store import open_store
+
+    store = open_store(kura_magic.settings())
+    fill(store, n)
+    exported = directory / "export.jsonl"
+    runs: dict[str, Callable[[], int]] = {
+        "export, batched": lambda: kura_magic.export_experiment(exported, SOURCE),
+        "export, one by one": lambda: export_one_by_one(store, directory / "anchor.jsonl"),
+        "import, batched": lambda: kura_magic.import_experiment(exported, COPY),
+        "import, one by one": lambda: import_one_by_one(store, exported),
+    }
+    def timing(name: str) -> Callable[[], float]:
+        def run() -> float:
+            if name.startswith("import"):
+                store.clear(COPY)
+            return timed(runs[name], n)
+        return run
+
+    exports = interleaved({name: timing(name) for name in runs if name.startswith("export")}, rounds)
+    imports = interleaved({name: timing(name) for name in runs if name.startswith("import")}, rounds)
+    return {**exports, **imports}
+
+
+def report(times: dict[str, list[float]], n: int) -> None:
+    print(f"{n} entries, disk store, median (min-max) of {len(next(iter(times.values())))} rounds")
+    for name, values in times.items():
+        print(f"  {name:20} {spread(values)}")
+    for work in ("export", "import"):
+        ours, anchor = times[f"{work}, batched"], times[f"{work}, one by one"]
+        ratios = [a / b for a, b in zip(ours, anchor)]
+        verdict = "OK" if statistics.median(ours) < TARGET_S else "OVER"
+        print(f"  {work}: {spread(ours)} (target < {TARGET_S} s) -> {verdict}; "
+              f"batched / one by one {spread(ratios, unit='x')}")
+
+
+if __name__ == "__main__":
+    main()
