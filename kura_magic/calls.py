@@ -8,8 +8,8 @@ import asyncio
 import math
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -25,6 +25,8 @@ from kura_magic.types import CACHE_MODES, CacheEntry, CacheMode, ChatRequest
 # A lease lapses this long after its owner stops renewing it (a process that died).
 LEASE_S = 10.0
 LEASE_POLL_S, LEASE_POLL_MAX_S = 0.02, 0.25  # how often a waiter looks for the entry
+# Stores no other process sees: the in-flight table alone makes each call once, no lease needed.
+PROCESS_LOCAL_STORES = ("memory", "off")
 
 _InFlight = dict[tuple[int, str, str], "asyncio.Future[CacheEntry]"]
 _in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _InFlight]
@@ -73,6 +75,7 @@ class CallContext:
     mode: CacheMode
     config: Settings
     unsaved: int = 0  # answers the store could not keep (it was down or full)
+    in_flight: int = 0  # provider calls out now
 
     @classmethod
     def create(
@@ -104,9 +107,13 @@ class CallContext:
         """The cached entries of `keys`, fetched in as few trips as the store allows."""
         return self.store.get_many(keys, experiment=self.experiment) if self.reads else {}
 
-    async def fetch(self, request: ChatRequest) -> tuple[CacheEntry, bool]:
+    async def fetch(self, request: ChatRequest, *, own_limit: bool = False) -> tuple[CacheEntry, bool]:
         """The entry for `request`: joined from the identical call in flight in this process,
-        found in the cache meanwhile, or made now. True means this fetch did not make it."""
+        found in the cache meanwhile, or made now. True means this fetch did not make it.
+
+        A call made now waits for a slot of the process-wide limit (`max_concurrency` of the
+        settings), unless `own_limit`: the caller bounds its calls itself (a run's own limit).
+        """
         table = _in_flight.setdefault(asyncio.get_running_loop(), {})
         slot = (id(self.store), self.experiment, request.key)
         if slot in table:
@@ -114,7 +121,7 @@ class CallContext:
         future: asyncio.Future[CacheEntry] = asyncio.get_running_loop().create_future()
         table[slot] = future
         try:
-            entry, made = await self._obtain(request)
+            entry, made = await self._obtain(request, own_limit)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # marks it retrieved: nobody else may be waiting
@@ -124,16 +131,16 @@ class CallContext:
         future.set_result(entry)
         return entry, not made
 
-    async def _obtain(self, request: ChatRequest) -> tuple[CacheEntry, bool]:
+    async def _obtain(self, request: ChatRequest, own_limit: bool) -> tuple[CacheEntry, bool]:
+        if self.mode == "read_write" and self.store.kind not in PROCESS_LOCAL_STORES:
+            return await self._obtain_leased(request, own_limit)
         # Another run may have cached it while this one waited for a slot.
         found = self.lookup(request.key)
         if found is not None:
             return found, False
-        if self.mode != "read_write":
-            return await self._call(request), True
-        return await self._obtain_leased(request)
+        return await self._call(request, own_limit), True
 
-    async def _obtain_leased(self, request: ChatRequest) -> tuple[CacheEntry, bool]:
+    async def _obtain_leased(self, request: ChatRequest, own_limit: bool) -> tuple[CacheEntry, bool]:
         """Make the call only while holding its lease in the store, so that processes sharing
         the store make it once; the others wait for the entry (or for a dead owner's lease
         to lapse)."""
@@ -145,12 +152,26 @@ class CallContext:
             found = self.lookup(request.key)
             if found is not None:
                 return found, False
-        async with lease.held():
-            return await self._call(request), True
+        lease.hold()
+        try:
+            # Looked up under the lease: an owner that stored the entry and let go is seen.
+            found = self.lookup(request.key)
+            if found is not None:
+                return found, False
+            return await self._call(request, own_limit), True
+        finally:
+            lease.let_go()
 
-    async def _call(self, request: ChatRequest) -> CacheEntry:
-        async with gateway.limiter(self.config.max_concurrency):
-            outcome = await gateway.complete_chat(request, self.config)
+    async def _call(self, request: ChatRequest, own_limit: bool) -> CacheEntry:
+        slot: AbstractAsyncContextManager[object] = (
+            nullcontext() if own_limit else gateway.limiter(self.config.max_concurrency)
+        )
+        async with slot:
+            self.in_flight += 1
+            try:
+                outcome = await gateway.complete_chat(request, self.config)
+            finally:
+                self.in_flight -= 1
         if outcome.cacheable and self.writes:
             self.unsaved += not self.store.set(request.key, outcome.entry, experiment=self.experiment)
         return outcome.entry
@@ -170,24 +191,25 @@ class Lease:
     key: str
     experiment: str
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _renewal: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     def claim(self) -> bool:
         return self.store.claim(self.key, experiment=self.experiment, token=self.token, ttl_s=LEASE_S)
 
-    @asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
-        """Renew the lease while the call is out; release it when the call is done."""
-        keeper = asyncio.ensure_future(self._renew_forever())
-        try:
-            yield
-        finally:
-            keeper.cancel()
-            self.store.release(self.key, experiment=self.experiment, token=self.token)
+    def hold(self) -> None:
+        """Keep the claimed lease, renewing it every LEASE_S / 3 on the running loop, until
+        `let_go` (a timer, not a task per call: most calls end before the first renewal)."""
+        self._renewal = asyncio.get_running_loop().call_later(LEASE_S / 3, self._renew)
 
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(LEASE_S / 3)
-            self.store.renew(self.key, experiment=self.experiment, token=self.token, ttl_s=LEASE_S)
+    def _renew(self) -> None:
+        self.store.renew(self.key, experiment=self.experiment, token=self.token, ttl_s=LEASE_S)
+        self.hold()
+
+    def let_go(self) -> None:
+        """Stop renewing and release the lease (the entry is written, or the call failed)."""
+        if self._renewal is not None:
+            self._renewal.cancel()
+        self.store.release(self.key, experiment=self.experiment, token=self.token)
 
 
 class CallOptions(TypedDict, total=False):
@@ -259,3 +281,15 @@ class CallSetup:
     def check_may_call(self, missing: str) -> None:
         """Raise before anything is spent (offline, unknown model, no key); see the gateway."""
         gateway.check_may_call(self.context.config, self.model, self.transport, missing=missing)
+
+    async def aready(self, missing: str, *, while_loading: Callable[[], None]) -> None:
+        """`check_may_call`, with litellm imported on a thread rather than on the loop;
+        `while_loading` is called if the import keeps the calls waiting (see `gateway.load`).
+
+        Example:
+            >>> setup = CallSetup.create({"model": "openai/gpt-4o-mini"})
+            >>> asyncio.run(setup.aready("1 call", while_loading=lambda: None))
+        """
+        gateway.check_online(self.context.config, missing=missing)
+        await gateway.load(while_loading=while_loading)
+        self.check_may_call(missing)

@@ -34,8 +34,9 @@ async def acomplete(messages_or_text: MessagesOrText, **options: Unpack[CallOpti
     entry = setup.context.lookup(request.key)
     cached = entry is not None
     if entry is None:
-        setup.check_may_call(
-            f"call {request.key} is not in the cache of experiment {setup.context.experiment!r}"
+        await setup.aready(
+            f"call {request.key} is not in the cache of experiment {setup.context.experiment!r}",
+            while_loading=lambda: None,
         )
         entry, cached = await setup.context.fetch(request)
     return _completion(request, entry, cached=cached)

@@ -11,9 +11,11 @@ and fatal (bad key, unknown model: the run stops, nothing more is spent).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import email.utils
 import random
 import re
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,6 +64,10 @@ _ERROR_TABLE: dict[str, tuple[ErrorKind, str]] = {
 }
 
 
+# A provider library that loads within this long is not worth a "loading" state.
+QUIET_IMPORT_S = 0.1
+
+
 def litellm() -> ModuleType:
     """Import litellm on first use (loading the extension or a cached run never pays for it)."""
     import litellm as module
@@ -70,6 +76,47 @@ def litellm() -> ModuleType:
     # "Give Feedback / Get Help" banner into the notebook on every retried 429.
     module.suppress_debug_info = True
     return module
+
+
+_import: concurrent.futures.Future[ModuleType] | None = None
+_import_lock = threading.Lock()
+
+
+def start_import() -> concurrent.futures.Future[ModuleType]:
+    """Start importing litellm on a daemon thread (once per process); its future.
+
+    Example:
+        >>> start_import() is start_import()
+        True
+    """
+    global _import
+    with _import_lock:
+        if _import is None:
+            _import = concurrent.futures.Future()
+            threading.Thread(target=_import_into, args=(_import,), name="kura_magic-litellm-import",
+                             daemon=True).start()
+        return _import
+
+
+def _import_into(future: concurrent.futures.Future[ModuleType]) -> None:
+    try:
+        future.set_result(litellm())
+    except BaseException as exc:  # an ImportError is raised where the import is awaited
+        future.set_exception(exc)
+
+
+async def load(*, while_loading: Callable[[], None]) -> None:
+    """Have litellm imported without blocking the loop; `while_loading` is called first if that
+    takes a while (seconds, for the first fresh call in a new kernel).
+
+    Example:
+        >>> asyncio.run(load(while_loading=lambda: None))
+    """
+    imported = asyncio.wrap_future(start_import())
+    done, _ = await asyncio.wait({imported}, timeout=QUIET_IMPORT_S)
+    if not done:
+        while_loading()
+    await imported
 
 
 @dataclass
@@ -155,13 +202,22 @@ def check_may_call(config: Settings, model: str, transport: dict[str, Any], *, m
 
     `missing` says what the cache lacks, for the offline error.
     """
+    check_online(config, missing=missing)
+    _check_model(model, transport)
+    _check_key(model, transport)
+
+
+def check_online(config: Settings, *, missing: str) -> None:
+    """Raise `CacheMissError` in offline mode (checked before litellm is even imported).
+
+    Example:
+        >>> check_online(Settings(offline=False), missing="1 call")
+    """
     if config.offline:
         raise CacheMissError(
             f"offline mode: {missing}; nothing was called. Turn offline off "
             "(%kura offline off) or import the experiment's cache"
         )
-    _check_model(model, transport)
-    _check_key(model, transport)
 
 
 def _check_model(model: str, transport: dict[str, Any]) -> None:
@@ -190,7 +246,8 @@ _semaphores = weakref.WeakKeyDictionary()
 
 
 def limiter(limit: int) -> asyncio.Semaphore:
-    """The process-wide limit of calls in flight on the running loop.
+    """The process-wide limit of calls in flight on the running loop, shared by every call
+    that has no limit of its own (`complete`, `embed`, runs without `max_concurrency`).
 
     Example:
         >>> async def same():
@@ -318,7 +375,20 @@ def estimate_cost(request: ChatRequest, *, reply_tokens: float | None = None) ->
 
 
 def price(response: Any) -> float | None:
-    """What litellm prices a response at, or None where it knows no price."""
+    """What litellm prices a response at, or None where it knows no price.
+
+    litellm prices every response it returns (`_hidden_params["response_cost"]`, None where
+    it knows no price); pricing it again costs as much as the rest of our per-call work.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> price(SimpleNamespace(_hidden_params={"response_cost": 2e-06}))
+        2e-06
+    """
+    hidden = getattr(response, "_hidden_params", None) or {}
+    if "response_cost" in hidden:
+        cost = hidden["response_cost"]
+        return None if cost is None else float(cost)
     try:
         return float(litellm().completion_cost(completion_response=response))
     except Exception:  # litellm raises a bare Exception for unmapped models

@@ -12,11 +12,12 @@ from typing import Any
 
 from typing_extensions import Unpack
 
-from kura_magic import budget
+from kura_magic import budget, history
 from kura_magic.background import blocking, on_interrupt
 from kura_magic.calls import CallContext, CallOptions, CallSetup
 from kura_magic.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from kura_magic.errors import ConfigError
+from kura_magic.keys import schema_json
 from kura_magic.loaders import ConversationSource, load_conversations
 from kura_magic.results import Estimate, RunStats, SummaryResult, SummaryRun
 from kura_magic.templates import PromptTemplate
@@ -76,6 +77,7 @@ class _Run:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopped: bool = False
     failure: BaseException | None = None
+    own_limit: bool = False  # the run has its own max_concurrency, apart from the process-wide one
 
     def __post_init__(self) -> None:
         self.stats.total = len(self.plan.conversations)
@@ -112,25 +114,40 @@ class _Run:
             self.results[row] = _unresolved(self.plan, row, "skipped", f"skipped: {why}")
             self.stats.skipped += 1
 
-    def report(self) -> None:
+    def report(self, phase: str | None = None) -> None:
+        """Send the stats to `on_progress`; `phase`: what the run now waits on, if that changed."""
+        self.stats.phase = self.stats.phase if phase is None else phase
         self.stats.elapsed_s = time.perf_counter() - self.started
         self.stats.unsaved = self.plan.context.unsaved
+        self.stats.in_flight = self.plan.context.in_flight
         if self.on_progress is not None:
             self.on_progress(self.stats)
 
     async def call_all(self, misses: list[str], *, max_concurrency: int | None,
                        max_cost: float | None) -> None:
-        """Make the missing calls; the first failure of any kind cancels the rest and escapes."""
-        self.plan.setup.check_may_call(
-            f"{len(misses)} of {self.stats.total} calls are not in the cache of "
-            f"experiment {self.plan.context.experiment!r}"
-        )
-        self.spend = budget.Budget.create(max_cost, self.plan.setup.model)
-        slots = asyncio.Semaphore(max_concurrency or len(misses))
-        self.tasks = [asyncio.ensure_future(self._call_one(key, slots)) for key in misses]
-        if self.stopped:
-            self.stop()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        """Make the missing calls; the first failure of any kind cancels the rest and escapes.
+
+        A run with its own `max_concurrency` has that many calls in flight, whatever else runs.
+        A run without one works on as many rows at once as the process-wide setting
+        (`KURA_MAGIC_MAX_CONCURRENCY`, default 20), and its calls share that many slots with
+        every other run, `complete` and `embed` that name no limit either.
+        """
+        try:
+            await self.plan.setup.aready(
+                f"{len(misses)} of {self.stats.total} calls are not in the cache of "
+                f"experiment {self.plan.context.experiment!r}",
+                while_loading=lambda: self.report(RunStats.LOADING),
+            )
+            self.spend = budget.Budget.create(max_cost, self.plan.setup.model)
+            self.own_limit = max_concurrency is not None
+            slots = asyncio.Semaphore(max_concurrency or self.plan.context.config.max_concurrency)
+            self.report(RunStats.CALLING)
+            self.tasks = [asyncio.ensure_future(self._call_one(key, slots)) for key in misses]
+            if self.stopped:
+                self.stop()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        finally:
+            self.stats.phase = ""
         self.stats.interrupted = self.stopped
         if self.failure is not None:
             raise self.failure
@@ -151,24 +168,27 @@ class _Run:
                 self.skip(rows, self.spend.limit_text)
                 return
             try:
-                entry, joined = await self.plan.context.fetch(request)
+                entry, joined = await self.plan.context.fetch(request, own_limit=self.own_limit)
             finally:
                 self.spend.release(estimate)
         self.spend.record(entry.cost, entry.usage.completion_tokens)
         self.fill(rows, entry, joined=joined)
         self.report()
 
-    def finish(self, checkpoint_at: Path | None) -> SummaryRun:
+    def finish(self, checkpoint_at: Path | None, *, label: str | None = None, cell: str | None = None) -> SummaryRun:
+        """The run as it ended, checkpointed if whole, and recorded in the run history."""
         self.report()
         rows = [r or _unresolved(self.plan, i, "unfinished", UNFINISHED) for i, r in enumerate(self.results)]
         if checkpoint_at is not None and all(r.status in ("ok", "error") for r in rows):
             save_checkpoint(checkpoint_at, rows)
         setup = self.plan.setup
-        return SummaryRun(
+        run = SummaryRun(
             rows, self.stats, model=setup.model, experiment=setup.context.experiment,
             schema_name=setup.schema.__name__ if setup.schema else None, prompt=self.plan.prompt,
-            cache_mode=setup.context.mode,
+            cache_mode=setup.context.mode, params=setup.params, label=label,
         )
+        history.record_run(run, json_schema=schema_json(setup.schema) if setup.schema else None, cell=cell)
+        return run
 
     def from_checkpoint(self, path: Path) -> bool:
         """Fill every row from the run's checkpoint, as cached rows; False if there is none."""
@@ -193,6 +213,7 @@ async def asummarise(
     variables: Mapping[str, Any] | None = None,
     checkpoint: str | Path | None = None,
     on_progress: ProgressCallback | None = None,
+    label: str | None = None, cell: str | None = None,
     **options: Unpack[CallOptions],
 ) -> SummaryRun:
     """Summarise each conversation with a Jinja2 prompt; cached calls cost nothing.
@@ -200,8 +221,8 @@ async def asummarise(
     `summarise` is the same, blocking: it works in a script and inside a running event
     loop (a Jupyter cell), and Ctrl-C returns the partial run (everything finished is
     already cached). An exception in any call stops the run and is raised. `options`
-    are the `CallOptions` (model, temperature, max_tokens, params, schema, experiment,
-    cache_mode, api_key, api_base, store).
+    are the `CallOptions`. Each run is recorded in the run history (`km.runs()`): `label`
+    names it there (the magic's `--out`), `cell` says where it ran.
 
     Example:
         >>> run = summarise(convs, "In one line:\\n{{ transcript }}", model="openai/gpt-4o-mini")
@@ -217,11 +238,11 @@ async def asummarise(
     on_interrupt(run.stop)
     saved_at = plan.checkpoint_path(checkpoint)
     if saved_at is not None and run.from_checkpoint(saved_at):
-        return run.finish(checkpoint_at=None)
+        return run.finish(checkpoint_at=None, label=label, cell=cell)
     misses = run.serve_hits()
     if misses and not run.stopped:
         await run.call_all(misses, max_concurrency=max_concurrency, max_cost=max_cost)
-    return run.finish(checkpoint_at=saved_at)
+    return run.finish(checkpoint_at=saved_at, label=label, cell=cell)
 
 
 summarise = blocking(asummarise)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,6 +70,10 @@ class RunStats(BaseModel):
     elapsed_s: float = 0.0
     interrupted: bool = False
     unsaved: int = 0  # fresh answers the cache could not keep (it was down)
+    phase: str = ""  # what the run is waiting on, while it is not obvious from the counts
+    in_flight: int = 0  # provider calls out now
+    LOADING: ClassVar[str] = "loading the provider library…"  # phases
+    CALLING: ClassVar[str] = "calling"
 
     def record(self, *, cached: bool, error: bool, cost: float | None) -> None:
         """Count one finished row; `cost` is what its call cost when made (None: no price).
@@ -96,13 +100,18 @@ class RunStats(BaseModel):
         return formatting.money(self.saved_cost, unknown=self.saved_unknown)
 
     def texts(self) -> dict[str, str]:
-        """The run's counts, money and time, each keyed by the CSS class the panel gives it.
+        """The run's counts, money and time, each keyed by the CSS class the panel gives it;
+        what the run is doing now (its phase, calls in flight) goes beside the progress.
 
         Example:
             >>> RunStats(total=4, done=4, fresh=3, cached=1).texts()["kura-fresh"]
             '3 fresh'
+            >>> RunStats(total=9, done=2, phase=RunStats.CALLING, in_flight=5).texts()["kura-done"]
+            '2/9 done · calling · 5 in flight'
         """
         done = f"{self.done}/{self.total} done"
+        done += f" · {self.phase}" if self.phase else ""
+        done += f" · {self.in_flight} in flight" if self.in_flight else ""
         done += f" · {self.skipped} skipped (budget)" if self.skipped else ""
         done += " · interrupted" if self.interrupted else ""
         done += f" · {self.unsaved} not stored (cache unavailable)" if self.unsaved else ""
@@ -145,6 +154,8 @@ class SummaryRun:
         schema_name: str | None = None,
         prompt: str = "",
         cache_mode: CacheMode = "read_write",
+        params: dict[str, Any] | None = None,
+        label: str | None = None,
     ) -> None:
         self.results = results
         self.stats = stats
@@ -153,6 +164,11 @@ class SummaryRun:
         self.schema_name = schema_name
         self.prompt = prompt
         self.cache_mode = cache_mode
+        self.params = dict(params or {})
+        self.label = label  # the name it was bound to (`--out`), if any
+        self.run_id: str | None = None  # set once the run history has recorded it
+        self.changes = ""  # what changed since the previous run of the same label
+        self.missing: list[str] = []  # a loaded run: conversations whose answer left the cache
 
     def __len__(self) -> int:
         return len(self.results)
@@ -164,7 +180,9 @@ class SummaryRun:
         return self.results[index]
 
     def __repr__(self) -> str:
-        return f"<SummaryRun {self.model} experiment={self.experiment!r}: {self.stats.summary_line()}>"
+        run = f"run {self.run_id} " if self.run_id else ""
+        missing = f" · {len(self.missing)} answers missing from the cache" if self.missing else ""
+        return f"<SummaryRun {run}{self.model} experiment={self.experiment!r}: {self.stats.summary_line()}{missing}>"
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per conversation: id, summary (or schema fields), cached, cost, latency, error."""
@@ -201,6 +219,7 @@ class SummaryRun:
     def provenance(self) -> dict[str, Any]:
         """Where these results came from, for output metadata and reports."""
         return {
+            "run_id": self.run_id,
             "model": self.model,
             "experiment": self.experiment,
             "cache_mode": self.cache_mode,

@@ -16,7 +16,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import kura_magic as km
-from kura_magic import store
+from kura_magic import calls, store
 from kura_magic.disk_store import DiskStore
 from helpers import EMBEDDING_MODEL, PROMPT, make_conversations
 
@@ -132,6 +132,32 @@ def test_a_waiting_run_takes_the_owners_answer_as_soon_as_it_is_stored(llm, back
     assert time.monotonic() - started < 5, "it did not wait for the 30 s claim to lapse"
     assert (run.stats.cached, llm.request_count) == (1, 0)
 
+
+
+def test_a_call_outlasting_its_lease_keeps_renewing_it_so_no_other_process_makes_it(
+    llm, backend, monkeypatch
+):
+    conversations = make_conversations(1)
+    key = km.summarise(conversations, PROMPT, experiment="probe")[0].key
+    llm.reset()
+    monkeypatch.setattr(calls, "LEASE_S", 0.3)  # renewed every 0.1 s
+    llm.latency_s = 1.0
+    shared = store.open_store(km.settings())
+    taken = []
+
+    def another_process_tries() -> None:
+        while llm.request_count == 0:  # the call is out, under its lease
+            time.sleep(0.01)
+        time.sleep(0.5)  # longer than a lease lasts unless renewed
+        taken.append(shared.claim(key, experiment="default", token="another process", ttl_s=5))
+
+    other = threading.Thread(target=another_process_tries, daemon=True)
+    other.start()
+    run = km.summarise(conversations, PROMPT)
+    other.join(timeout=10)
+
+    assert taken == [False], "the owner's lease was still held"
+    assert run.stats.fresh == 1
 
 @pytest.mark.parametrize(
     ("options", "message"),

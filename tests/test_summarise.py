@@ -165,7 +165,8 @@ def test_a_bug_in_the_progress_callback_escapes_too(llm):
     with pytest.raises(ZeroDivisionError, match="a bug in a progress view"):
         km.summarise(make_conversations(5), PROMPT, max_concurrency=1, on_progress=on_progress)
 
-    assert reports == [0, 1, 2], "nothing was reported after the failure"
+    # (before the rows: the cache read, maybe the provider library loading, the calls' start)
+    assert reports[-3:] == [0, 1, 2], "nothing was reported after the failure"
     assert llm.request_count == 2
 
 

@@ -322,6 +322,9 @@ def _route(path: str) -> str:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 resets connections when hundreds of clients
+    # connect at once (a run with max_concurrency=200).
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], llm: LoopbackLLM) -> None:
         super().__init__(address, _Handler)
