@@ -56,9 +56,38 @@ def duration(seconds: float | None) -> str:
     return f"{minutes} min {rest} s"
 
 
+def bar(fraction: float, width: int = 20) -> str:
+    """A text progress bar in eighths of a block, like tqdm's.
+
+    Example:
+        >>> bar(0.5, 8), bar(0.3, 4), bar(1.0, 3)
+        ('████    ', '█▎  ', '███')
+    """
+    eighths = round(max(0.0, min(fraction, 1.0)) * width * 8)
+    full, part = divmod(eighths, 8)
+    return ("█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")).ljust(width)
+
+
+def cut(text: str, limit: int) -> str:
+    """One line of at most `limit` characters, '…' where it was cut.
+
+    Example:
+        >>> cut("a  long line", 6), cut("short", 6)
+        ('a lon…', 'short')
+    """
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 # The CSS class JupyterLab reads to leave a block's text alone: without it, any two
 # "$" (costs, or model text) in one output are typeset as maths.
 NO_MATHS = "mathjax_ignore"
 
 # The most rows an HTML or text view shows; the rest are one `.to_pandas()` away.
 ROW_LIMIT = 200
+# A run's results table is shorter: the first rows to look at, then how many more.
+TABLE_ROWS = 50
+# A run's results as text (terminal IPython): the first rows.
+TEXT_ROWS = 20
+# A table cell's text longer than this is cut, the whole a click away.
+CELL_CHARS = 160

@@ -246,11 +246,28 @@ def test_kura_config_sets_settings_and_never_shows_the_key(shell):
     shown = shell.run_line_magic("kura", "config api_key=sk-very-secret max_concurrency=3")
 
     assert "sk-very-secret" not in shown
-    assert "api_key = **********" in shown
-    assert "max_concurrency = 3" in shown
+    assert "api_key = **********  (%kura config)" in shown
+    assert "max_concurrency = 3  (%kura config)" in shown
     assert km.settings().api_key.get_secret_value() == "sk-very-secret"
-    shell.run_line_magic("kura", "config max_concurrency=")
+    shown = shell.run_line_magic("kura", "config max_concurrency= api_key=")
     assert km.settings().max_concurrency == 20
+    assert "max_concurrency = 20  (default)" in shown
+
+
+def test_kura_config_says_where_each_value_comes_from_including_litellm_s_variables(shell, monkeypatch):
+    monkeypatch.setenv("KURA_MAGIC_CACHE_SIZE_LIMIT", str(3 * 1024**2))
+    monkeypatch.delenv("KURA_MAGIC_API_KEY", raising=False)
+    monkeypatch.delenv("KURA_MAGIC_API_BASE", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-litellm-reads-this")
+    monkeypatch.setenv("OPENAI_API_BASE", "http://team:pw@127.0.0.1:9/v1")
+
+    shown = shell.run_line_magic("kura", "config").splitlines()
+
+    assert "cache_size_limit = 3.0 MiB  (KURA_MAGIC_CACHE_SIZE_LIMIT)" in shown
+    assert "embedding_size_limit = 5.0 GiB  (default)" in shown
+    assert "api_key = **********  (OPENAI_API_KEY, read by litellm)" in shown
+    assert "api_base = http://team:***@127.0.0.1:9/v1  (OPENAI_API_BASE, read by litellm)" in shown
+    assert not any("sk-litellm" in line or ":pw@" in line for line in shown)
 
 
 @pytest.mark.parametrize(
@@ -262,9 +279,13 @@ def test_kura_config_sets_settings_and_never_shows_the_key(shell):
         ("bogus", "unknown %kura subcommand 'bogus'"),
         ("local bogus", "use %kura local start|stop|status"),
         ("offline maybe", "takes on or off"),
-        ("stats --all", "--experiment and --all go with %kura clear only"),
+        ("stats --all", "--all goes with %kura clear only"),
+        ("stats --experiment x", "--experiment goes with %kura clear and runs only"),
+        ("runs --changed", "--changed goes with %kura compare only"),
+        ("runs latest", "takes how many of the latest runs"),
+        ("compare -1 -2", "no run '-1': no runs are recorded yet"),
         ("clear --all --experiment x", "either --experiment NAME or --all"),
-        ("compare onlyone", "takes two run variables"),
+        ("compare onlyone", "takes two runs"),
         ("experiment a b", "too many arguments"),
     ],
 )
@@ -324,3 +345,36 @@ def test_kura_compare_names_what_is_not_a_run(shell):
 
     with pytest.raises(UsageError, match="'a' is a list, not a run"):
         shell.run_line_magic("kura", "compare a b")
+
+
+def test_kura_runs_lists_the_recorded_runs_as_an_escaped_table(shell, llm):
+    shell.user_ns["convs"] = make_conversations(2)
+    count = shell.execution_count
+    shell.run_cell(f"%%summarise convs --out v1 --experiment <i>x</i>\n{PROMPT}", store_history=True)
+    summarise(shell, "convs --out v2", PROMPT.replace("one line", "a sentence"))
+
+    history = shell.run_line_magic("kura", "runs")
+
+    bundle = shell.display_formatter.format(history)[0]
+    assert "<i>" not in bundle["text/html"] and "&lt;i&gt;x&lt;/i&gt;" in bundle["text/html"]
+    assert bundle["text/plain"].startswith("2 recorded runs")
+    assert history.frame["label"].tolist() == ["v1", "v2"]
+    assert history.frame["cell"].tolist()[0] == f"In [{count}]", "the cell the run came from"
+    assert shell.run_line_magic("kura", "runs 1").frame["label"].tolist() == ["v2"]
+    assert shell.run_line_magic("kura", "runs --experiment <i>x</i>").frame["label"].tolist() == ["v1"]
+
+
+def test_kura_compare_takes_recorded_runs_after_the_variables_are_gone(shell, llm):
+    shell.user_ns["convs"] = make_conversations(3)
+    summarise(shell, "convs --out a")
+    summarise(shell, "convs --out b --limit 2", PROMPT.replace("one line", "a sentence"))
+    shell.user_ns.pop("a"), shell.user_ns.pop("b")
+    llm.reset()
+
+    comparison = shell.run_line_magic("kura", "compare a -1 --changed")
+
+    assert llm.request_count == 0
+    assert comparison.changed == 3 and comparison.changed_only
+    assert "prompt: 2 words changed: Summarise this support chat in [-one line:-]{+a sentence:+}" in repr(comparison)
+    with pytest.raises(UsageError, match="no recorded run 'zz'"):  # not hex: no run id starts so
+        shell.run_line_magic("kura", "compare a zz")

@@ -138,11 +138,21 @@ def test_after_a_run_the_labels_show_counts_and_sizes(llm):
     assert text(panel, "kura-saved").startswith("saved $")
     assert text(panel, "kura-elapsed").startswith("elapsed ")
     info = km.cache_info()
-    assert text(panel, "kura-experiment-size") == f"default: 5 entries, {size(info.experiments['default'].bytes)}"
-    assert text(panel, "kura-total-size") == f"cache: 5 entries, {size(info.bytes)} on disk"
+    own = size(info.experiments["default"].bytes)
+    assert text(panel, "kura-cache") == f"cache at the end of this run: default: 5 entries, {own}"
     progress = find(panel.root, "kura-progress")
     assert (progress.value, progress.max, progress.bar_style) == (6, 6, "success")
     assert "kura-panel" in panel.root._dom_classes
+
+
+def test_a_run_panel_has_one_line_about_the_cache_and_no_buttons(llm):
+    panel = WidgetPanel()
+
+    run_with(panel, make_conversations(2))
+
+    for css_class in (*CONTROLS, "kura-total-size", "kura-experiments", "kura-embeddings-size"):
+        assert find(panel.root, css_class) is None, css_class
+    assert "entries" not in " ".join(panel.lines()[:-1]), "only the last line is about the cache"
 
 
 def test_updates_are_throttled_and_the_last_one_always_shows(llm):
@@ -160,8 +170,8 @@ def test_updates_are_throttled_and_the_last_one_always_shows(llm):
 def test_clear_experiment_empties_it_and_leaves_the_others(llm):
     conversations = make_conversations(4)
     km.summarise(conversations, PROMPT, experiment="keep")
-    panel = WidgetPanel()
-    run_with(panel, conversations)
+    run_with(WidgetPanel(), conversations)
+    panel = WidgetPanel(run=False)
     llm.reset()
     button = find(panel.root, "kura-clear-experiment")
 
@@ -175,7 +185,7 @@ def test_clear_experiment_empties_it_and_leaves_the_others(llm):
     assert text(panel, "kura-experiment-size") == "default: 0 entries, 0 B"
     assert text(panel, "kura-status") == "cleared 4 entries of experiment 'default'"
     assert km.cache_info().experiments["keep"].entries == 4
-    assert run_with(panel, conversations).stats.fresh == 4
+    assert run_with(WidgetPanel(), conversations).stats.fresh == 4
     assert km.summarise(conversations, PROMPT, experiment="keep").stats.cached == 4
     assert llm.request_count == 4
 
@@ -183,8 +193,8 @@ def test_clear_experiment_empties_it_and_leaves_the_others(llm):
 def test_clear_all_asks_once_then_clears_on_the_second_click(llm):
     conversations = make_conversations(3)
     km.summarise(conversations, PROMPT, experiment="other")
-    panel = WidgetPanel()
-    run_with(panel, conversations)
+    run_with(WidgetPanel(), conversations)
+    panel = WidgetPanel(run=False)
     button = find(panel.root, "kura-clear-all")
     assert button.description == "Clear all"
 
@@ -197,8 +207,22 @@ def test_clear_all_asks_once_then_clears_on_the_second_click(llm):
     assert km.cache_info().entries == 0
     assert text(panel, "kura-total-size") == f"cache: 0 entries, {size(km.cache_info().bytes)} on disk"
     llm.reset()
-    assert run_with(panel, conversations).stats.fresh == 3
+    assert run_with(WidgetPanel(), conversations).stats.fresh == 3
     assert llm.request_count == 3
+
+
+def test_a_clear_in_one_cache_panel_updates_every_other_one(llm):
+    km.summarise(make_conversations(3), PROMPT)
+    first, second = WidgetPanel(run=False), WidgetPanel(run=False)
+    assert text(second, "kura-experiment-size").startswith("default: 3 entries")
+
+    for _ in range(2):
+        find(first.root, "kura-clear-experiment").click()
+    find(first.root, "kura-experiment-select").value = "v2"
+
+    assert text(second, "kura-experiments") == "experiments: none yet"
+    assert text(second, "kura-experiment-size") == "v2: 0 entries, 0 B", "it follows the switch too"
+    assert find(second.root, "kura-experiment-select").value == "v2"
 
 
 def test_any_other_action_cancels_an_armed_confirmation(llm):
@@ -335,37 +359,38 @@ def test_the_clear_buttons_look_destructive(llm):
 
 
 def test_during_a_run_the_buttons_and_selector_are_off(llm):
-    panel = WidgetPanel()
+    panel, cache_panel = WidgetPanel(), WidgetPanel(run=False)
     seen = []
 
     def progress(stats: km.RunStats) -> None:
         panel.update(stats)
-        seen.append(disabled(panel.root))
+        seen.append(disabled(cache_panel.root))
 
+    assert disabled(cache_panel.root) == [False] * 4
     panel.start()
     run = km.summarise(make_conversations(3), PROMPT, on_progress=progress, max_concurrency=1)
     panel.finish(run.stats)
 
     assert seen and all(row == [True] * 4 for row in seen)
-    assert disabled(panel.root) == [False] * 4
+    assert disabled(cache_panel.root) == [False] * 4
 
 
 def test_a_click_during_a_run_changes_nothing_and_says_why(llm):
     km.summarise(make_conversations(2), PROMPT, experiment="other")
     km.summarise(make_conversations(2), PROMPT)
-    panel = WidgetPanel()
+    run_panel, panel = WidgetPanel(), WidgetPanel(run=False)
     buttons = [find(panel.root, c) for c in CONTROLS[1:]]
     selector = find(panel.root, "kura-experiment-select")
 
     def click_everything(stats: km.RunStats) -> None:
-        panel.update(stats)
+        run_panel.update(stats)
         for button in buttons * 2:  # even a confirming second click
             button.click()
         selector.value = "other"
 
-    panel.start()
+    run_panel.start()
     run = km.summarise(make_conversations(4), PROMPT, on_progress=click_everything)
-    panel.finish(run.stats)
+    run_panel.finish(run.stats)
 
     assert text(panel, "kura-status") == BUSY
     assert km.cache_info().entries == 6
@@ -396,19 +421,30 @@ def test_a_rejected_key_echoed_by_the_provider_never_reaches_the_panel(shell, ll
 
 
 
-def test_in_widget_mode_the_cell_shows_the_panel_live_and_keeps_it(shell, llm):
+def final(shown) -> dict[str, str]:
+    """What the panel's display shows once the run has ended: its last update."""
+    updates = [out for out in shown.outputs if out.update]
+    assert len(updates) == 1, "the live view is replaced once, at the end"
+    return updates[0].data
+
+
+def test_in_widget_mode_the_panel_is_live_then_static_html_of_how_the_run_ended(shell, llm):
     shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
     shell.user_ns["convs"] = make_conversations(3)
 
     with capture_output() as shown:
         shell.run_cell_magic("summarise", "convs", PROMPT)
 
-    view = shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]
-    root = live_widgets[view["model_id"]]
+    live = shown.outputs[0].data
+    root = live_widgets[live["application/vnd.jupyter.widget-view+json"]["model_id"]]
     assert "kura-panel" in root._dom_classes
+    assert '<span class="kura-done">0/' in live["text/html"], "a fallback of the starting state, for a kernel that dies"
+    ended = final(shown)
+    assert set(ended) == {"text/plain", "text/html"}, "no widget left for an export to lose"
+    assert '<span class="kura-fresh">3 fresh</span>' in ended["text/html"]
+    assert ended["text/plain"].startswith("3/3 done · 3 fresh · 0 cached · 0 errors")
+    assert "cache at the end of this run: default: 3 entries" in ended["text/plain"]
     assert find(root, "kura-fresh").value == "3 fresh"
-    assert find(root, "kura-experiment-size").value.startswith("default: 3 entries")
-    assert disabled(root) == [False] * 4
 
 
 def test_the_magic_turns_the_buttons_off_while_it_runs(shell, llm, monkeypatch):
@@ -417,19 +453,22 @@ def test_the_magic_turns_the_buttons_off_while_it_runs(shell, llm, monkeypatch):
 
     def recording(panel: WidgetPanel, stats: km.RunStats) -> None:
         update(panel, stats)
-        seen.append(disabled(panel.root))
+        seen.append(disabled(cache_panel.root))
 
     monkeypatch.setattr(WidgetPanel, "update", recording)
     shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
     shell.user_ns["convs"] = make_conversations(3)
+    cache_panel = shell.run_line_magic("kura", "")
 
     with capture_output():
         shell.run_cell_magic("summarise", "convs", PROMPT)
 
     assert seen and all(row == [True] * 4 for row in seen)
+    assert disabled(cache_panel.root) == [False] * 4
+    assert find(cache_panel.root, "kura-experiment-size").value.startswith("default: 3 entries")
 
 
-def test_an_interrupt_before_any_call_turns_the_panel_red_and_frees_the_buttons(shell, llm, monkeypatch):
+def test_an_interrupt_before_any_call_leaves_the_error_alone(shell, llm, monkeypatch):
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt  # Ctrl-C before the run could hand back a partial result
 
@@ -440,37 +479,34 @@ def test_an_interrupt_before_any_call_turns_the_panel_red_and_frees_the_buttons(
     with capture_output() as shown, pytest.raises(KeyboardInterrupt):
         shell.run_cell_magic("summarise", "convs", PROMPT)
 
-    root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
-    assert find(root, "kura-progress").bar_style == "danger"
-    assert find(root, "kura-status").value == "interrupted before any call was made"
-    assert disabled(root) == [False] * 4
+    assert final(shown) == {"text/plain": ""}, "no zero-filled panel beside the error"
 
 
-def test_a_failed_run_turns_the_bar_red_and_says_why(shell, llm):
+def test_an_error_before_any_answer_is_said_once_and_frees_the_buttons(shell, llm):
     shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
     shell.run_line_magic("kura", "offline on")
     shell.user_ns["convs"] = make_conversations(2)
+    cache_panel = shell.run_line_magic("kura", "")
 
-    with capture_output() as shown, pytest.raises(Exception, match="offline mode"):
+    with capture_output() as shown, pytest.raises(UsageError, match="offline mode"):
         shell.run_cell_magic("summarise", "convs", PROMPT)
 
-    root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
-    assert find(root, "kura-progress").bar_style == "danger"
-    assert find(root, "kura-status").value.startswith("offline mode")
-    assert disabled(root) == [False] * 4, "the buttons work again after a failed run"
+    assert final(shown) == {"text/plain": ""}, "the error is the one message"
+    assert disabled(cache_panel.root) == [False] * 4, "the buttons work again after a failed run"
     assert llm.request_count == 0
 
 
-def test_a_bug_during_a_run_turns_the_bar_red_and_escapes(shell, llm):
+def test_a_bug_during_a_run_leaves_a_red_panel_saying_where_it_stopped(shell, llm):
     shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
     shell.user_ns.update(convs=make_conversations(4), Buggy=schema_with_a_bug(fails_on=2))
 
     with capture_output() as shown, pytest.raises(KeyError, match="a bug in a validator"):
         shell.run_cell_magic("summarise", "convs --schema Buggy --max-concurrency 1", PROMPT)
 
-    root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
-    assert find(root, "kura-progress").bar_style == "danger"
-    assert find(root, "kura-status").value == "KeyError: 'a bug in a validator'"
+    ended = final(shown)
+    assert "stopped at 1/4: KeyError: 'a bug in a validator'" in ended["text/plain"]
+    assert "stopped at 1/4: KeyError: &#x27;a bug in a validator&#x27;" in ended["text/html"]
+    assert "kura-failed" in ended["text/html"]
     assert km.cache_info().for_experiment("default").entries == 1, "the finished row is cached"
 
 
@@ -483,9 +519,7 @@ def test_without_a_widget_front_end_the_panel_is_plain_text(shell, llm, capsys):
 
     assert "3/3 done · 3 fresh · 0 cached · 0 errors" in printed
     assert "spent $" in printed and "saved $0.00" in printed
-    assert "default: 3 entries" in printed
-    assert "cache: 3 entries" in printed
-    assert "experiments: default (3)" in printed
+    assert "cache at the end of this run: default: 3 entries" in printed
     for widget_repr in ("VBox", "Label(", "IntProgress", "Button", "model_id"):
         assert widget_repr not in printed
 
@@ -499,3 +533,31 @@ def test_kura_alone_in_text_mode_prints_the_cache_lines(shell, llm):
     assert f"default: 0 entries, 0 B · cache: 2 entries, {size(km.cache_info().bytes)}" in shown.stdout
     assert "experiments: v2 (2)" in shown.stdout
     assert "VBox" not in shown.stdout
+
+
+def test_a_rerun_of_the_same_out_says_what_changed_in_the_text_panel(shell, llm):
+    shell.run_line_magic("config", "KuraMagics.panel = 'text'")
+    conversations = make_conversations(3)
+    shell.user_ns["convs"] = conversations
+    first = shell.run_cell_magic("summarise", "convs --out s", PROMPT)
+    shell.user_ns["convs"] = conversations + make_conversations(1, prefix="new", text="refund")
+
+    with capture_output() as shown:
+        shell.run_cell_magic("summarise", "convs --out s", PROMPT.replace("one line", "two short lines"))
+
+    lines = shown.outputs[0].data["text/plain"].splitlines()
+    assert f"since run {first.run_id}: prompt changed (3 words) · 4 fresh · 0 unchanged answers reused" in lines
+
+
+def test_the_widget_panel_shows_what_changed_since_the_last_run(shell, llm):
+    shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
+    shell.user_ns["convs"] = make_conversations(3)
+    shell.run_cell_magic("summarise", "convs --out s", PROMPT)
+    shell.user_ns["convs"] = make_conversations(5)
+
+    with capture_output() as shown:
+        second = shell.run_cell_magic("summarise", "convs --out s", PROMPT)
+
+    root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
+    assert find(root, "kura-changes").value == second.changes
+    assert second.changes.endswith("nothing changed · 2 fresh · 3 unchanged answers reused")

@@ -8,7 +8,8 @@ errors become one-line `UsageError`s; anything else is a bug and propagates.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,13 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Enum
 
-from kura_magic import session
+from kura_magic import formatting, history, session
 from kura_magic.calls import CallOptions
-from kura_magic.compare import Comparison, compare_runs
-from kura_magic.config import configure, settings
+from kura_magic.compare import Comparison
+from kura_magic.config import ENV_VARS, Settings, configure, mask_url, settings
 from kura_magic.errors import CacheError, KuraMagicError
 from kura_magic.notebook.panel import Panel, cache_table, open_panel
+from kura_magic.notebook.views import results_text
 from kura_magic.pipeline import estimate, summarise
 from kura_magic.results import Estimate, SummaryRun
 from kura_magic.types import CacheMode
@@ -78,8 +80,39 @@ def _experiment(magics: KuraMagics, words: list[str], args: argparse.Namespace) 
 def _config(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
     if words:
         configure(**dict(_setting(word) for word in words))
-    values = settings().shown()
-    return Note("\n".join(f"{name} = {value}" for name, value in values.items()))
+    return Note("\n".join(config_lines(settings(), os.environ)))
+
+
+# Settings litellm fills from its own variables when ours leave them unset.
+LITELLM_VARS = {"api_key": "OPENAI_API_KEY", "api_base": "OPENAI_API_BASE"}
+SIZES = ("cache_size_limit", "embedding_size_limit")
+MASK = "**********"
+
+
+def config_lines(current: Settings, environ: Mapping[str, str]) -> list[str]:
+    """`%kura config`: each setting in effect, sizes in human units, secrets masked, and where it
+    came from: the default, an environment variable, or `%kura config` (`configure()`).
+
+    Example:
+        >>> lines = config_lines(Settings(max_concurrency=3), {"OPENAI_API_KEY": "sk-secret"})
+        >>> [line for line in lines if line.startswith(("max_conc", "api_key", "cache_size"))]
+        ['cache_size_limit = 5.0 GiB  (default)', 'max_concurrency = 3  (%kura config)', 'api_key = **********  (OPENAI_API_KEY, read by litellm)']
+    """
+    from_env = {field: environ[var] for field, var in ENV_VARS.items() if environ.get(var, "").strip()}
+    baseline = Settings(**from_env)
+    lines = []
+    for name, value in current.shown().items():
+        source = ENV_VARS[name] if name in from_env else "default"
+        source = "%kura config" if getattr(current, name) != getattr(baseline, name) else source
+        if value is None and environ.get(LITELLM_VARS.get(name, ""), "").strip():
+            value, source = _litellm_value(name, environ), f"{LITELLM_VARS[name]}, read by litellm"
+        shown = formatting.size(value) if name in SIZES else value
+        lines.append(f"{name} = {shown}  ({source})")
+    return lines
+
+
+def _litellm_value(name: str, environ: Mapping[str, str]) -> str:
+    return MASK if name == "api_key" else mask_url(environ[LITELLM_VARS[name]])
 
 
 def _stats(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Any:
@@ -109,9 +142,17 @@ def _offline(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> 
 
 def _compare(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Comparison:
     if len(words) != 2:
-        raise UsageError("%kura compare takes two run variables: %kura compare RUN_A RUN_B")
-    runs = [magics.run_variable(name) for name in words]
-    return Comparison(compare_runs(*runs, labels=(words[0], words[1])))
+        raise UsageError("%kura compare takes two runs: %kura compare RUN_A RUN_B, each a run "
+                         "variable, an --out name, a run id, or -1 (the latest), -2, ...")
+    a, b = (magics.run_ref(word) for word in words)
+    return history.compare(a, b, changed_only=args.changed)
+
+
+def _runs(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> history.RunHistory:
+    if words and not words[0].isdigit():
+        raise UsageError(f"%kura runs takes how many of the latest runs to show, not {words[0]!r}")
+    last = int(words[0]) if words else None
+    return history.RunHistory(history.runs(experiment=args.experiment, prompt=args.prompt, last=last))
 
 
 def _local(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
@@ -135,7 +176,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "stats": Subcommand("%kura stats", "entries and size per experiment", _stats),
     "clear": Subcommand("%kura clear [--experiment NAME | --all]", "clear one experiment (default: active) or all", _clear),
     "offline": Subcommand("%kura offline on|off", "forbid (or allow) calls; misses become errors", _offline, 1),
-    "compare": Subcommand("%kura compare RUN_A RUN_B", "two runs' outputs side by side, differences marked", _compare, None),
+    "runs": Subcommand("%kura runs [N] [--experiment NAME] [--prompt HASH]", "the run history (the latest N)", _runs, 1),
+    "compare": Subcommand("%kura compare RUN_A RUN_B [--changed]", "prompt diff, then outputs side by side (a run is "
+                          "a variable, an --out name, a run id, or -1, -2, ...)", _compare, None),
     "local": Subcommand("%kura local start|stop|status", "the bundled local model", _local, None),
 }
 
@@ -219,19 +262,28 @@ class KuraMagics(Magics):
         try:
             run = summarise(
                 data, prompt, **scope, max_cost=args.max_cost, max_concurrency=args.max_concurrency,
-                on_progress=panel.update, **options,
+                on_progress=panel.update, label=args.out, cell=self._cell(), **options,
             )
         except BaseException as exc:  # ours, a bug or an interrupt: the panel turns red, buttons back
             panel.fail(_failure_text(exc))
             raise
-        panel.finish(run.stats)
+        panel.finish(run.stats, changes=run.changes, table=results_text(run))
         return run
+
+    def _cell(self) -> str:
+        """Where the run happens, for the history: the notebook (Jupyter names it to the kernel)
+        and the cell's execution count."""
+        notebook = os.path.basename(os.environ.get("JPY_SESSION_NAME", ""))
+        count = self.shell.execution_count - 1  # IPython counts the running cell before it runs
+        return " ".join(part for part in (notebook, f"In [{count}]" if count > 0 else "") if part)
 
     @magic_arguments()
     @argument("command", nargs="?", default="panel", help=f"one of: {', '.join(SUBCOMMANDS)}")
     @argument("words", nargs="*", help="the subcommand's arguments")
-    @argument("--experiment", help="clear: the experiment to clear (default: the active one)")
+    @argument("--experiment", help="clear: the experiment to clear (default: the active one); runs: only its runs")
     @argument("--all", action="store_true", help="clear: clear the whole cache")
+    @argument("--prompt", help="runs: only runs of this prompt hash")
+    @argument("--changed", action="store_true", help="compare: show only the conversations whose output changed")
     @line_magic
     @_with_subcommand_help
     def kura(self, line: str = "") -> Any:
@@ -241,20 +293,33 @@ class KuraMagics(Magics):
         subcommand = SUBCOMMANDS.get(args.command)
         if subcommand is None:
             raise UsageError(f"unknown %kura subcommand {args.command!r}: use one of {', '.join(SUBCOMMANDS)}")
-        if (args.experiment or args.all) and args.command != "clear":
-            raise UsageError("--experiment and --all go with %kura clear only")
+        _check_flags(args)
         if subcommand.most_words is not None and len(args.words) > subcommand.most_words:
             raise UsageError(f"too many arguments ({' '.join(args.words)}): use {subcommand.usage}")
         with usage_errors():
             return subcommand.run(self, args.words, args)
 
-    def run_variable(self, name: str) -> SummaryRun:
-        """The run bound to `name` in the notebook, or a UsageError saying what it is instead."""
-        value = self.shell.user_ns.get(name)
+    def run_ref(self, word: str) -> SummaryRun | str:
+        """The run bound to `word` in the notebook; else `word` names a recorded run (see
+        `history.find_record`). A variable that holds something else is a UsageError."""
+        if word not in self.shell.user_ns:
+            return word
+        value = self.shell.user_ns[word]
         if not isinstance(value, SummaryRun):
-            what = "not defined" if value is None else f"a {type(value).__name__}"
-            raise UsageError(f"{name!r} is {what}, not a run: bind one with %%summarise DATA --out {name}")
+            raise UsageError(f"{word!r} is a {type(value).__name__}, not a run: bind one with "
+                             f"%%summarise DATA --out {word}")
         return value
+
+
+# flag -> the subcommands it goes with
+FLAG_USES = {"experiment": ("clear", "runs"), "all": ("clear",), "prompt": ("runs",), "changed": ("compare",)}
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """A flag given to a subcommand it does not go with is a UsageError naming where it goes."""
+    for flag, commands in FLAG_USES.items():
+        if getattr(args, flag) and args.command not in commands:
+            raise UsageError(f"--{flag} goes with %kura {' and '.join(commands)} only")
 
 
 def _failure_text(exc: BaseException) -> str:

@@ -5,21 +5,30 @@ and carries out the buttons' actions; it is also the text fallback, printing the
 same lines where no widget front end exists. `WidgetPanel` only builds ipywidgets
 and copies that text into them. The CSS classes (`kura-panel`, `kura-fresh`, ...)
 are a stable contract for browser tests and user styles.
+
+A run's panel shows the run and one line about the cache; the cache's details and its
+buttons live in the cache panel (`%kura`). When a run ends its live widget is replaced,
+in place, by static HTML of how it ended, so a saved or exported notebook shows the
+final counts rather than widget reprs. Every open cache panel follows the cache: a
+clear or a switch in one re-renders them all, and their buttons are off while a run goes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import shutil
 import sys
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kura_magic import formatting, session
 from kura_magic.embeddings import clear_embedding_cache
 from kura_magic.errors import KuraMagicError
+from kura_magic.notebook import views
 from kura_magic.results import RunStats
 from kura_magic.session import active_experiment, cache_info, clear_all_caches, clear_cache
 from kura_magic.types import CacheInfo
@@ -69,6 +78,9 @@ class Armed(NamedTuple):
 RUN_ROWS = (
     ("kura-done", "kura-fresh", "kura-cached", "kura-errors"),
     ("kura-spent", "kura-saved", "kura-elapsed"),
+    ("kura-changes",),  # what changed since the previous run of the same --out
+    ("kura-cache",),  # the run panel's one line about the cache
+    ("kura-status",),  # why a run stopped
 )
 CACHE_ROWS = (
     ("kura-experiment-size", "kura-total-size", "kura-embeddings-size"),
@@ -128,6 +140,24 @@ def cache_table(info: CacheInfo, active: str) -> pandas.DataFrame:
     return pandas.DataFrame(rows)
 
 
+def progress_line(stats: RunStats) -> str:
+    """The text view's live line, like tqdm's bar: share done, bar, where the run is, elapsed
+    and time left, rate, then counts and money.
+
+    Example:
+        >>> progress_line(RunStats(total=4, done=1, fresh=1, elapsed_s=2.0))
+        ' 25%|█████               | 1/4 done [2.00 s<6.00 s, 0.5/s] 1 fresh · 0 cached · 0 errors · spent $0.00'
+    """
+    texts = stats.texts()
+    fraction = stats.done / stats.total if stats.total else 0.0
+    rate = stats.done / stats.elapsed_s if stats.elapsed_s and stats.done else None
+    left = formatting.duration((stats.total - stats.done) / rate) if rate else "?"
+    speed = f"{rate:.1f}/s" if rate else "?/s"
+    counts = " · ".join(texts[name] for name in ("kura-fresh", "kura-cached", "kura-errors", "kura-spent"))
+    timing = f"[{formatting.duration(stats.elapsed_s)}<{left}, {speed}]"
+    return f"{fraction:4.0%}|{formatting.bar(fraction)}| {texts['kura-done']} {timing} {counts}"
+
+
 def widgets_available() -> bool:
     """True in a Jupyter kernel with ipywidgets installed (detected like tqdm.autonotebook).
 
@@ -145,6 +175,11 @@ def widgets_available() -> bool:
         warnings.warn("ipywidgets is not installed: the kura_magic panel is shown as text", stacklevel=2)
         return False
     return True
+
+
+# The cache panels on the page, re-rendered when the cache changes, and the runs going now.
+_CACHE_PANELS: weakref.WeakSet[Panel] = weakref.WeakSet()
+_RUNS_GOING: weakref.WeakSet[Panel] = weakref.WeakSet()
 
 
 class Panel:
@@ -166,24 +201,51 @@ class Panel:
         self.stats: RunStats | None = RunStats() if run else None
         self.info = cache_info()
         self.status = ""
-        self.running = False  # between start() and finish()/fail(): the buttons are off
         self.failed = False
+        self.changes = ""
+        self.ended = False  # the run finished or failed: the cache line is a snapshot
+        self.handle: Any = None  # the live view's display, replaced by static HTML at the end
+        self.table = ""  # the results as text, after the panel's lines in a text view
+        self._line = 0  # the length of the text view's progress line, to wipe it
         self._armed: Armed | None = None
         self._shown_at = 0.0
+        if not run:
+            _CACHE_PANELS.add(self)
+
+    @property
+    def running(self) -> bool:
+        """A run is going somewhere in this kernel: the cache panels' buttons are off."""
+        return bool(_RUNS_GOING)
 
     def texts(self) -> dict[str, str]:
         """Every piece of text, keyed by its CSS class."""
         texts = cache_texts(self.info, self.experiment)
         if self.stats is not None:
             texts.update(self.stats.texts())
+            when = "at the end of this run" if self.ended else "now"
+            texts["kura-cache"] = f"cache {when}: {texts['kura-experiment-size']}"
+        if self.changes:
+            texts["kura-changes"] = self.changes
         status = self._armed.prompt if self._armed and self.armed else self.status
         return {**texts, "kura-status": status} if status else texts
 
     def lines(self) -> list[str]:
         """The text view: one line per row of the panel."""
         texts = self.texts()
-        rows = (*RUN_ROWS, *CACHE_ROWS) if self.stats is not None else CACHE_ROWS
-        return [" · ".join(texts[n] for n in row if n in texts) for row in rows if any(n in texts for n in row)]
+        return [" · ".join(texts[n] for n in row if n in texts) for row in self.rows if any(n in texts for n in row)]
+
+    @property
+    def rows(self) -> tuple[tuple[str, ...], ...]:
+        """The CSS classes of the panel's text, row by row."""
+        return RUN_ROWS if self.stats is not None else CACHE_ROWS
+
+    def html(self) -> str:
+        """The panel as static HTML: what a saved or exported notebook shows."""
+        return views.panel_html(self.texts(), self.rows, self.stats, failed=self.failed)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        text = "\n".join([*self.lines(), *(["", self.table] if self.table else [])])
+        return {"text/plain": text, "text/html": self.html()}
 
     @property
     def armed(self) -> str | None:
@@ -199,11 +261,13 @@ class Panel:
 
     # the run
     def start(self) -> None:
-        """The run begins: the buttons are off until it ends. A live view is shown now."""
-        self.running, self._armed = True, None
+        """The run begins: the cache panels' buttons are off until it ends. A live view is shown now."""
+        _RUNS_GOING.add(self)
+        for panel in list(_CACHE_PANELS):
+            panel.render()
         self.render()
         if self.live:
-            _display(self)
+            self.handle = _display(self)
 
     def update(self, stats: RunStats) -> None:
         """`on_progress`: take the run's numbers, re-rendering at most every THROTTLE_S."""
@@ -213,20 +277,42 @@ class Panel:
             self._shown_at = now
             self.render()
 
-    def finish(self, stats: RunStats) -> None:
-        """The final update: the run's last numbers and the cache as it is now; buttons back on."""
+    def finish(self, stats: RunStats, *, changes: str = "", table: str = "") -> None:
+        """The final update: the run's last numbers, what changed since the previous run of
+        the same cell, the cache as it is now, and the results as text; buttons back on."""
         self.stats = stats
-        self.running = False
-        self.refresh()
-        if not self.live:
-            _display(self)
+        self.changes = changes
+        self.table = table
+        self._end()
+        self._show_final()
 
     def fail(self, message: str) -> None:
-        """Mark the run as failed (a red bar in the widget view); buttons back on."""
+        """The run raised: a run stopped part-way keeps its panel, red, saying where and why;
+        before any answer there is nothing to show but the error, so the panel goes."""
         self.failed = True
-        self.running = False
-        self.status = message
-        self.render()
+        done = self.stats.done if self.stats is not None else 0
+        total = self.stats.total if self.stats is not None else 0
+        self.status = f"stopped at {done}/{total}: {message}" if done else message
+        self._end()
+        if done:
+            self._show_final()
+        elif self.handle is not None:
+            self.handle.update({"text/plain": ""}, raw=True)
+
+    def _end(self) -> None:
+        self.ended = True
+        _RUNS_GOING.discard(self)
+        if self._line:
+            _write("\r" + " " * self._line + "\r")
+        self.refresh()
+        _refresh_cache_panels()
+
+    def _show_final(self) -> None:
+        """The final state as static text and HTML: in place of the live view, or printed."""
+        if self.handle is not None:
+            self.handle.update(Panel._repr_mimebundle_(self), raw=True)
+        else:
+            _display(self)
 
     # the buttons: each clear asks first, and nothing changes the cache during a run
     def clear_experiment(self) -> None:
@@ -293,17 +379,25 @@ class Panel:
         loop.call_later(delay_s, self.render)
 
     def _done(self, status: str) -> None:
+        """After a change to the cache: say what happened here; every cache panel re-reads it."""
         self.status = status
         self._armed = None
-        self.refresh()
+        _refresh_cache_panels()
 
     def refresh(self) -> None:
-        """Re-read the cache's sizes and re-render."""
+        """Re-read the cache's sizes (a cache panel: of the active experiment) and re-render."""
+        if self.stats is None:
+            self.experiment = active_experiment()
         self.info = cache_info()
         self.render()
 
     def render(self) -> None:
-        """Copy the state into the view; text has no live view."""
+        """Copy the state into the view: in text, rewrite the run's one progress line in place."""
+        if self.stats is None or self not in _RUNS_GOING:
+            return
+        line = formatting.cut(progress_line(self.stats), shutil.get_terminal_size().columns - 1)
+        _write("\r" + line.ljust(self._line))
+        self._line = len(line)
 
     def __repr__(self) -> str:
         return "\n".join(self.lines())
@@ -318,13 +412,13 @@ class WidgetPanel(Panel):
         super().__init__(experiment=experiment, run=run)
         import ipywidgets as widgets
 
-        rows = (*RUN_ROWS, *CACHE_ROWS) if run else CACHE_ROWS
         spaced = {"margin": "0 1.5em 0 0"}
-        self.labels = {name: _styled(widgets.Label(layout=spaced), name) for row in rows for name in row}
+        self.labels = {name: _styled(widgets.Label(layout=spaced), name) for row in self.rows for name in row}
         self.progress = _styled(widgets.IntProgress(min=0, max=1, value=0), "kura-progress")
-        boxes = [widgets.HBox([self.labels[name] for name in row]) for row in rows]
-        top = [self.progress] if run else []
-        self.root = _styled(widgets.VBox([*top, *boxes, self._controls(widgets)]), "kura-panel")
+        boxes = [widgets.HBox([self.labels[name] for name in row]) for row in self.rows]
+        self.buttons: dict[str, Any] = {}
+        parts = [self.progress, *boxes] if run else [*boxes, self._controls(widgets)]
+        self.root = _styled(widgets.VBox(parts), "kura-panel")
         self.render()
 
     def _controls(self, widgets: Any) -> Any:
@@ -350,6 +444,10 @@ class WidgetPanel(Panel):
             self.progress.max = max(self.stats.total, 1)
             self.progress.value = self.stats.done
             self.progress.bar_style = _bar_style(self.stats, failed=self.failed)
+        if self.stats is None:
+            self._render_controls()
+
+    def _render_controls(self) -> None:
         for action, button in self.buttons.items():
             button.description = self.label(action)
             button.disabled = self.running
@@ -358,7 +456,9 @@ class WidgetPanel(Panel):
         self.selector.disabled = self.running
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
-        return self.root._repr_mimebundle_(include=include, exclude=exclude)
+        """The live widget, with this moment's text and HTML for where widgets do not show."""
+        bundle = self.root._repr_mimebundle_(include=include, exclude=exclude)
+        return {**bundle, **super()._repr_mimebundle_()}
 
 
 def open_panel(*, mode: str = "auto", experiment: str | None = None, run: bool = True) -> Panel:
@@ -393,7 +493,18 @@ def _button(widgets: Any, button: Destructive, action: Callable[[], None]) -> An
     return widget
 
 
-def _display(panel: Panel) -> None:
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _refresh_cache_panels() -> None:
+    for panel in list(_CACHE_PANELS):
+        panel.refresh()
+
+
+def _display(panel: Panel) -> Any:
+    """Show `panel`; the handle replaces it in place later."""
     from IPython.display import display
 
-    display(panel)
+    return display(panel, display_id=True)

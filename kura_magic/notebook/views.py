@@ -8,22 +8,39 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kura_magic import formatting
+from kura_magic.compare import Chunk, margins, prompt_summary, word_diff
 from kura_magic.compare import shown as output_or_absent
+from kura_magic.history import COLUMNS
 
 if TYPE_CHECKING:
-    import pandas
-
-    from kura_magic.results import SummaryResult, SummaryRun
+    from kura_magic.compare import Comparison
+    from kura_magic.history import RunHistory
+    from kura_magic.results import RunStats, SummaryResult, SummaryRun
 
 LEFT = ' style="text-align:left"'  # JupyterLab right-aligns table cells; text reads better left
+# The id column never wraps and stays in view when a wide table scrolls right.
+KEY_STYLE = "text-align:left;white-space:nowrap;position:sticky;left:0;background:var(--jp-layout-color0, #fff)"
+BADGE_STYLE = "background:{colour};color:#fff;border-radius:8px;padding:0 7px;font-size:11px;white-space:nowrap"
+BADGE_COLOURS = {"fresh": "#43a047", "cached": "#1e88e5", "error": "#e53935", "skipped": "#757575",
+                 "unfinished": "#fb8c00"}
+# Rows without an answer, said once per reason above the table rather than row by row.
+UNANSWERED = {"skipped": "skipped", "unfinished": "not finished"}
 
 
 class Badge(str):
     """A cell shown as a coloured status badge (`kura-badge kura-<text>`)."""
 
 
+class Key(str):
+    """The id cell: never wraps, and stays visible when the table scrolls right."""
+
+
 class Figure(str):
     """A cell holding a number (cost, latency): right-aligned like numbers are."""
+
+
+class Markup(str):
+    """A cell that is HTML already, built here from escaped text (changed words marked)."""
 
 
 Row = tuple[Sequence[str], str | None]  # the cells, and the row's CSS class if any
@@ -31,13 +48,14 @@ Row = tuple[Sequence[str], str | None]  # the cells, and the row's CSS class if 
 
 def table_html(
     kind: str, header: Sequence[str], rows: Iterable[Row], *, caption: str, hidden: int = 0,
-    hidden_hint: str = "",
+    hidden_hint: str = "", notes: Sequence[str] = (),
 ) -> str:
-    """A captioned table in `<div class="kura-KIND">`; `hidden` rows left out are counted.
+    """A captioned table in `<div class="kura-KIND">`, `notes` between caption and table;
+    `hidden` rows left out are counted.
 
     Example:
         >>> table_html("demo", ["id"], [(["<b>"], None)], caption="1 row")
-        '<div class="kura-demo mathjax_ignore"><p class="kura-caption">1 row</p><table class="kura-table"><thead><tr><th style="text-align:left">id</th></tr></thead><tbody><tr><td style="text-align:left">&lt;b&gt;</td></tr></tbody></table></div>'
+        '<div class="kura-demo mathjax_ignore"><p class="kura-caption">1 row</p><div class="kura-scroll" style="overflow-x:auto;max-width:100%"><table class="kura-table"><thead><tr><th style="text-align:left">id</th></tr></thead><tbody><tr><td style="text-align:left">&lt;b&gt;</td></tr></tbody></table></div></div>'
     """
     head = "".join(f"<th{LEFT}>{html.escape(title)}</th>" for title in header)
     body = "".join(_row(cells, css) for cells, css in rows)
@@ -46,7 +64,9 @@ def table_html(
     )
     return (
         f'<div class="kura-{kind} {formatting.NO_MATHS}"><p class="kura-caption">{html.escape(caption)}</p>'
-        f'<table class="kura-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        + "".join(f'<p class="kura-note">{html.escape(note)}</p>' for note in notes)
+        + '<div class="kura-scroll" style="overflow-x:auto;max-width:100%">'
+        f'<table class="kura-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
         f"{footer}</div>"
     )
 
@@ -57,10 +77,28 @@ def _row(cells: Sequence[str], css: str | None) -> str:
 
 
 def _cell(value: str) -> str:
+    if isinstance(value, Markup):
+        return f"<td{LEFT}>{value}</td>"
     text = html.escape(value)
     if isinstance(value, Badge):
-        return f'<td><span class="kura-badge kura-{text}">{text}</span></td>'
-    return f"<td>{text}</td>" if isinstance(value, Figure) else f"<td{LEFT}>{text}</td>"
+        style = BADGE_STYLE.format(colour=BADGE_COLOURS.get(value, "#757575"))
+        return f'<td><span class="kura-badge kura-{text}" style="{style}">{text}</span></td>'
+    if isinstance(value, Key):
+        return f'<td class="kura-id" style="{KEY_STYLE}">{text}</td>'
+    return f"<td>{text}</td>" if isinstance(value, Figure) else f"<td{LEFT}>{cut_html(value)}</td>"
+
+
+def cut_html(text: str, limit: int = formatting.CELL_CHARS) -> str:
+    """`text` escaped; past `limit` characters, cut, with the whole in a `<details>` (no JavaScript).
+
+    Example:
+        >>> cut_html("<b>" * 3, limit=4)
+        '<details class="kura-cut"><summary>&lt;b&gt;&lt;…</summary>&lt;b&gt;&lt;b&gt;&lt;b&gt;</details>'
+    """
+    if len(text) <= limit:
+        return html.escape(text)
+    return (f'<details class="kura-cut"><summary>{html.escape(text[:limit].rstrip())}…</summary>'
+            f"{html.escape(text)}</details>")
 
 
 def paragraph_html(text: str, *, css_class: str) -> str:
@@ -73,16 +111,112 @@ def paragraph_html(text: str, *, css_class: str) -> str:
     return f'<p class="{css_class} {formatting.NO_MATHS}">{html.escape(text)}</p>'
 
 
+# The stacked progress bar's parts: the count of RunStats each shows, and its colour.
+BAR_PARTS = (("cached", "#1e88e5"), ("fresh", "#43a047"), ("errors", "#e53935"))
+PANEL_STYLE = "border-left:4px solid {colour};padding:4px 10px;margin:4px 0;font-size:13px;line-height:1.5"
+# A panel's edge colour: failed, with errors or skips, or fine.
+EDGES = {"failed": "#e53935", "warning": "#fb8c00", "ok": "#43a047"}
+
+
+def panel_html(texts: dict[str, str], rows: Sequence[Sequence[str]], stats: RunStats | None, *,
+               failed: bool = False) -> str:
+    """A panel as static HTML: a stacked bar (cached, fresh, errors) over its rows of text,
+    each piece in a span of its CSS class; inline styles, so it reads the same exported.
+
+    Example:
+        >>> panel_html({"kura-status": "a <b>"}, [("kura-status",)], None).endswith('<div><span class="kura-status">a &lt;b&gt;</span></div></div>')
+        True
+    """
+    lines = "".join(
+        "<div>" + " · ".join(f'<span class="{name}">{html.escape(texts[name])}</span>'
+                             for name in row if name in texts) + "</div>"
+        for row in rows if any(name in texts for name in row)
+    )
+    state = "failed" if failed else "warning" if stats and (stats.errors or stats.skipped or stats.interrupted) else "ok"
+    bar = _stacked_bar(stats) if stats is not None else ""
+    css = f"kura-panel kura-static kura-{state} {formatting.NO_MATHS}"
+    return f'<div class="{css}" style="{PANEL_STYLE.format(colour=EDGES[state])}">{bar}{lines}</div>'
+
+
+def _stacked_bar(stats: RunStats) -> str:
+    total = max(stats.total, 1)
+    parts = "".join(
+        f'<div class="kura-bar-{name}" title="{getattr(stats, name)} {name}" '
+        f'style="width:{100 * getattr(stats, name) / total:.1f}%;background:{colour}"></div>'
+        for name, colour in BAR_PARTS if getattr(stats, name)
+    )
+    return ('<div class="kura-bar" style="display:flex;height:8px;max-width:40em;background:#e0e0e0;'
+            f'border-radius:4px;overflow:hidden;margin:2px 0 4px">{parts}</div>')
+
+
 def results_html(run: SummaryRun) -> str:
-    """A run as a table: id, the summary (or the schema's fields), status, cost, latency, error."""
-    shown = run.results[: formatting.ROW_LIMIT]
+    """A run as a table: id, the summary (or the schema's fields), status, cost (or what a
+    cached row saved), latency, error. Rows without an answer are said once per reason, above."""
+    answered = [result for result in run.results if result.status not in UNANSWERED]
+    shown = answered[: formatting.TABLE_ROWS]
     columns = _summary_columns(shown)
+    named = f"run {run.run_id} · " if run.run_id else ""
+    missing = f" · {len(run.missing)} answers missing from the cache" if run.missing else ""
     return table_html(
         "results", ["id", *columns, "", "cost", "latency", "error"],
         [(_result_cells(result, columns), None) for result in shown],
-        caption=f"{run.model} · experiment {run.experiment} · {run.stats.summary_line()}",
-        hidden=len(run.results) - len(shown), hidden_hint=".to_pandas()",
+        caption=f"{named}{run.model} · experiment {run.experiment} · {run.stats.summary_line()}{missing}",
+        hidden=len(answered) - len(shown), hidden_hint=".to_pandas()", notes=unanswered_notes(run.results),
     )
+
+
+def unanswered_notes(results: Iterable[SummaryResult]) -> list[str]:
+    """One line per reason rows got no answer (the budget, an interrupt), with how many.
+
+    Example:
+        >>> from kura_magic.results import SummaryResult
+        >>> rows = [SummaryResult(conversation_id=str(i), status="skipped",
+        ...                       error="skipped: budget of $0.01 reached") for i in range(40)]
+        >>> unanswered_notes(rows)
+        ['40 calls skipped: budget of $0.01 reached']
+    """
+    reasons: dict[tuple[str, str], int] = {}
+    for result in results:
+        if result.status in UNANSWERED:
+            why = (result.error or "").removeprefix(f"{result.status}: ")
+            reasons[result.status, why] = reasons.get((result.status, why), 0) + 1
+    return [f"{count} {'call' if count == 1 else 'calls'} {UNANSWERED[status]}: {why}"
+            for (status, why), count in reasons.items()]
+
+
+def results_text(run: SummaryRun, *, width: int = 100) -> str:
+    """A run as a plain text table (its first rows) for a terminal, then how to get them all.
+
+    Example:
+        >>> from kura_magic.results import RunStats, SummaryResult, SummaryRun
+        >>> run = SummaryRun([SummaryResult(conversation_id="c0", summary="Refund asked.", cost=0.001)],
+        ...                  RunStats(), model="m", experiment="e", label="v1")
+        >>> print(results_text(run))
+        id  status  cost      summary
+        c0  fresh   $0.00100  Refund asked.
+        all 1 rows: v1.to_pandas()
+    """
+    answered = [result for result in run.results if result.status not in UNANSWERED]
+    rows = [(result.conversation_id, _badge(result), _cost(result), result.summary_text() or result.error or "")
+            for result in answered[: formatting.TEXT_ROWS]]
+    table = [("id", "status", "cost", "summary"), *rows]
+    widths = [min(max(len(row[i]) for row in table), 24) for i in range(3)]
+    room = max(width - sum(widths) - 6, 20)
+    lines = ["  ".join(formatting.cut(cell, w).ljust(w) for cell, w in zip(row[:3], widths))
+             + "  " + formatting.cut(row[3], room) for row in table]
+    more = f" ({len(answered) - len(rows)} more not shown)" if len(answered) > len(rows) else ""
+    hint = f"all {len(run.results)} rows{more}: {run.label or 'run'}.to_pandas()"
+    return "\n".join([*lines, *unanswered_notes(run.results), hint])
+
+
+def runs_html(history: RunHistory) -> str:
+    """The run history as a table, one row per run, money and counts right-aligned."""
+    numeric = {"rows", "fresh", "cached", "errors", "spent", "saved"}
+    header = list(COLUMNS.values())
+    rows = [([Figure(cell) if title in numeric else cell for title, cell in zip(header, cells)], None)
+            for cells in history.cells()[-formatting.ROW_LIMIT:]]
+    return table_html("runs", header, rows, caption=history.caption,
+                      hidden=len(history.frame) - formatting.ROW_LIMIT, hidden_hint="km.runs()")
 
 
 def _summary_columns(results: Sequence[SummaryResult]) -> list[str]:
@@ -95,16 +229,25 @@ def _summary_columns(results: Sequence[SummaryResult]) -> list[str]:
 
 def _result_cells(result: SummaryResult, columns: list[str]) -> list[str]:
     fields = result.summary_fields() if result.summary is not None else {}
-    badge = "cached" if result.cached else ("fresh" if result.status == "ok" else result.status)
-    cost = formatting.money(result.cost) if result.status == "ok" or result.cost else ""
     return [
-        result.conversation_id,
+        Key(result.conversation_id),
         *(_cell_text(fields.get(column)) for column in columns),
-        Badge(badge),
-        Figure(cost),
+        Badge(_badge(result)),
+        Figure(_cost(result)),
         Figure(formatting.duration(result.latency_s)),
         result.error or "",
     ]
+
+
+def _badge(result: SummaryResult) -> str:
+    return "cached" if result.cached else ("fresh" if result.status == "ok" else result.status)
+
+
+def _cost(result: SummaryResult) -> str:
+    """What the row cost, or for a cached row what it saved."""
+    if result.cached and result.fresh_cost:
+        return f"saved {formatting.money(result.fresh_cost)}"
+    return formatting.money(result.cost) if result.status == "ok" or result.cost else ""
 
 
 def _cell_text(value: Any) -> str:
@@ -115,15 +258,58 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
-def comparison_html(frame: pandas.DataFrame, caption: str) -> str:
-    """A comparison (see `compare.compare_runs`) as a table; differing rows get `kura-differs`."""
-    label_a, label_b = str(frame.columns[1]), str(frame.columns[2])
-    shown = frame.head(formatting.ROW_LIMIT).itertuples(index=False, name=None)
-    return table_html(
+def comparison_html(comparison: Comparison) -> str:
+    """A comparison: what changed (prompt word diff, settings), then one row per conversation
+    with changed words marked in both outputs; differing rows get `kura-differs`."""
+    label_a, label_b = (str(label) for label in comparison.frame.columns[1:3])
+    rows = comparison.rows
+    shown = rows.head(formatting.ROW_LIMIT).itertuples(index=False, name=None)
+    table = table_html(
         "compare", ["", "id", label_a, label_b],
-        [(["≠" if differs else "", cid, output_or_absent(a), output_or_absent(b)],
-          "kura-differs" if differs else None)
+        [(["≠" if differs else "", Key(cid), *_outputs_html(a, b)], "kura-differs" if differs else None)
          for cid, a, b, differs in shown],
-        caption=caption, hidden=len(frame) - formatting.ROW_LIMIT, hidden_hint=".frame",
+        caption=comparison.caption, hidden=len(rows) - formatting.ROW_LIMIT, hidden_hint=".frame",
     )
+    return f'<div class="kura-comparison {formatting.NO_MATHS}">{_changes_html(comparison)}{table}</div>'
 
+
+def _changes_html(comparison: Comparison) -> str:
+    """The prompt's word diff and each changed setting, above the table."""
+    parts = []
+    if comparison.prompts is not None:
+        parts.append(f'<p class="kura-caption">{html.escape(prompt_summary(comparison.prompts))}</p>')
+        if comparison.prompts[0] != comparison.prompts[1]:
+            diff = marked_html(word_diff(*comparison.prompts), side="both")
+            parts.append(f'<pre class="kura-prompt-diff">{diff}</pre>')
+    parts += [f'<p class="kura-setting-change">{html.escape(line)}</p>' for line in comparison.setting_lines()]
+    return "".join(parts)
+
+
+def _outputs_html(a: object, b: object) -> tuple[str, str]:
+    """Two outputs as cells: plain if either is missing, else with changed words marked."""
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return output_or_absent(a), output_or_absent(b)
+    chunks = word_diff(a, b)
+    return Markup(marked_html(chunks, side="old")), Markup(marked_html(chunks, side="new"))
+
+
+def marked_html(chunks: list[Chunk], *, side: str) -> str:
+    """One side of a word diff as escaped HTML: removed words in `<del>` ('old'), added ones
+    in `<ins>` ('new'), or both ('both').
+
+    Example:
+        >>> from kura_magic.compare import word_diff
+        >>> marked_html(word_diff("a <b> c", "a <i> c"), side="both")
+        'a <del class="kura-removed">&lt;b&gt;</del><ins class="kura-added">&lt;i&gt;</ins> c'
+    """
+    parts = []
+    for chunk in chunks:
+        if not chunk.changed:
+            parts.append(html.escape(chunk.old))
+            continue
+        lead, trail = margins(chunk)
+        removed, added = chunk.old.strip(), chunk.new.strip()
+        marks = f'<del class="kura-removed">{html.escape(removed)}</del>' if removed and side != "new" else ""
+        marks += f'<ins class="kura-added">{html.escape(added)}</ins>' if added and side != "old" else ""
+        parts.append(html.escape(lead) + marks + html.escape(trail))
+    return "".join(parts)

@@ -140,7 +140,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, loopback: LoopbackLLM) -> Iter
     root = tmp_path_factory.mktemp("lab")
     (root / "nb").mkdir()
     _notebook(root / "nb" / "smoke.ipynb", SMOKE)
-    _notebook(root / "nb" / "panel.ipynb", "%load_ext kura_magic", CONVERSATIONS, SUMMARISE)
+    _notebook(root / "nb" / "panel.ipynb", "%load_ext kura_magic", CONVERSATIONS, SUMMARISE, "%kura")
     port = free_port()
     proc = _start_lab(root, port, _lab_env(root, loopback))
     try:
@@ -267,7 +267,8 @@ def test_lab_renders_a_widget(open_notebook: Callable[[str], Page], tmp_path: Pa
 def test_panel_fresh_cached_and_clear(
     open_notebook: Callable[[str], Page], loopback: LoopbackLLM, tmp_path: Path
 ) -> None:
-    """Fresh, then all cached, then "Clear experiment" in the page, then fresh again."""
+    """Fresh, then all cached, then "Clear experiment" in the cache panel (`%kura`), then fresh
+    again, and the cache panel follows the run."""
     from playwright.sync_api import expect
 
     page = open_notebook("panel.ipynb")
@@ -283,6 +284,8 @@ def test_panel_fresh_cached_and_clear(
     cell = _summarise(page, loopback, 4, fresh=0, cached=N, shots=tmp_path)
     _shoot(cell, "panel_second_run.png")
 
+    expect(cell.locator(".kura-panel button")).to_have_count(0)  # a run panel has no cache controls
+    cell = _run(page, 3, 5)  # %kura: the cache panel
     with _explained(cell, tmp_path / "clear.png"):
         size = cell.locator(".kura-panel .kura-experiment-size")
         expect(size).to_contain_text(re.compile(r": [1-9]\d* entries"))
@@ -295,4 +298,6 @@ def test_panel_fresh_cached_and_clear(
         expect(size).to_contain_text(re.compile(r": 0 entries"))
         expect(button).to_have_text("Clear experiment")
 
-    _summarise(page, loopback, 5, fresh=N, cached=0, shots=tmp_path)
+    _summarise(page, loopback, 6, fresh=N, cached=0, shots=tmp_path)
+    with _explained(cell, tmp_path / "follows.png"):
+        expect(size).to_contain_text(f": {N} entries")  # the older cache panel re-read the cache

@@ -1,0 +1,117 @@
+"""Outputs that survive saving: a notebook executed in a real kernel (nbclient, so the panel is
+a live widget while it runs) and exported with nbconvert shows the runs' final counts and
+tables as HTML, never widget reprs such as `VBox(children=(IntProgress(...`."""
+
+from __future__ import annotations
+
+import html
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbconvert import HTMLExporter
+from nbformat.v4 import new_code_cell, new_notebook
+
+import kura_magic as km
+from helpers import PROMPT, make_conversations
+from kura_magic.testing import LoopbackLLM
+
+SETUP = "from kura_magic.samples import sample_conversations\nconvs = sample_conversations(4)\n%load_ext kura_magic"
+RUN = "%%summarise convs --out first\nSummarise this support chat in one line:\n{{ transcript }}"
+BROKEN = "%%summarise convs --out broken\nSummarise {{ transcript"
+WIDGET_REPRS = ("VBox(", "IntProgress(", "HBox(", "Label(value")
+
+
+@pytest.fixture
+def kernel_env(tmp_path, llm_server: LoopbackLLM) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KURA_MAGIC_", "OPENAI_"))}
+    env.update(OPENAI_API_BASE=llm_server.url, OPENAI_API_KEY="sk-outputs-test",
+               KURA_MAGIC_CACHE=str(tmp_path / "cache"), LITELLM_LOCAL_MODEL_COST_MAP="True")
+    return env
+
+
+def executed(cells: list[str], env: dict[str, str]) -> nbformat.NotebookNode:
+    """`cells` run in a new kernel, errors kept in the outputs as a person's notebook keeps them."""
+    notebook = new_notebook(cells=[new_code_cell(source) for source in cells])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    NotebookClient(notebook, timeout=180, kernel_name="python3", allow_errors=True).execute(env=env)
+    return notebook
+
+
+@pytest.mark.slow
+def test_an_exported_notebook_shows_final_counts_and_tables_not_widget_reprs(kernel_env, llm_server, tmp_path):
+    llm_server.reset()
+    notebook = executed([SETUP, RUN, RUN, BROKEN, "%kura"], kernel_env)
+    nbformat.write(notebook, tmp_path / "saved.ipynb")  # a reopened notebook reads this file
+
+    page, _ = HTMLExporter().from_notebook_node(nbformat.read(tmp_path / "saved.ipynb", as_version=4))
+
+    assert llm_server.request_count == 4
+    assert '<span class="kura-done">4/4 done</span>' in page
+    assert '<span class="kura-fresh">4 fresh</span>' in page, "the first run's final counts"
+    assert '<span class="kura-cached">4 cached</span>' in page, "the second run's final counts"
+    assert page.count('<div class="kura-results') == 2 and page.count("Summary: ") >= 8
+    for widget_repr in WIDGET_REPRS:
+        assert widget_repr not in page
+    first, second, broken = (notebook.cells[i].outputs for i in (1, 2, 3))
+    for outputs in (first, second):
+        assert all("application/vnd.jupyter.widget-view+json" not in out.get("data", {}) for out in outputs)
+    cache_panel = notebook.cells[4].outputs[0].data  # a widget still: its buttons work when the kernel runs
+    assert "experiments: default (4)" in cache_panel["text/html"], "with a static fallback beside it"
+    assert "VBox(" not in cache_panel["text/plain"]
+    shown = [out for out in broken if out.get("data") != {"text/plain": ""}]
+    assert [(out.output_type, out.get("name")) for out in shown] == [("stream", "stderr")], (
+        "a failure before any call: the one-line error alone, no zero-filled panel")
+    assert shown[0].text.startswith("UsageError: ") and "template" in shown[0].text.lower()
+
+
+# ---------------------------------------------------------------- the results table
+
+
+def test_long_replies_are_cut_with_the_whole_a_click_away_and_escaped(llm_server, llm):
+    reply = "<script>alert(1)</script> " + "word " * 100
+    llm_server.reply = lambda messages: reply
+    try:
+        run = km.summarise(make_conversations(2), PROMPT)
+    finally:
+        llm_server.reply = None
+    page = run._repr_html_()
+
+    assert run[0].summary.startswith("<script>alert(1)</script> word word")
+    assert "<script>" not in page
+    assert page.count('<details class="kura-cut"><summary>&lt;script&gt;alert(1)&lt;/script&gt; word') == 2
+    assert page.count(f"{html.escape(run[0].summary)}</details>") == 2, "the whole reply, escaped"
+    assert 'overflow-x:auto' in page, "a wide table scrolls inside its own box"
+
+
+def test_the_id_stays_in_view_and_cached_rows_say_what_they_saved(llm):
+    first = km.summarise(make_conversations(3), PROMPT)
+    page = km.summarise(make_conversations(3), PROMPT)._repr_html_()
+
+    assert page.count('class="kura-id" style="text-align:left;white-space:nowrap;position:sticky;left:0') == 3
+    assert page.count('<span class="kura-badge kura-cached"') == 3
+    for result in first:
+        assert f"saved {km.formatting.money(result.cost)}" in page
+
+
+def test_a_long_run_shows_its_first_rows_and_how_many_more(llm):
+    page = km.summarise(make_conversations(km.formatting.TABLE_ROWS + 7), PROMPT)._repr_html_()
+
+    assert page.count('<span class="kura-badge kura-fresh"') == km.formatting.TABLE_ROWS
+    assert "… 7 more rows: use <code>.to_pandas()</code>" in page
+
+
+def test_budget_skips_are_said_once_not_row_by_row(llm):
+    conversations = make_conversations(20)
+    one_call = km.estimate(conversations[:1], PROMPT, max_tokens=8).estimated_cost
+
+    run = km.summarise(conversations, PROMPT, max_tokens=8, max_cost=one_call * 3.5, max_concurrency=1)
+    page = run._repr_html_()
+
+    skipped = run.stats.skipped
+    assert skipped > 10
+    budget = km.formatting.money(one_call * 3.5)
+    assert page.count(f"{skipped} calls skipped: budget of {budget} reached") == 1
+    assert "kura-skipped" not in page, "no row per skipped call"
+    assert page.count('<span class="kura-badge kura-fresh"') == run.stats.fresh
