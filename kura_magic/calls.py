@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypedDict
 
 from pydantic import BaseModel
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 from kura_magic import gateway
 from kura_magic.config import Settings, check_experiment_name, settings
 from kura_magic.errors import ConfigError
+from kura_magic.keys import KeyRecipe
 from kura_magic.schemas import resolve_schema
 from kura_magic.store import Store, open_store
 from kura_magic.types import CACHE_MODES, CacheEntry, CacheMode, ChatRequest
@@ -276,7 +278,12 @@ class CallSetup:
     def request(self, prompt: str | tuple[dict[str, Any], ...]) -> ChatRequest:
         """The request for one prompt (a user message) or a conversation of messages."""
         messages = ({"role": "user", "content": prompt},) if isinstance(prompt, str) else prompt
-        return ChatRequest(self.model, messages, self.schema, self.params, self.transport)
+        return ChatRequest(self.model, messages, self.schema, self.params, self.transport, self.recipe)
+
+    @cached_property
+    def recipe(self) -> KeyRecipe:
+        """What every request's key shares (model, schema, params), canonicalised once."""
+        return KeyRecipe.of(model=self.model, schema=self.schema, params=self.params)
 
     def check_may_call(self, missing: str) -> None:
         """Raise before anything is spent (offline, unknown model, no key); see the gateway."""

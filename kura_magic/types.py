@@ -140,27 +140,14 @@ class ChatRequest:
     schema: type[BaseModel] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     transport: dict[str, Any] = field(default_factory=dict, repr=False)  # holds the API key
+    # Model, schema and params canonicalised, when the caller has them already (one per run).
+    recipe: KeyRecipe | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def key(self) -> str:
         """The cache key: model, messages, schema and output parameters, never the transport."""
-        return _recipe(self.model, self.schema, self.params).key(self.messages)
-
-
-_last_recipe: tuple[str, type[BaseModel] | None, dict[str, Any], KeyRecipe] | None = None
-
-
-def _recipe(model: str, schema: type[BaseModel] | None, params: dict[str, Any]) -> KeyRecipe:
-    """The key recipe of a request, made once per run: a run's requests share the very same
-    `params` dict, so the last recipe is reused while model, schema and that dict repeat
-    (by identity: 0 == 0.0 as values, but not as keys)."""
-    global _last_recipe
-    last = _last_recipe
-    if last is not None and last[0] == model and last[1] is schema and last[2] is params:
-        return last[3]
-    recipe = KeyRecipe.of(model=model, schema=schema, params=params)
-    _last_recipe = (model, schema, params, recipe)
-    return recipe
+        recipe = self.recipe or KeyRecipe.of(model=self.model, schema=self.schema, params=self.params)
+        return recipe.key(self.messages)
 
 
 class CacheEntry(BaseModel):
