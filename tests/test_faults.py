@@ -22,7 +22,7 @@ from helpers import EMBEDDING_MODEL, PROMPT, make_conversations
 
 SECRET = "sk-live-do-not-leak-0123456789"
 CALLS = {
-    "summarise": lambda: km.summarise(make_conversations(2), PROMPT),
+    "summarise": lambda: km.summarise(make_conversations(1), PROMPT),
     "complete": lambda: km.complete("hello"),
     "embed": lambda: km.embed(["hello"], model=EMBEDDING_MODEL),
 }

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -391,6 +392,24 @@ def test_reset_lets_go_of_a_request_left_hanging_by_a_timed_out_client(server: L
 
     assert HTTP.get(server.url + "/models").status_code == 200
     assert server.peak_in_flight == 1 and server.request_count == 1
+
+
+def test_a_request_still_arriving_at_reset_does_not_take_the_next_tests_fault(server: LoopbackLLM) -> None:
+    # A run that failed fast can leave a call on the wire; it must not eat the next fault.
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "late"}]}).encode()
+    late = socket.create_connection(("127.0.0.1", server.port))
+    late.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
+    wait_until(lambda: server._handling == 1)
+    threading.Timer(0.2, lambda: late.sendall(body[5:])).start()
+
+    server.reset()
+    server.fail_next(1, status=401)
+
+    assert late.recv(4096).split(b"\r\n")[0] == b"HTTP/1.1 200 OK", "the late call was answered"
+    late.close()
+    assert HTTP.get(server.url + "/models").status_code == 401
+    assert server.request_count == 1
 
 
 def test_unknown_paths_and_bad_json_get_openai_errors_and_are_counted(server: LoopbackLLM) -> None:

@@ -12,6 +12,7 @@ import random
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -111,7 +112,8 @@ class LoopbackLLM:
         self._port = self._bound_port = port
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
-        self._in_flight = self._peak = self._generation = 0
+        self._in_flight = self._peak = self._generation = self._handling = 0
+        self._last_activity = 0.0
         self._faults = _Faults()
         self._wake = threading.Event()  # set by stop() and reset(): ends pauses at once
         self._server: _Server | None = None
@@ -187,19 +189,37 @@ class LoopbackLLM:
         with self._lock:
             return self._peak
 
+    def settle(self, *, quiet_s: float = 0.05, timeout_s: float = 2.0) -> None:
+        """Wait until no request is being handled and none has come for ``quiet_s``.
+
+        A run that failed fast may have a call on the wire that the server picks up a moment
+        later; settling before ``reset()`` keeps it from taking the next test's injected fault.
+        Example: ``server.settle(); server.reset()``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                idle = self._handling == 0 and time.monotonic() - self._last_activity >= quiet_s
+            if idle:
+                return
+            time.sleep(quiet_s / 5)
+
     def reset(self) -> None:
         """Forget requests and the peak, clear injected faults (not ``latency_s``).
 
-        Requests still in flight (say, hanging after their client gave up) are woken
-        and no longer counted, so one test's leftovers never inflate the next one's peak.
+        Requests still in flight (say, hanging after their client gave up) are woken and
+        no longer counted, and the server settles first, so one test's leftovers never
+        inflate the next one's counts or take its injected faults.
         """
+        with self._lock:
+            self._wake.set()
+            self._wake = threading.Event()
+        self.settle()
         with self._lock:
             self._requests.clear()
             self._faults = _Faults()
             self._generation += 1
             self._in_flight = self._peak = 0
-            self._wake.set()
-            self._wake = threading.Event()
 
     # fault injection
     def fail_rate(self, rate: float, *, status: int = 429, retry_after_s: float | None = 0.0,
@@ -234,13 +254,17 @@ class LoopbackLLM:
         with self._lock:
             generation = self._generation
             self._in_flight += 1
+            self._handling += 1
             self._peak = max(self._peak, self._in_flight)
+            self._last_activity = time.monotonic()
         try:
             yield
         finally:
             with self._lock:
                 if generation == self._generation:  # else reset() has already let it go
                     self._in_flight -= 1
+                self._handling -= 1
+                self._last_activity = time.monotonic()
 
     def _respond(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Reply:
         body, bad_json = parse_json_body(raw) if method != "GET" else ({}, None)
