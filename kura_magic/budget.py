@@ -35,6 +35,8 @@ class Budget:
     reserved: float = 0.0
     replies: int = 0
     reply_tokens: int = 0
+    refused: int = 0  # calls not started because they would have passed the budget
+    refused_cost: float = 0.0  # their summed estimates
 
     @classmethod
     def create(cls, max_cost: float | None, model: str) -> Budget:
@@ -62,9 +64,21 @@ class Budget:
         average = self.reply_tokens / self.replies if self.replies else None
         estimate = gateway.estimate_cost(request, reply_tokens=average) or 0.0
         if self.spent + self.reserved + estimate > self.max_cost:
+            self.refused += 1
+            self.refused_cost += estimate
             return None
         self.reserved += estimate
         return estimate
+
+    @property
+    def refused_each(self) -> float | None:
+        """What one refused call was estimated to cost, on average (None: none refused).
+
+        Example:
+            >>> Budget(max_cost=0.01, refused=2, refused_cost=0.003).refused_each
+            0.0015
+        """
+        return self.refused_cost / self.refused if self.refused else None
 
     def release(self, estimate: float) -> None:
         self.reserved -= estimate

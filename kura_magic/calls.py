@@ -8,8 +8,8 @@ import asyncio
 import math
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypedDict
@@ -27,6 +27,9 @@ from kura_magic.types import CACHE_MODES, CacheEntry, CacheMode, ChatRequest
 # A lease lapses this long after its owner stops renewing it (a process that died).
 LEASE_S = 10.0
 LEASE_POLL_S, LEASE_POLL_MAX_S = 0.02, 0.25  # how often a waiter looks for the entry
+# A batched run stores its finished calls (entries, then their leases let go) this often,
+# and claims the leases of its next calls this many at a time.
+FLUSH_S, CLAIM_AHEAD = 0.05, 50
 # Stores no other process sees: the in-flight table alone makes each call once, no lease needed.
 PROCESS_LOCAL_STORES = ("memory", "off")
 
@@ -78,6 +81,7 @@ class CallContext:
     config: Settings
     unsaved: int = 0  # answers the store could not keep (it was down or full)
     in_flight: int = 0  # provider calls out now
+    _batch: _Batch | None = field(default=None, repr=False)  # see `batched`
 
     @classmethod
     def create(
@@ -119,6 +123,7 @@ class CallContext:
         table = _in_flight.setdefault(asyncio.get_running_loop(), {})
         slot = (id(self.store), self.experiment, request.key)
         if slot in table:
+            self._give_back()
             return await asyncio.shield(table[slot]), True
         future: asyncio.Future[CacheEntry] = asyncio.get_running_loop().create_future()
         table[slot] = future
@@ -133,6 +138,27 @@ class CallContext:
         future.set_result(entry)
         return entry, not made
 
+    @contextmanager
+    def batched(self, keys: Sequence[str] = ()) -> Iterator[None]:
+        """Inside, calls share their store work. The leases of `keys` (the calls to come, in
+        order) are claimed `CLAIM_AHEAD` at a time in one go; finished calls are stored
+        together, their entries in one write then their leases let go in another, every
+        FLUSH_S and on leaving (after success, a failure or an interrupt alike). A crash
+        before a flush costs a call made again, never a wrong answer; a process waiting
+        on a lease finds the entry once the lease is free.
+
+        Example:
+            >>> ctx = CallContext.create(cache_mode="off")
+            >>> with ctx.batched(["km1-chat-x"]):
+            ...     pass
+        """
+        self._batch = _Batch(self, list(keys))
+        try:
+            yield
+        finally:
+            batch, self._batch = self._batch, None
+            batch.flush(finishing=True)
+
     async def _obtain(self, request: ChatRequest, own_limit: bool) -> tuple[CacheEntry, bool]:
         if self.mode == "read_write" and self.store.kind not in PROCESS_LOCAL_STORES:
             return await self._obtain_leased(request, own_limit)
@@ -140,31 +166,55 @@ class CallContext:
         found = self.lookup(request.key)
         if found is not None:
             return found, False
-        return await self._call(request, own_limit), True
+        entry, keep = await self._call(request, own_limit)
+        self._settle(request.key, entry if keep else None, None)
+        return entry, True
 
     async def _obtain_leased(self, request: ChatRequest, own_limit: bool) -> tuple[CacheEntry, bool]:
         """Make the call only while holding its lease in the store, so that processes sharing
         the store make it once; the others wait for the entry (or for a dead owner's lease
-        to lapse)."""
-        lease = Lease(self.store, request.key, self.experiment)
+        to lapse). Looking again under the lease is a plain read: it was a miss moments ago."""
+        ahead = self._batch.take(request.key) if self._batch is not None else None
+        lease = ahead if ahead is not None else await self._wait_for_lease(request.key)
+        if isinstance(lease, CacheEntry):
+            return lease, False
+        keep: CacheEntry | None = None
+        try:
+            # Claimed ahead, it was looked up then; else an owner that stored it and let go is seen.
+            found = None if ahead is not None else self._look_again(request.key)
+            if found is not None:
+                return found, False
+            entry, cacheable = await self._call(request, own_limit)
+            keep = entry if cacheable else None
+            return entry, True
+        finally:
+            self._settle(request.key, keep, lease)
+
+    async def _wait_for_lease(self, key: str) -> Lease | CacheEntry:
+        """The lease of `key`, once no other process holds it, or the entry its holder stored."""
+        lease = Lease(self.store, key, self.experiment)
         delay = LEASE_POLL_S
         while not lease.claim():
+            self._give_back()
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, LEASE_POLL_MAX_S)
-            found = self.lookup(request.key)
+            found = self._look_again(key)
             if found is not None:
-                return found, False
+                return found
         lease.hold()
-        try:
-            # Looked up under the lease: an owner that stored the entry and let go is seen.
-            found = self.lookup(request.key)
-            if found is not None:
-                return found, False
-            return await self._call(request, own_limit), True
-        finally:
-            lease.let_go()
+        return lease
 
-    async def _call(self, request: ChatRequest, own_limit: bool) -> CacheEntry:
+    def _give_back(self) -> None:
+        # About to wait for another run or process, which may wait for a lease this one
+        # claimed ahead: letting those go means no two ever wait for each other.
+        if self._batch is not None:
+            self._batch.give_back()
+
+    def _look_again(self, key: str) -> CacheEntry | None:
+        return self.store.get_many([key], experiment=self.experiment, use=False).get(key)
+
+    async def _call(self, request: ChatRequest, own_limit: bool) -> tuple[CacheEntry, bool]:
+        """The call's entry, and whether this mode stores it (an answer, not a hiccup)."""
         slot: AbstractAsyncContextManager[object] = (
             nullcontext() if own_limit else gateway.limiter(self.config.max_concurrency)
         )
@@ -174,9 +224,109 @@ class CallContext:
                 outcome = await gateway.complete_chat(request, self.config)
             finally:
                 self.in_flight -= 1
-        if outcome.cacheable and self.writes:
-            self.unsaved += not self.store.set(request.key, outcome.entry, experiment=self.experiment)
-        return outcome.entry
+        return outcome.entry, outcome.cacheable and self.writes
+
+    def _settle(self, key: str, entry: CacheEntry | None, lease: Lease | None) -> None:
+        """Store `entry` (None: nothing to keep), then let go of `lease`: now, or with the
+        batch of finished calls (see `batched`)."""
+        if self._batch is not None:
+            self._batch.add(key, entry, lease)
+            return
+        if entry is not None:
+            self.unsaved += not self.store.set(key, entry, experiment=self.experiment)
+        if lease is not None:
+            lease.let_go()
+
+
+@dataclass
+class _Batch:
+    """A batched context's store work (see `CallContext.batched`): leases claimed ahead, and
+    finished calls not yet stored."""
+
+    context: CallContext
+    keys: list[str]  # the calls to come, in order
+    entries: dict[str, CacheEntry] = field(default_factory=dict)
+    releases: dict[str, str] = field(default_factory=dict)  # key -> token, let go at the flush
+    ahead: dict[str, Lease | CacheEntry] = field(default_factory=dict)  # claimed, not yet taken
+    held: dict[str, str] = field(default_factory=dict)  # key -> token: claimed ahead, renewed together
+    claimed_to: int = 0  # keys[:claimed_to] have been claimed, or were skipped
+    _timer: asyncio.TimerHandle | None = None
+    _renewal: asyncio.TimerHandle | None = None
+
+    @cached_property
+    def _position(self) -> dict[str, int]:
+        return {key: index for index, key in enumerate(self.keys)}
+
+    def take(self, key: str) -> Lease | CacheEntry | None:
+        """`key`'s lease claimed ahead (make the call), or the entry found when it was
+        claimed; None: claim it on its own (another process held it, or it was not listed)."""
+        index = self._position.get(key, -1)
+        if index >= self.claimed_to:
+            self._claim(self.keys[index : index + CLAIM_AHEAD])
+            self.claimed_to = index + CLAIM_AHEAD
+        return self.ahead.pop(key, None)
+
+    def _claim(self, keys: list[str]) -> None:
+        """Claim `keys` in one go, and look up the claimed ones in one read (an owner that
+        stored its entry and let go moments ago)."""
+        store, experiment, token = self.context.store, self.context.experiment, uuid.uuid4().hex
+        claimed = store.claim_many(keys, experiment=experiment, token=token, ttl_s=LEASE_S)
+        found = store.get_many([key for key in keys if key in claimed], experiment=experiment, use=False)
+        if found:
+            store.release(dict.fromkeys(found, token), experiment=experiment)
+        self.ahead.update(found)
+        for key in claimed.difference(found):
+            self.ahead[key] = Lease(store, key, experiment, token)
+            self.held[key] = token
+        if self.held and self._renewal is None:
+            self._renewal = asyncio.get_running_loop().call_later(LEASE_S / 3, self._renew)
+
+    def _renew(self) -> None:
+        """Renew every lease claimed ahead and not yet let go, in one go, every LEASE_S / 3."""
+        self._renewal = None
+        if self.held:
+            self.context.store.renew(self.held, experiment=self.context.experiment, ttl_s=LEASE_S)
+            self._renewal = asyncio.get_running_loop().call_later(LEASE_S / 3, self._renew)
+
+    def give_back(self) -> None:
+        """Let go (with the next flush) of the leases claimed ahead and not yet taken."""
+        for key, lease in list(self.ahead.items()):
+            if isinstance(lease, Lease):
+                del self.ahead[key]
+                self.add(key, None, lease)
+
+    def add(self, key: str, entry: CacheEntry | None, lease: Lease | None) -> None:
+        """A finished call: `entry` to store (None: nothing to keep), `lease` to let go, with
+        the calls that finish within FLUSH_S (at once if no other call is out)."""
+        if entry is not None:
+            self.entries[key] = entry
+        if lease is not None:
+            lease.stop_renewing()  # let go within FLUSH_S, long before the lease would lapse
+            self.held.pop(key, None)
+            self.releases[key] = lease.token
+        if self.context.in_flight == 0:
+            self.flush()  # no call out that could join this batch: store it now
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+
+    def flush(self, *, finishing: bool = False) -> None:
+        """The entries in one write, then the leases in one release: in that order, so that
+        whoever waits on a lease finds the entry once the lease is free. `finishing`: the
+        leases claimed ahead and never taken are let go too."""
+        if finishing:
+            self.give_back()
+            self.ahead.clear()
+            if self._renewal is not None:
+                self._renewal.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        context, entries, releases = self.context, self.entries, self.releases
+        self.entries, self.releases = {}, {}
+        if entries:
+            context.unsaved += len(entries) - context.store.set_many(entries, experiment=context.experiment)
+        if releases:
+            context.store.release(releases, experiment=context.experiment)
 
 
 @dataclass
@@ -204,14 +354,17 @@ class Lease:
         self._renewal = asyncio.get_running_loop().call_later(LEASE_S / 3, self._renew)
 
     def _renew(self) -> None:
-        self.store.renew(self.key, experiment=self.experiment, token=self.token, ttl_s=LEASE_S)
+        self.store.renew({self.key: self.token}, experiment=self.experiment, ttl_s=LEASE_S)
         self.hold()
+
+    def stop_renewing(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
 
     def let_go(self) -> None:
         """Stop renewing and release the lease (the entry is written, or the call failed)."""
-        if self._renewal is not None:
-            self._renewal.cancel()
-        self.store.release(self.key, experiment=self.experiment, token=self.token)
+        self.stop_renewing()
+        self.store.release({self.key: self.token}, experiment=self.experiment)
 
 
 class CallOptions(TypedDict, total=False):

@@ -232,27 +232,31 @@ class DiskStore(Store):
             cull_limit=0, eviction_policy="none",
         )
 
-    def claim(self, key: str, *, experiment: str, token: str, ttl_s: float) -> bool:
+    def claim_many(self, keys: Sequence[str], *, experiment: str, token: str, ttl_s: float) -> frozenset[str]:
         try:  # diskcache's add is atomic across processes, and an expired claim counts as absent
-            return bool(self._leases.add(storage_key(key, experiment), token.encode(), expire=ttl_s))
+            with self._leases.transact():
+                return frozenset(key for key in keys if self._leases.add(
+                    storage_key(key, experiment), token.encode(), expire=ttl_s))
         except (*PASSING_TROUBLE, sqlite3.Error) as exc:
-            warn_storage("claim", key, exc)
-            return True  # no coordination possible: make the call (the cache is an optimisation)
+            warn_storage("claim", keys[0] if keys else "(none)", exc)
+            return frozenset(keys)  # no coordination possible: make the calls (an optimisation)
 
-    def renew(self, key: str, *, experiment: str, token: str, ttl_s: float) -> None:
-        self._if_claimed(key, experiment, token, lambda slot: self._leases.touch(slot, expire=ttl_s))
+    def renew(self, claims: Mapping[str, str], *, experiment: str, ttl_s: float) -> None:
+        self._if_claimed(claims, experiment, lambda slot: self._leases.touch(slot, expire=ttl_s))
 
-    def release(self, key: str, *, experiment: str, token: str) -> None:
-        self._if_claimed(key, experiment, token, self._leases.delete)
+    def release(self, claims: Mapping[str, str], *, experiment: str) -> None:
+        self._if_claimed(claims, experiment, self._leases.delete)
 
-    def _if_claimed(self, key: str, experiment: str, token: str, act: Callable[[str], Any]) -> None:
-        slot = storage_key(key, experiment)
+    def _if_claimed(self, claims: Mapping[str, str], experiment: str, act: Callable[[str], Any]) -> None:
+        """`act` on each slot of `claims` still held by its token, in one transaction."""
         try:
             with self._leases.transact():
-                if self._leases.get(slot) == token.encode():
-                    act(slot)
+                for key, token in claims.items():
+                    slot = storage_key(key, experiment)
+                    if self._leases.get(slot) == token.encode():
+                        act(slot)
         except (*PASSING_TROUBLE, sqlite3.Error) as exc:
-            warn_storage("lease", key, exc)
+            warn_storage("lease", next(iter(claims), "(none)"), exc)
 
     def close(self) -> None:
         if self._cache is not None:

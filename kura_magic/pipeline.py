@@ -109,10 +109,13 @@ class _Run:
             self.stats.record(cached=result.cached, error=result.status == "error", cost=entry.cost)
             self.results[row] = result
 
-    def skip(self, rows: list[int], why: str) -> None:
+    def skip(self, rows: list[int]) -> None:
+        """Rows whose call the budget refused; the stats say the budget and the estimate."""
         for row in rows:
-            self.results[row] = _unresolved(self.plan, row, "skipped", f"skipped: {why}")
+            self.results[row] = _unresolved(self.plan, row, "skipped", f"skipped: {self.spend.limit_text}")
             self.stats.skipped += 1
+        self.stats.max_cost = self.spend.max_cost
+        self.stats.skip_estimate = self.spend.refused_each
 
     def report(self, phase: str | None = None) -> None:
         """Send the stats to `on_progress`; `phase`: what the run now waits on, if that changed."""
@@ -142,13 +145,16 @@ class _Run:
             self.own_limit = max_concurrency is not None
             slots = asyncio.Semaphore(max_concurrency or self.plan.context.config.max_concurrency)
             self.report(RunStats.CALLING)
-            self.tasks = [asyncio.ensure_future(self._call_one(key, slots)) for key in misses]
-            if self.stopped:
-                self.stop()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+            with self.plan.context.batched(misses):  # stored together, all of it by the end
+                self.tasks = [asyncio.ensure_future(self._call_one(key, slots)) for key in misses]
+                if self.stopped:
+                    self.stop()
+                await asyncio.sleep(0)  # the first calls go out: the panel shows them in flight
+                self.report()
+                await asyncio.gather(*self.tasks, return_exceptions=True)
         finally:
             self.stats.phase = ""
-        self.stats.interrupted = self.stopped
+        self.stats.interrupted = self.stopped and self.failure is None  # a failure says its own why
         if self.failure is not None:
             raise self.failure
 
@@ -165,7 +171,7 @@ class _Run:
         async with slots:
             estimate = self.spend.reserve(request)
             if estimate is None:
-                self.skip(rows, self.spend.limit_text)
+                self.skip(rows)
                 return
             try:
                 entry, joined = await self.plan.context.fetch(request, own_limit=self.own_limit)
@@ -187,7 +193,8 @@ class _Run:
             schema_name=setup.schema.__name__ if setup.schema else None, prompt=self.plan.prompt,
             cache_mode=setup.context.mode, params=setup.params, label=label,
         )
-        history.record_run(run, json_schema=schema_json(setup.schema) if setup.schema else None, cell=cell)
+        history.record_run(run, json_schema=schema_json(setup.schema) if setup.schema else None, cell=cell,
+                           answers=setup.context.store)
         return run
 
     def from_checkpoint(self, path: Path) -> bool:

@@ -172,22 +172,35 @@ class RedisStore(Store):
             sizes += self._attempt("size", batch[0], lengths, [0] * len(batch))
         return sizes
 
-    def claim(self, key: str, *, experiment: str, token: str, ttl_s: float) -> bool:
-        lease = f"{self._leases}{key}:{experiment}"
-        claimed = self._attempt("claim", key, lambda client: client.set(
-            lease, token, nx=True, px=round(ttl_s * 1000)), True)  # no Redis: call anyway
-        return bool(claimed)
+    def claim_many(self, keys: Sequence[str], *, experiment: str, token: str, ttl_s: float) -> frozenset[str]:
+        def send(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(f"{self._leases}{key}:{experiment}", token, nx=True, px=round(ttl_s * 1000))
+            return pipe.execute()
 
-    def renew(self, key: str, *, experiment: str, token: str, ttl_s: float) -> None:
-        self._if_ours("renew", key, experiment, token, round(ttl_s * 1000))
+        claimed = self._attempt("claim", keys[0] if keys else "(none)", send, None)
+        if claimed is None:
+            return frozenset(keys)  # no Redis: make the calls anyway
+        return frozenset(key for key, done in zip(keys, claimed) if done)
 
-    def release(self, key: str, *, experiment: str, token: str) -> None:
-        self._if_ours("release", key, experiment, token)
+    def renew(self, claims: Mapping[str, str], *, experiment: str, ttl_s: float) -> None:
+        self._if_ours("renew", claims, experiment, round(ttl_s * 1000))
 
-    def _if_ours(self, script: str, key: str, experiment: str, token: str, *args: Any) -> None:
-        lease = f"{self._leases}{key}:{experiment}"
-        self._attempt("lease", key, lambda client: self._scripts[script](
-            keys=[lease], args=[token, *args], client=client), 0)
+    def release(self, claims: Mapping[str, str], *, experiment: str) -> None:
+        self._if_ours("release", claims, experiment)
+
+    def _if_ours(self, script: str, claims: Mapping[str, str], experiment: str, *args: Any) -> None:
+        """Run `script` on each lease of `claims` (key -> token), in one round trip."""
+
+        def send(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for key, token in claims.items():
+                self._scripts[script](keys=[f"{self._leases}{key}:{experiment}"], args=[token, *args],
+                                      client=pipe)
+            return pipe.execute()
+
+        self._attempt("lease", next(iter(claims), "(none)"), send, [])
 
     def close(self) -> None:
         self._client.close()

@@ -43,9 +43,10 @@ class Store(ABC):
         """The entry stored for `key` in `experiment`, or None."""
         return self._entry(key, self.read_bytes(key, experiment=experiment), experiment)
 
-    def get_many(self, keys: Sequence[str], *, experiment: str) -> dict[str, CacheEntry]:
+    def get_many(self, keys: Sequence[str], *, experiment: str, use: bool = True) -> dict[str, CacheEntry]:
         """The entries stored for `keys` (absent ones left out), in as few trips as the
-        backend allows.
+        backend allows. `use=False`: a plain read that does not count as a use (on disk no
+        write lock), for looking again at keys that were misses moments ago.
 
         Example:
             >>> store = MemoryStore()
@@ -54,7 +55,8 @@ class Store(ABC):
             >>> list(store.get_many(["a", "b"], experiment="x"))
             ['a']
         """
-        return self._entries(self.read_many(keys, experiment=experiment), experiment)
+        read = self.read_many if use else self.peek_many
+        return self._entries(read(keys, experiment=experiment), experiment)
 
     def _entries(self, found: Mapping[str, bytes], experiment: str) -> dict[str, CacheEntry]:
         entries = {key: self._entry(key, data, experiment) for key, data in found.items()}
@@ -102,11 +104,21 @@ class Store(ABC):
         that evicts the least recently used may read them without refreshing them."""
         return self.read_many(keys, experiment=experiment)
 
-    def entries(self, experiment: str) -> Iterator[tuple[str, CacheEntry]]:
-        """Every readable (key, entry) of one experiment, for export: read `BATCH` at a time,
-        without refreshing them."""
+    def entries(self, experiment: str) -> Iterator[tuple[str, bytes]]:
+        """Every readable entry of one experiment as (key, its stored JSON), for export: read
+        `BATCH` at a time without refreshing them, each checked (an unreadable one is dropped)
+        but written out as it is stored, not serialised again.
+
+        Example:
+            >>> store = MemoryStore()
+            >>> store.set("a", CacheEntry(model="m", response="hi"), experiment="x")
+            True
+            >>> [key for key, _ in store.entries("x")]
+            ['a']
+        """
         for batch in chunks(self.keys(experiment=experiment), BATCH):
-            yield from self._entries(self.peek_many(batch, experiment=experiment), experiment).items()
+            found = self.peek_many(batch, experiment=experiment)
+            yield from ((key, found[key]) for key in self._entries(found, experiment))
 
     @abstractmethod
     def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
@@ -132,13 +144,24 @@ class Store(ABC):
     def claim(self, key: str, *, experiment: str, token: str, ttl_s: float) -> bool:
         """Claim the right to make call `key` for `ttl_s` seconds; True if `token` now holds
         it. A store that only this process uses needs no claims: always True."""
-        return True
+        return key in self.claim_many([key], experiment=experiment, token=token, ttl_s=ttl_s)
 
-    def renew(self, key: str, *, experiment: str, token: str, ttl_s: float) -> None:
-        """Extend `token`'s claim on `key` by `ttl_s` seconds from now."""
+    def claim_many(self, keys: Sequence[str], *, experiment: str, token: str, ttl_s: float) -> frozenset[str]:
+        """`claim` each of `keys`, in one transaction or round trip; the keys `token` now holds.
 
-    def release(self, key: str, *, experiment: str, token: str) -> None:
-        """Give up `token`'s claim on `key` (the entry is written, or the call failed)."""
+        Example:
+            >>> sorted(MemoryStore().claim_many(["a", "b"], experiment="x", token="t", ttl_s=1))
+            ['a', 'b']
+        """
+        return frozenset(keys)
+
+    def renew(self, claims: Mapping[str, str], *, experiment: str, ttl_s: float) -> None:
+        """Extend the claims of `claims` (key -> token) still held by their token to `ttl_s`
+        seconds from now, in one transaction or round trip."""
+
+    def release(self, claims: Mapping[str, str], *, experiment: str) -> None:
+        """Give up the claims of `claims` (key -> token) that are still held by their token,
+        in one transaction or round trip (their entries are written, or their calls failed)."""
 
     @abstractmethod
     def info(self) -> StoreInfo:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, model_validator
@@ -64,3 +69,39 @@ def redis_skip_reason() -> str | None:
 
 requires_redis = pytest.mark.skipif(redis_skip_reason() is not None, reason=redis_skip_reason() or "")
 """Mark for tests that start a `RedisServer`: skipped only if redis-server is missing and not required."""
+
+
+RACER = """
+import json, os, sys, time
+import litellm  # loaded before the start line, so both processes call at once
+import kura_magic as km
+sys.path.insert(0, {tests!r})
+from helpers import PROMPT, make_conversations
+
+rows = make_conversations({count})
+name = sys.argv[1]
+mine = {mine}
+open(sys.argv[2] + ".ready", "w").close()
+while not os.path.exists(sys.argv[2] + ".go"):
+    time.sleep(0.005)
+run = km.summarise(mine, PROMPT{options})
+print(json.dumps([run.stats.fresh, run.stats.cached, run.stats.errors]))
+"""
+
+
+def race_two_processes(folder: Path, *, count: int, mine: str, options: str = "") -> list[list[int]]:
+    """Two Python processes, "a" and "b", summarise their rows of `count` conversations at the
+    same moment on the cache the environment names; each one's [fresh, cached, errors].
+    `mine` is a Python expression picking a process's rows from `rows` by its `name`."""
+    script = folder / "racer.py"
+    script.write_text(RACER.format(tests=str(Path(__file__).parent), count=count, mine=mine, options=options))
+    workers = [subprocess.Popen([sys.executable, str(script), name, str(folder / name)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for name in ("a", "b")]
+    deadline = time.monotonic() + 120
+    while not all((folder / f"{name}.ready").exists() for name in "ab"):
+        assert time.monotonic() < deadline, "the workers never got ready"
+        time.sleep(0.05)
+    for name in "ab":
+        (folder / f"{name}.go").touch()
+    return [json.loads(worker.communicate(timeout=120)[0].splitlines()[-1]) for worker in workers]

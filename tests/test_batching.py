@@ -20,7 +20,7 @@ import redis as redis_py
 
 import kura_magic as km
 from helpers import EMBEDDING_MODEL, PROMPT, make_conversations
-from kura_magic import disk_store
+from kura_magic import calls, disk_store
 from kura_magic.store import StoreScope, open_store
 from kura_magic.testing import RedisServer, embedding_for
 from kura_magic.types import CacheEntry
@@ -34,18 +34,24 @@ def trips(backend: str, scope: StoreScope = "responses") -> Iterator[Counter[str
     transactions begun ("BEGIN"), on Redis the commands by name ("mget", "exec", "set")."""
     seen: Counter[str] = Counter()
     if backend == "disk":
-        connection = open_store(km.settings(), scope)._cache._con
-        connection.set_trace_callback(lambda sql: seen.update([sql.split()[0].upper()]))
-        try:
+        with traced(open_store(km.settings(), scope)._cache._con, seen):
             yield seen
-        finally:
-            connection.set_trace_callback(None)
         return
     client = redis_py.Redis.from_url(km.settings().cache)
     client.config_resetstat()
     yield seen
     stats = client.info("commandstats")
     seen.update({name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()})
+
+
+@contextmanager
+def traced(connection: sqlite3.Connection, seen: Counter[str]) -> Iterator[None]:
+    """Count the statements `connection` runs inside the block by their first word."""
+    connection.set_trace_callback(lambda sql: seen.update([sql.split()[0].upper()]))
+    try:
+        yield
+    finally:
+        connection.set_trace_callback(None)
 
 
 def batches(seen: Counter[str], backend: str) -> int:
@@ -73,6 +79,44 @@ def test_a_runs_hits_are_read_in_one_batch(backend, llm):
         assert seen["BEGIN"] == 1, "the 120 hits were read in one transaction"
     else:
         assert "get" not in seen, "no hit was fetched on its own"
+
+
+def test_a_runs_answers_and_lease_releases_are_stored_together(backend, llm, monkeypatch):
+    monkeypatch.setattr(calls, "FLUSH_S", 60.0)  # no flush on the clock: when the last call is in
+    llm.latency_s = 0.5  # all 40 out together
+    conversations = make_conversations(40)
+    leases: Counter[str] = Counter()
+
+    with trips(backend) as seen:
+        if backend == "disk":
+            with traced(open_store(km.settings())._leases._con, leases):
+                run = asyncio.run(km.asummarise(conversations, PROMPT, max_concurrency=40))
+        else:
+            run = asyncio.run(km.asummarise(conversations, PROMPT, max_concurrency=40))
+
+    assert run.stats.fresh == 40 and llm.request_count == 40
+    if backend == "disk":
+        assert seen["BEGIN"] == 2, "one read of the hits, one write of the 40 answers"
+        assert leases["BEGIN"] == 2, "the 40 leases claimed in one go, let go in another"
+    else:
+        assert seen["exec"] == 1, "the 40 answers in one MULTI/EXEC"
+        assert seen["mget"] == 2, "the hits read in one go, the claimed keys looked at again in one"
+    assert km.summarise(conversations, PROMPT).stats.cached == 40 and llm.request_count == 40
+
+
+def test_a_run_that_fails_stores_every_answer_it_had(backend, llm, monkeypatch):
+    monkeypatch.setattr(calls, "FLUSH_S", 60.0)  # only the flush on the way out can store them
+    conversations = make_conversations(30)
+
+    def broken_panel(stats: km.RunStats) -> None:
+        if stats.fresh >= 5:
+            raise RuntimeError("the panel broke")
+
+    with pytest.raises(RuntimeError, match="the panel broke"):
+        km.summarise(conversations, PROMPT, max_concurrency=2, on_progress=broken_panel)
+
+    again = km.summarise(conversations, PROMPT)
+    assert again.stats.cached >= 5, "the answers that came back before the failure were kept"
 
 
 def test_an_import_is_one_transaction_per_thousand_entries(backend, tmp_path):

@@ -10,7 +10,7 @@ import json
 import pytest
 
 import kura_magic as km
-from helpers import API_KEY, MODEL, PROMPT, make_conversations
+from helpers import API_KEY, MODEL, PROMPT, make_conversations, race_two_processes
 from test_process import run_python
 
 pytestmark = pytest.mark.usefixtures("backend")  # each test runs on disk and on Redis
@@ -90,7 +90,7 @@ FIRST_RUN = f"""
     reports = []
     def on_progress(stats):
         litellm = sys.modules.get("litellm")  # while it imports, its names are not there yet
-        reports.append([stats.done, stats.phase, hasattr(litellm, "acompletion")])
+        reports.append([stats.done, stats.phase, hasattr(litellm, "acompletion"), stats.in_flight])
     with LoopbackLLM() as server:
         os.environ.update(OPENAI_API_BASE=server.url, OPENAI_API_KEY="{API_KEY}")
         kura_magic.summarise(convs[:2], "{{{{ transcript }}}}", model="{MODEL}", on_progress=on_progress)
@@ -101,8 +101,22 @@ FIRST_RUN = f"""
 def test_a_new_processs_first_fresh_run_shows_the_library_loading_at_once(llm):
     reports = json.loads(run_python(FIRST_RUN))
 
-    assert reports[0] == [0, "", False], "the cache is read without litellm"
-    assert reports[1] == [0, "loading the provider library…", False], "shown before the import ends"
-    assert reports[2] == [0, "calling", True]
-    assert [done for done, _, _ in reports[3:-1]] == [1, 2]
-    assert reports[-1] == [2, "", True], "the finished run waits on nothing"
+    assert reports[0] == [0, "", False, 0], "the cache is read without litellm"
+    assert reports[1] == [0, "loading the provider library…", False, 0], "shown before the import ends"
+    assert reports[2] == [0, "calling", True, 0]
+    assert reports[3] == [0, "calling", True, 2], "the calls out are shown before any answer"
+    assert [done for done, *_ in reports[4:-1]] == [1, 2]
+    assert reports[-1] == [2, "", True, 0], "the finished run waits on nothing"
+
+
+def test_two_processes_working_in_opposite_orders_share_the_calls_and_both_finish(llm, tmp_path):
+    """Each claims the leases of its next calls ahead; neither may end up waiting for a lease
+    the other holds while the other waits for one of its own."""
+    llm.latency_s = 0.05
+    results = race_two_processes(tmp_path, count=120, mine='rows if name == "a" else rows[::-1]',
+                                 options=", max_concurrency=4")
+
+    assert llm.request_count == 120, "each call made by one process only"
+    assert sum(fresh for fresh, _, _ in results) == 120
+    assert [fresh + cached for fresh, cached, _ in results] == [120, 120]
+    assert [errors for _, _, errors in results] == [0, 0]

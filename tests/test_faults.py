@@ -4,9 +4,6 @@ the same calls, processes sharing one cache, and a damaged cache file."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -18,7 +15,7 @@ from IPython.core.error import UsageError
 import kura_magic as km
 from kura_magic import calls, store
 from kura_magic.disk_store import DiskStore
-from helpers import EMBEDDING_MODEL, PROMPT, make_conversations
+from helpers import EMBEDDING_MODEL, PROMPT, make_conversations, race_two_processes
 
 SECRET = "sk-live-do-not-leak-0123456789"
 CALLS = {
@@ -59,40 +56,10 @@ def test_overlapping_runs_on_one_loop_pay_once_for_each_call(llm):
     assert [r.summary for r in forward] == [r.summary for r in reversed(backward.results)]
 
 
-WORKER = """
-import json, os, sys, time
-import litellm  # loaded before the start line, so both processes call at once
-import kura_magic as km
-sys.path.insert(0, {tests!r})
-from helpers import PROMPT, make_conversations
-
-rows = make_conversations(90)
-mine = rows[:60] if sys.argv[1] == "a" else rows[:30] + rows[60:]
-open(sys.argv[2] + ".ready", "w").close()
-while not os.path.exists(sys.argv[2] + ".go"):
-    time.sleep(0.005)
-run = km.summarise(mine, PROMPT)
-print(json.dumps([run.stats.fresh, run.stats.cached, run.stats.errors]))
-"""
-
-
 def test_two_processes_on_one_cache_make_each_shared_call_once(llm, tmp_path, backend):
     """On disk: two kernels on one machine. On Redis: two machines that share only its URL."""
     llm.latency_s = 0.2
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(tests=str(Path(__file__).parent)))
-    workers = [
-        subprocess.Popen([sys.executable, str(script), name, str(tmp_path / name)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name in ("a", "b")
-    ]
-    deadline = time.monotonic() + 120
-    while not all((tmp_path / f"{name}.ready").exists() for name in "ab"):
-        assert time.monotonic() < deadline, "the workers never got ready"
-        time.sleep(0.05)
-    for name in "ab":
-        (tmp_path / f"{name}.go").touch()
-    results = [json.loads(worker.communicate(timeout=120)[0].splitlines()[-1]) for worker in workers]
+    results = race_two_processes(tmp_path, count=90, mine='rows[:60] if name == "a" else rows[:30] + rows[60:]')
 
     assert llm.request_count == 90, "30 shared calls, each made by one process only"
     assert sum(fresh for fresh, _, _ in results) == 90
