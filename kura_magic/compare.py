@@ -69,12 +69,15 @@ def changed_words(a: str, b: str) -> int:
     return sum(max(len(c.old.split()), len(c.new.split())) for c in word_diff(a, b) if c.changed)
 
 
-def marked_text(chunks: list[Chunk]) -> str:
-    """A word diff as one text, wdiff-style: `[-removed-]{+added+}`.
+def marked_text(chunks: list[Chunk], *, side: str = "both") -> str:
+    """A word diff as one text, wdiff-style: `[-removed-]{+added+}`; `side` 'old' keeps only the
+    removed words (a's text), 'new' only the added ones (b's text).
 
     Example:
         >>> marked_text(word_diff("in one line", "in two lines"))
         'in [-one line-]{+two lines+}'
+        >>> marked_text(word_diff("in one line", "in two lines"), side="new")
+        'in {+two lines+}'
     """
     parts = []
     for chunk in chunks:
@@ -83,8 +86,30 @@ def marked_text(chunks: list[Chunk]) -> str:
             continue
         removed, added = chunk.old.strip(), chunk.new.strip()
         lead, trail = margins(chunk)
-        parts.append(lead + (f"[-{removed}-]" if removed else "") + (f"{{+{added}+}}" if added else "") + trail)
+        marks = f"[-{removed}-]" if removed and side != "new" else ""
+        marks += f"{{+{added}+}}" if added and side != "old" else ""
+        parts.append(lead + marks + trail)
     return "".join(parts)
+
+
+def cut_chunks(chunks: list[Chunk], *, side: str, limit: int) -> list[Chunk]:
+    """The start of a word diff whose `side` ('old': a's text, 'new': b's) is at most `limit`
+    characters, for a long output's first lines.
+
+    Example:
+        >>> [tuple(c) for c in cut_chunks(word_diff("a b c d", "a x c d"), side="new", limit=3)]
+        [('a ', 'a ', False), ('b', 'x', True)]
+    """
+    kept, room = [], limit
+    for chunk in chunks:
+        text = chunk.new if side == "new" else chunk.old
+        if len(text) > room:
+            if room:
+                kept.append(Chunk(chunk.old[:room], chunk.new[:room], chunk.changed))
+            break
+        kept.append(chunk)
+        room -= len(text)
+    return kept
 
 
 def margins(chunk: Chunk) -> tuple[str, str]:
@@ -177,15 +202,36 @@ def output_text(result: SummaryResult) -> str:
     return json.dumps(fields, ensure_ascii=False)
 
 
-def comparison_text(frame: pandas.DataFrame) -> str:
-    """The comparison as plain text: the caption, then each differing conversation's two outputs."""
-    label_a, label_b = frame.columns[1], frame.columns[2]
-    differing = frame[frame[DIFFERS_COLUMN]].head(formatting.ROW_LIMIT)
-    blocks = [
-        f"≠ {cid}\n  {label_a}: {shown(a)}\n  {label_b}: {shown(b)}"
-        for cid, a, b, _ in differing.itertuples(index=False, name=None)
-    ]
-    return "\n".join([caption(frame), *blocks])
+def comparison_text(frame: pandas.DataFrame, *, width: int = 100) -> str:
+    """Rows of a comparison as a plain text table (the first `TEXT_ROWS`): '≠' on the rows
+    that differ, each output cut to fit, its changed words marked `[-removed-]` / `{+added+}`.
+
+    Example:
+        >>> import pandas
+        >>> rows = {"conversation_id": ["1", "2"], "a": ["refund", "login"], "b": ["refund", "reset"],
+        ...         "differs": [False, True]}
+        >>> print(comparison_text(pandas.DataFrame(rows)))
+           id  a          b
+           1   refund     refund
+        ≠  2   [-login-]  {+reset+}
+    """
+    rows = [("", "id", str(frame.columns[1]), str(frame.columns[2]))]
+    for cid, a, b, differs in frame.head(formatting.TEXT_ROWS).itertuples(index=False, name=None):
+        rows.append(("≠" if differs else "", str(cid), *_marked_pair(a, b)))
+    id_width = min(max(len(row[1]) for row in rows), 24)
+    room = max((width - id_width - 7) // 2, 20)
+    widths = [1, id_width, *(min(max(len(row[i]) for row in rows), room) for i in (2, 3))]
+    lines = ["  ".join(formatting.cut(cell, w).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    hidden = len(frame) - formatting.TEXT_ROWS
+    return "\n".join(lines + ([f"… {hidden} more rows: .frame"] if hidden > 0 else []))
+
+
+def _marked_pair(a: object, b: object) -> tuple[str, str]:
+    """Two outputs as text, with their changed words marked when both are there."""
+    if not (isinstance(a, str) and isinstance(b, str)) or a == b:
+        return shown(a), shown(b)
+    chunks = word_diff(a, b)
+    return marked_text(chunks, side="old"), marked_text(chunks, side="new")
 
 
 def shown(output: object) -> str:
@@ -238,23 +284,25 @@ class Comparison:
         >>> long = summarise(convs, "In detail:\\n{{ transcript }}")
         >>> print(Comparison(compare_runs(short, long)))   # doctest: +ELLIPSIS
         a vs b: 5 of 5 conversations differ
-        ≠ conv-001
-          a: Summary: In five words: ...
+           id        a ...b
+        ≠  conv-001  Summary: In [-five words:-] ...
         >>> print(Comparison.of(short, long, changed_only=True))   # doctest: +ELLIPSIS
         prompt: 2 words changed: In [-five words:-]{+detail:+}
         {{ transcript }}
-        a vs b: 5 of 5 conversations differ
+        a vs b: 5 of 5 conversations differ (only those shown)
         ...
     """
 
     def __init__(
         self, frame: pandas.DataFrame, *, prompts: tuple[str, str] | None = None,
         settings: dict[str, tuple[Any, Any]] | None = None, changed_only: bool = False,
+        changed_flag: str = "km.compare(a, b, changed_only=True)",
     ) -> None:
         self.frame = frame
         self.prompts = prompts
         self.settings = settings or {}
         self.changed_only = changed_only
+        self.changed_flag = changed_flag  # how to ask for only the differing rows, for the hint
 
     @classmethod
     def of(cls, a: SummaryRun, b: SummaryRun, *, labels: tuple[str, str] = ("a", "b"),
@@ -277,6 +325,20 @@ class Comparison:
     def caption(self) -> str:
         return caption(self.frame) + (" (only those shown)" if self.changed_only else "")
 
+    @property
+    def hint(self) -> str:
+        """How to see only the differing rows, when some rows are the same and all are shown.
+
+        Example:
+            >>> import pandas
+            >>> rows = {"conversation_id": ["1", "2"], "a": ["x", "y"], "b": ["x", "z"], "differs": [False, True]}
+            >>> Comparison(pandas.DataFrame(rows), changed_flag="%kura compare v1 v2 --changed").hint
+            'to see only the 1 that differs: %kura compare v1 v2 --changed'
+        """
+        if self.changed_only or self.changed in (0, len(self.frame)):
+            return ""
+        return f"to see only the {self.changed} that {'differs' if self.changed == 1 else 'differ'}: {self.changed_flag}"
+
     def setting_lines(self) -> list[str]:
         """Each setting that differs, as 'name: a → b'."""
         return [f"{name}: {a} → {b}" for name, (a, b) in self.settings.items()]
@@ -289,7 +351,8 @@ class Comparison:
         return [prompt_summary(self.prompts) + (f": {diff}" if diff else ""), *self.setting_lines()]
 
     def __repr__(self) -> str:
-        return "\n".join([*self.header_lines(), comparison_text(self.frame)])
+        hint = [self.hint] if self.hint else []
+        return "\n".join([*self.header_lines(), self.caption, *hint, comparison_text(self.rows)])
 
     def _repr_html_(self) -> str:
         from kura_magic.notebook.views import comparison_html

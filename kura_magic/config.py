@@ -97,14 +97,15 @@ class Settings(BaseModel):
 
     def shown(self) -> dict[str, Any]:
         """The settings as a person may see them: the API key and any password in the cache
-        URL masked.
+        URL or the API base masked.
 
         Example:
             >>> Settings(cache="redis://team:hunter2@cache.local:6379/0").shown()["cache"]
             'redis://team:***@cache.local:6379/0'
         """
         values = self.model_dump(mode="json")  # a SecretStr dumps as '**********'
-        return {**values, "cache": mask_url(self.cache)}
+        base = mask_url(self.api_base) if self.api_base else None
+        return {**values, "cache": mask_url(self.cache), "api_base": base}
 
     def __repr_args__(self) -> Any:
         return list(self.shown().items())

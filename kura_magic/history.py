@@ -2,9 +2,10 @@
 loaded back from its record and the response cache with no call made, compared, pruned.
 
 A record is two entries of the "runs" store, in the run's experiment: `<run_id>` (when,
-where, prompt, model, parameters, schema, stats) and `<run_id>.rows` (each conversation's
-id and cache key), so listing the history reads only the small halves. The history is
-an aid, like the cache: a store that cannot keep a record costs one warning, never a run.
+where, prompt, model, parameters, schema, stats, and the store its answers are in when it
+is not the settings' cache) and `<run_id>.rows` (each conversation's id and cache key), so
+listing the history reads only the small halves. The history is an aid, like the cache: a
+store that cannot keep a record costs one warning, never a run.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import uuid
 import warnings
 import weakref
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kura_magic import formatting
 from kura_magic.compare import Comparison, changed_words, counted, run_settings, setting_changes
-from kura_magic.config import settings
+from kura_magic.config import mask_url, settings
 from kura_magic.errors import CacheError, CacheWarning, ConfigError, DataError
 from kura_magic.results import ResultStatus, RunStats, SummaryResult, SummaryRun
 from kura_magic.store import Store, open_store
@@ -46,6 +48,14 @@ class RecordedRow(BaseModel):
     error: str | None = None  # only for rows that never got an answer (skipped, unfinished)
 
 
+class AnswerStore(BaseModel):
+    """Where a run made with its own `store=` keeps its answers; never a secret (a Redis URL
+    is kept with its password masked, so such a store cannot be reopened from the record)."""
+
+    kind: str
+    location: str | None = None  # a disk store's directory, a Redis store's masked URL
+
+
 class RunRecord(BaseModel):
     """What the history keeps of one run, besides its rows."""
 
@@ -64,6 +74,7 @@ class RunRecord(BaseModel):
     cache_mode: CacheMode = "read_write"
     stats: RunStats
     changes: str = ""
+    answers: AnswerStore | None = None  # None: the settings' cache
 
 
 class RecordedRows(BaseModel):
@@ -90,9 +101,11 @@ def _store() -> Store:
     return open_store(settings(), "runs")
 
 
-def record_run(run: SummaryRun, *, json_schema: dict[str, Any] | None = None, cell: str | None = None) -> None:
+def record_run(run: SummaryRun, *, json_schema: dict[str, Any] | None = None, cell: str | None = None,
+               answers: Store | None = None) -> None:
     """Record `run` in the history, giving it its `run_id` and its `changes` (what changed
-    since the previous run of the same label); a store that cannot keep it is one warning.
+    since the previous run of the same label); `answers` is the store its answers went to, if
+    not the settings' cache. A history store that cannot keep the record is one warning.
 
     Example:
         >>> from kura_magic import summarise
@@ -102,27 +115,24 @@ def record_run(run: SummaryRun, *, json_schema: dict[str, Any] | None = None, ce
     """
     if not settings().caching_enabled:
         return
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            saved = _save(run, json_schema, cell)
-        except CacheError as exc:
-            saved = False
-            caught.append(warnings.WarningMessage(str(exc), CacheWarning, "", 0))
+    try:
+        saved = _save(run, _store(), json_schema=json_schema, cell=cell, answers=answers)
+        why = "the store could not write it; its cache warning says why"
+    except CacheError as exc:  # the history store cannot be opened: nothing has said why yet
+        saved, why = False, str(exc)
     if not saved:
-        why = f" ({caught[0].message})" if caught else ""
-        warnings.warn(f"this run was not recorded in the run history{why}; its results are "
-                      "complete, only `km.runs()` will not list it", CacheWarning, stacklevel=4)
+        warnings.warn(f"this run was not recorded in the run history ({why}); its results are complete, "
+                      "only `km.runs()` will not list it", CacheWarning, stacklevel=4)
 
 
-def _save(run: SummaryRun, json_schema: dict[str, Any] | None, cell: str | None) -> bool:
-    store = _store()
+def _save(run: SummaryRun, store: Store, *, json_schema: dict[str, Any] | None, cell: str | None,
+          answers: Store | None) -> bool:
     history = records(store=store)
     record = RunRecord(
         run_id=uuid.uuid4().hex[:8], created_at=datetime.now(timezone.utc), label=run.label, cell=cell,
         experiment=run.experiment, model=run.model, params=run.params, prompt=run.prompt,
         prompt_hash=prompt_hash(run.prompt), schema_name=run.schema_name, json_schema=json_schema,
-        cache_mode=run.cache_mode, stats=run.stats,
+        cache_mode=run.cache_mode, stats=run.stats, answers=answer_store(answers),
     )
     rows = [RecordedRow(conversation_id=r.conversation_id, key=r.key, status=r.status, cached=r.cached,
                         error=r.error if r.status in ("skipped", "unfinished") else None) for r in run.results]
@@ -138,8 +148,29 @@ def _save(run: SummaryRun, json_schema: dict[str, Any] | None, cell: str | None)
     if not store.write_bytes(record.run_id, record.model_dump_json().encode("utf-8"), experiment=record.experiment):
         return False
     run.run_id, run.changes = record.run_id, record.changes
+    if answers is not None and record.answers is not None:
+        _answer_stores[record.run_id] = answers
     _prune([*history, record], settings().history_limit, store)
     return True
+
+
+# The stores runs made with `store=` answered into, while this process holds them: a memory
+# store, or a Redis one whose password the record does not keep, is found again here.
+_answer_stores: weakref.WeakValueDictionary[str, Store] = weakref.WeakValueDictionary()
+
+
+def answer_store(store: Store | None) -> AnswerStore | None:
+    """How a record names the store a run's answers went to: None for the settings' cache.
+
+    Example:
+        >>> from kura_magic.store import MemoryStore
+        >>> answer_store(MemoryStore())
+        AnswerStore(kind='memory', location=None)
+    """
+    if store is None or store is open_store(settings()):
+        return None
+    location = getattr(store, "directory", None) or getattr(store, "url", None)
+    return AnswerStore(kind=store.kind, location=None if location is None else mask_url(str(location)))
 
 
 def change_note(before: RunRecord, after: RunRecord, rows: list[RecordedRow], rows_before: list[RecordedRow]) -> str:
@@ -263,9 +294,11 @@ def find_record(ref: str | int, *, store: Store | None = None) -> RunRecord:
                       f"(the latest is {history[-1].run_id}), or -1 for the latest")
 
 
-def load_run(ref: str | int, *, store: Store | None = None) -> SummaryRun:
+def load_run(ref: str | int, *, store: Store | None = None, answers: Store | None = None) -> SummaryRun:
     """A recorded run rebuilt from its record and the response cache, calling nothing.
-    Answers that left the cache are rows with an error, and listed in `.missing`.
+    Answers that left the cache are rows with an error, and listed in `.missing`. A run made
+    with its own `store=` is read from that store: reopened from the record (a directory), or
+    still open in this process; else pass it as `answers`.
 
     Example:
         >>> from kura_magic import summarise
@@ -278,12 +311,30 @@ def load_run(ref: str | int, *, store: Store | None = None) -> SummaryRun:
     record = find_record(ref, store=store)
     rows = _rows(record, store)
     keys = list(dict.fromkeys(row.key for row in rows if row.error is None))
-    entries = open_store(settings()).get_many(keys, experiment=record.experiment)
+    found, why = (answers, MISSING) if answers is not None else _answers_of(record)
+    entries = found.get_many(keys, experiment=record.experiment) if found is not None else {}
     run = _shell_run(record)
-    run.results = [_result(row, entries.get(row.key), structured=record.json_schema is not None) for row in rows]
+    run.results = [_result(row, entries.get(row.key), structured=record.json_schema is not None, missing=why)
+                   for row in rows]
     run.run_id, run.changes = record.run_id, record.changes
-    run.missing = [r.conversation_id for r in run.results if r.error == MISSING]
+    run.missing = [r.conversation_id for r in run.results if r.error == why]
     return run
+
+
+def _answers_of(record: RunRecord) -> tuple[Store | None, str]:
+    """The store holding a recorded run's answers (None: it cannot be reopened), and what a
+    row whose answer is not found there says."""
+    where = record.answers
+    if where is None:
+        return open_store(settings()), MISSING
+    live = _answer_stores.get(record.run_id)
+    if live is not None:
+        return live, MISSING
+    if where.kind == "disk" and where.location and Path(where.location).is_dir():
+        return open_store(settings().model_copy(update={"cache": where.location})), MISSING
+    place = f"the {where.kind} store" + (f" at {where.location}" if where.location else "")
+    return None, (f"answered into {place} given as store=, which cannot be reopened from the run's record "
+                  "(its password or memory is not kept): load it with load_run(ref, answers=that_store)")
 
 
 def _shell_run(record: RunRecord) -> SummaryRun:
@@ -293,12 +344,12 @@ def _shell_run(record: RunRecord) -> SummaryRun:
                       params=record.params, label=record.label)
 
 
-def _result(row: RecordedRow, entry: CacheEntry | None, *, structured: bool) -> SummaryResult:
+def _result(row: RecordedRow, entry: CacheEntry | None, *, structured: bool, missing: str) -> SummaryResult:
     base = {"conversation_id": row.conversation_id, "key": row.key, "cached": row.cached}
     if row.error is not None:
         return SummaryResult(**base, status=row.status, error=row.error)
     if entry is None:
-        return SummaryResult(**base, status="error", error=MISSING)
+        return SummaryResult(**base, status="error", error=missing)
     cost, latency = entry.charged(cached=row.cached)
     facts = {**base, "cost": cost, "latency_s": latency, "fresh_cost": entry.cost, "usage": entry.usage}
     if entry.error is not None:
@@ -328,7 +379,7 @@ def compare(a: str | int | SummaryRun, b: str | int | SummaryRun, *, changed_onl
         >>> print(compare("short", "long", changed_only=True))   # doctest: +ELLIPSIS
         prompt: 2 words changed: In [-one line:-]{+two lines:+}
         {{ transcript }}
-        short ... vs long ...: 5 of 5 conversations differ
+        short ... vs long ...: 5 of 5 conversations differ (only those shown)
         ...
     """
     store = _store()
@@ -442,7 +493,8 @@ def import_row(row: dict[str, Any], *, experiment: str) -> str:
         True
     """
     try:
-        record = RunRecord.model_validate(row["record"]).model_copy(update={"experiment": experiment})
+        # an import brings the answers into the settings' cache, whatever store they were made in
+        record = RunRecord.model_validate(row["record"]).model_copy(update={"experiment": experiment, "answers": None})
         rows = RecordedRows.model_validate(row["rows"])
     except (KeyError, TypeError, ValidationError) as exc:
         raise DataError(f"not an exported run record: {exc}") from None

@@ -72,6 +72,8 @@ class RunStats(BaseModel):
     unsaved: int = 0  # fresh answers the cache could not keep (it was down)
     phase: str = ""  # what the run is waiting on, while it is not obvious from the counts
     in_flight: int = 0  # provider calls out now
+    max_cost: float | None = None  # the budget, once it has refused a call
+    skip_estimate: float | None = None  # what one refused call was estimated to cost, on average
     LOADING: ClassVar[str] = "loading the provider library…"  # phases
     CALLING: ClassVar[str] = "calling"
 
@@ -124,6 +126,17 @@ class RunStats(BaseModel):
             "kura-saved": f"saved {self.saved_text}",
             "kura-elapsed": f"elapsed {formatting.duration(self.elapsed_s)}",
         }
+
+    def bar_counts(self) -> dict[str, int]:
+        """The stacked bar's parts, adding up to `done`: errors (cached or fresh), then the
+        answers that came from the cache and from a fresh call.
+
+        Example:
+            >>> RunStats(total=9, done=6, fresh=4, cached=2, errors=1).bar_counts()
+            {'cached': 2, 'fresh': 3, 'errors': 1}
+        """
+        cached = min(self.cached, self.done - self.errors)
+        return {"cached": cached, "fresh": self.done - self.errors - cached, "errors": self.errors}
 
     def summary_line(self) -> str:
         """One line a person reads: the panel's texts, in the panel's order.
@@ -229,7 +242,11 @@ class SummaryRun:
         }
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict, dict]:
-        data = {"text/plain": repr(self), "text/html": self._repr_html_()}
+        """HTML, and for where HTML does not render (a terminal, GitHub's text view, nbconvert
+        to text) the one-line summary over the results as a text table."""
+        from kura_magic.notebook.views import results_text
+
+        data = {"text/plain": f"{self!r}\n{results_text(self)}", "text/html": self._repr_html_()}
         return data, {"kura_magic": self.provenance()}
 
     def _repr_html_(self) -> str:

@@ -70,13 +70,42 @@ def test_html_escapes_model_text_and_marks_rows():
     assert 'class="kura-compare mathjax_ignore"' in html, "two '$' in summaries are not maths"
 
 
-def test_text_view_lists_only_the_differing_conversations():
+def test_text_view_is_a_table_with_changed_words_marked_and_how_to_see_only_the_changes():
     a = run_of(ok("1", "refund"), ok("2", "login"))
     b = run_of(ok("1", "refund"), ok("2", "password"))
 
     shown = repr(Comparison(compare_runs(a, b, labels=("old", "new"))))
+    only_changed = repr(Comparison(compare_runs(a, b, labels=("old", "new")), changed_only=True))
 
-    assert shown == "old vs new: 1 of 2 conversations differ\n≠ 2\n  old: login\n  new: password"
+    assert shown.splitlines() == [
+        "old vs new: 1 of 2 conversations differ",
+        "to see only the 1 that differs: km.compare(a, b, changed_only=True)",
+        "   id  old        new",
+        "   1   refund     refund",
+        "≠  2   [-login-]  {+password+}",
+    ]
+    assert only_changed.splitlines()[0] == "old vs new: 1 of 2 conversations differ (only those shown)"
+    assert only_changed.splitlines()[2:] == ["≠  2   [-login-]  {+password+}"]
+
+
+def test_html_rows_that_differ_are_tinted_for_light_and_dark_themes_and_long_outputs_cut():
+    long_a = "The customer asked for a refund. " * 10 + "It was issued."
+    long_b = "The customer asked for a refund. " * 10 + "It was refused."
+    a = run_of(ok("1", "same"), ok("2", long_a), ok("3", "<i>old</i>"))
+    b = run_of(ok("1", "same"), ok("2", long_b), ok("3", "<i>new</i>"))
+
+    html = Comparison(compare_runs(a, b))._repr_html_()
+    only_changed = Comparison(compare_runs(a, b), changed_only=True)._repr_html_()
+
+    assert "tr.kura-differs>td{background:rgba(" in html and "var(--jp-warn-color1,#ff9800)" in html
+    assert "var(--jp-layout-color0,#fff)" in html, "the tint mixes with the theme's own background"
+    assert html.count('<tr class="kura-differs">') == 2 and "<th>" not in html, "headers left-aligned too"
+    assert html.count('<details class="kura-cut"><summary>The customer asked for a refund.') == 2
+    assert '<ins class="kura-added">refused.</ins></details>' in html, "the whole output, its changes marked"
+    assert '<del class="kura-removed">&lt;i&gt;old&lt;/i&gt;</del>' in html and "<i>" not in html
+    assert "2 of 3 conversations differ" in html
+    assert "to see only the 2 that differ: km.compare(a, b, changed_only=True)" in html
+    assert "to see only" not in only_changed and only_changed.count("<tr") == 3
 
 
 @pytest.mark.parametrize("labels", [("a", "a"), ("differs", "b"), ("a", "conversation_id")])

@@ -3,6 +3,9 @@ compared, pruned, cleared, exported; a store that cannot keep it costs one warni
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 import warnings
 
 import pytest
@@ -11,6 +14,7 @@ import kura_magic as km
 from helpers import MODEL, PROMPT, UNPRICED_MODEL, make_conversations, requires_redis
 from kura_magic import history, store
 from kura_magic.errors import CacheError, ConfigError, DataError
+from kura_magic.redis_store import RedisStore
 from kura_magic.testing import RedisServer
 
 OTHER_PROMPT = "Summarise this support chat in two short lines:\n{{ transcript }}"  # 3 words changed
@@ -19,6 +23,7 @@ OTHER_PROMPT = "Summarise this support chat in two short lines:\n{{ transcript }
 def fresh_process() -> None:
     """Forget every open store, as a new kernel would have none."""
     store.close_all()
+    history._answer_stores.clear()  # the stores runs were given with store=, held for this process
 
 
 def test_every_run_is_recorded_with_what_made_it(backend, llm):
@@ -209,3 +214,63 @@ def test_a_redis_that_is_down_is_one_history_warning_and_the_run_is_whole(llm, m
     assert len([w for w in caught if "not recorded in the run history" in str(w.message)]) == 1
     assert len([w for w in caught if "cannot be reached" in str(w.message)]) == 1
     assert len(run) == 3 and {r.status for r in run} == {"ok"} and run.run_id is None
+
+
+# ---------------------------------------------------------------- runs made with store=
+
+
+def test_a_run_made_with_its_own_store_is_loaded_from_that_store_after_a_restart(llm, tmp_path):
+    own = store.open_store(km.Settings(cache=str(tmp_path / "own")))
+    run = km.summarise(make_conversations(3), PROMPT, store=own)
+    history.record_run(run, answers=own)  # what summarise does, given the store it answered into
+    fresh_process()
+    llm.reset()
+
+    loaded = km.load_run(run.run_id)
+
+    assert history.find_record(run.run_id).answers == history.AnswerStore(kind="disk", location=str(tmp_path / "own"))
+    assert loaded.missing == [] and [r.summary for r in loaded] == [r.summary for r in run]
+    assert llm.request_count == 0 and km.cache_info().entries == 0, "the settings' cache was never used"
+
+
+def test_a_store_the_record_cannot_reopen_is_said_and_can_be_passed_again(llm):
+    own = km.MemoryStore()
+    run = km.summarise(make_conversations(2), PROMPT, store=own)
+    history.record_run(run, answers=own)
+
+    assert km.load_run(run.run_id).missing == [], "still open in this process"
+    fresh_process()
+    lost = km.load_run(run.run_id)
+    assert lost.missing == ["c0", "c1"]
+    assert "the memory store given as store=, which cannot be reopened" in lost[0].error
+    assert "load_run(ref, answers=that_store)" in lost[0].error
+    assert km.load_run(run.run_id, answers=own).missing == []
+    assert llm.request_count == 2
+
+
+@requires_redis
+def test_a_redis_store_is_recorded_without_its_password(redis_server: RedisServer, llm):
+    url = redis_server.url.replace("redis://", "redis://:hunter2@")
+    own = RedisStore(url, prefix="own")
+    run = km.summarise(make_conversations(1), PROMPT)
+    history.record_run(run, answers=own)
+
+    record = history.find_record(run.run_id)
+    assert record.answers.kind == "redis" and "hunter2" not in record.model_dump_json()
+    assert record.answers.location.startswith("redis://:***@")
+
+
+def test_recording_a_run_leaves_other_threads_warnings_alone(llm, recwarn, tmp_path):
+    run = km.summarise(make_conversations(1), PROMPT)
+    database = tmp_path / "cache" / "runs" / "cache.db"
+    lock = sqlite3.connect(database, isolation_level=None, timeout=10)
+    lock.execute("BEGIN EXCLUSIVE")  # the history's next write waits for this
+    recording = threading.Thread(target=history.record_run, args=(run,))
+    recording.start()
+    time.sleep(0.5)  # let the recording thread reach its write
+    warnings.warn("the notebook's own warning", UserWarning)
+    lock.execute("COMMIT")
+    recording.join()
+
+    assert [str(w.message) for w in recwarn.list if w.category is UserWarning] == ["the notebook's own warning"]
+    assert len(km.runs()) == 2

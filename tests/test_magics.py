@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas
 import pytest
@@ -187,13 +188,51 @@ def test_mistakes_are_one_line_usage_errors_and_send_nothing(shell, llm, line, p
     assert llm.request_count == 0
 
 
-def test_a_usage_error_in_a_cell_shows_no_traceback(shell, llm, capsys):
-    result = shell.run_cell("%%summarise nowhere\n{{ transcript }}")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-    assert isinstance(result.error_in_exec, UsageError)
-    shown = capsys.readouterr()
-    assert "UsageError: no variable named 'nowhere'" in shown.out + shown.err
-    assert "Traceback" not in shown.out + shown.err
+
+@pytest.mark.parametrize(
+    ("line", "prompt", "kind", "message"),
+    [
+        ("nowhere", PROMPT, "data error", "no variable named 'nowhere'"),
+        ("number", PROMPT, "data error", "cannot read conversations from a int"),
+        ("convs", "Summarise {{ transcript", "template error", "the prompt does not parse"),
+        ("convs --model openai/gpt-4o-mini", PROMPT, "missing API key", "set OPENAI_API_KEY"),
+        ("convs --limit 0", PROMPT, "setting error", "limit must be at least 1"),
+        ("convs --refresh --no-cache", PROMPT, "usage error", "--refresh and --no-cache contradict"),
+    ],
+    ids=["unknown-name", "not-conversations", "bad-template", "missing-key", "bad-limit", "contradicting-flags"],
+)
+def test_a_mistake_in_a_cell_is_one_red_card_that_fails_the_cell(shell, llm, capsys, monkeypatch, line, prompt,
+                                                                 kind, message):
+    monkeypatch.delenv("OPENAI_API_KEY")  # only the missing-key case gets that far
+    shell.user_ns.update(convs=make_conversations(2), number=42)
+    capsys.readouterr()
+
+    result = shell.run_cell(f"%%summarise {line}\n{prompt}")
+
+    assert not result.success and isinstance(result.error_in_exec, UsageError), "Run All stops at this cell"
+    raw = capsys.readouterr()
+    shown = ANSI.sub("", raw.out + raw.err)
+    card = shown[shown.index("✖"):].strip().splitlines()
+    assert card[0].strip() == f"✖ {kind}", "the card's first line names the kind of mistake"
+    assert message in " ".join(line.removeprefix("│ ") for line in card[1:])
+    assert all(line.startswith("│ ") for line in card[1:])
+    assert "\x1b[1;97;41m ✖ " in raw.out + raw.err, "white on red in a terminal or JupyterLab"
+    assert "Traceback" not in shown and "UsageError" not in shown and shown.count(message) == 1
+    assert llm.request_count == 0
+
+
+def test_a_card_has_no_colour_when_ipython_has_none(shell, llm, capsys):
+    before = shell.colors
+    shell.colors = "nocolor"  # `ipython --colors=NoColor`, or %colors nocolor
+    try:
+        shell.run_cell("%kura compare only-one")
+    finally:
+        shell.colors = before
+
+    shown = capsys.readouterr().out
+    assert shown.startswith("✖ usage error\n│ %kura compare takes two runs") and "\x1b[" not in shown
 
 
 def test_offline_mode_turns_misses_into_an_error_and_serves_hits(shell, llm):
@@ -270,6 +309,15 @@ def test_kura_config_says_where_each_value_comes_from_including_litellm_s_variab
     assert not any("sk-litellm" in line or ":pw@" in line for line in shown)
 
 
+def test_a_password_in_our_own_api_base_is_masked_in_the_settings_and_config(shell, monkeypatch):
+    monkeypatch.setenv("KURA_MAGIC_API_BASE", "http://team:base-secret@127.0.0.1:9/v1")
+
+    shown = [repr(km.settings()), shell.run_line_magic("kura", "config")]
+
+    assert all("base-secret" not in text for text in shown)
+    assert "http://team:***@127.0.0.1:9/v1" in shown[0]
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -338,6 +386,10 @@ def test_kura_compare_marks_the_rows_whose_output_differs(shell, llm):
     assert html.count('class="kura-differs"') == 1
     assert "&lt;b&gt;cancel&lt;/b&gt;" in html and "<b>" not in html
     assert "1 of 4 conversations differ" in repr(comparison)
+    assert "to see only the 1 that differs: %kura compare a b --changed" in html + repr(comparison)
+    only = shell.run_line_magic("kura", "compare a b --changed")
+    assert only.rows["conversation_id"].tolist() == ["c1"], "--changed works on the runs in memory"
+    assert shell.display_formatter.format(only)[0]["text/html"].count("<tr") == 2
 
 
 def test_kura_compare_names_what_is_not_a_run(shell):
@@ -375,6 +427,7 @@ def test_kura_compare_takes_recorded_runs_after_the_variables_are_gone(shell, ll
 
     assert llm.request_count == 0
     assert comparison.changed == 3 and comparison.changed_only
+    assert comparison.rows["conversation_id"].tolist() == ["c0", "c1", "c2"], "--changed works on refs too"
     assert "prompt: 2 words changed: Summarise this support chat in [-one line:-]{+a sentence:+}" in repr(comparison)
     with pytest.raises(UsageError, match="no recorded run 'zz'"):  # not hex: no run id starts so
         shell.run_line_magic("kura", "compare a zz")

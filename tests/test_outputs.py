@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 
 import nbformat
 import pytest
@@ -20,6 +21,10 @@ from kura_magic.testing import LoopbackLLM
 SETUP = "from kura_magic.samples import sample_conversations\nconvs = sample_conversations(4)\n%load_ext kura_magic"
 RUN = "%%summarise convs --out first\nSummarise this support chat in one line:\n{{ transcript }}"
 BROKEN = "%%summarise convs --out broken\nSummarise {{ transcript"
+BAD_DATA = "%%summarise 42\nSummarise this support chat in one line:\n{{ transcript }}"
+KEYLESS = ("%%summarise convs --out keyless\nIn five words:\n{{ transcript }}",
+           'import os\nkey = os.environ.pop("OPENAI_API_KEY")')
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 WIDGET_REPRS = ("VBox(", "IntProgress(", "HBox(", "Label(value")
 
 
@@ -42,7 +47,7 @@ def executed(cells: list[str], env: dict[str, str]) -> nbformat.NotebookNode:
 @pytest.mark.slow
 def test_an_exported_notebook_shows_final_counts_and_tables_not_widget_reprs(kernel_env, llm_server, tmp_path):
     llm_server.reset()
-    notebook = executed([SETUP, RUN, RUN, BROKEN, "%kura"], kernel_env)
+    notebook = executed([SETUP, RUN, RUN, BROKEN, BAD_DATA, KEYLESS[1], KEYLESS[0], "%kura"], kernel_env)
     nbformat.write(notebook, tmp_path / "saved.ipynb")  # a reopened notebook reads this file
 
     page, _ = HTMLExporter().from_notebook_node(nbformat.read(tmp_path / "saved.ipynb", as_version=4))
@@ -54,19 +59,52 @@ def test_an_exported_notebook_shows_final_counts_and_tables_not_widget_reprs(ker
     assert page.count('<div class="kura-results') == 2 and page.count("Summary: ") >= 8
     for widget_repr in WIDGET_REPRS:
         assert widget_repr not in page
-    first, second, broken = (notebook.cells[i].outputs for i in (1, 2, 3))
+    first, second = (notebook.cells[i].outputs for i in (1, 2))
     for outputs in (first, second):
         assert all("application/vnd.jupyter.widget-view+json" not in out.get("data", {}) for out in outputs)
-    cache_panel = notebook.cells[4].outputs[0].data  # a widget still: its buttons work when the kernel runs
+    text = next(out.data["text/plain"] for out in second if out.output_type == "execute_result")
+    assert text.splitlines()[1].split() == ["id", "status", "cost", "summary"], (
+        "where HTML does not render (GitHub's text view, nbconvert to text) the table still reads")
+    assert text.count("cached") >= 4 and text.count("Summary: ") == 4
+    cache_panel = notebook.cells[7].outputs[0].data  # a widget still: its buttons work when the kernel runs
     assert "experiments: default (4)" in cache_panel["text/html"], "with a static fallback beside it"
     assert "VBox(" not in cache_panel["text/plain"]
-    shown = [out for out in broken if out.get("data") != {"text/plain": ""}]
-    assert [(out.output_type, out.get("name")) for out in shown] == [("stream", "stderr")], (
-        "a failure before any call: the one-line error alone, no zero-filled panel")
-    assert shown[0].text.startswith("UsageError: ") and "template" in shown[0].text.lower()
+    for cell, kind, message in [(3, "template error", "the prompt does not parse"),
+                                (4, "data error", "no variable named '42'"),
+                                (6, "missing API key", "set OPENAI_API_KEY")]:
+        assert card(notebook.cells[cell].outputs) == (kind, message), "one red card, nothing else"
+    assert "✖ template error" in page and "Traceback" not in page
+
+
+def card(outputs: list) -> tuple[str, str]:
+    """A failed cell's outputs as (the card's kind, the part of its message the test knows),
+    checking there is exactly one: an error output (the cell failed, so Run All stops there) in
+    red, with no traceback, no panel beside it and the message said once."""
+    shown = [out for out in outputs if out.get("data") != {"text/plain": ""}]
+    assert [out.output_type for out in shown] == ["error"]
+    lines = shown[0].traceback
+    assert lines[0].startswith("\x1b[1;97;41m") and all("\x1b[31m│" in line for line in lines[1:])
+    plain = [ANSI.sub("", line) for line in lines]
+    text = " ".join(line.removeprefix("│ ") for line in plain[1:])
+    known = re.search(r"the prompt does not parse|no variable named '42'|set OPENAI_API_KEY", text)
+    assert known and text.count(known.group()) == 1 and "Traceback" not in text
+    return plain[0].strip().removeprefix("✖ "), known.group()
 
 
 # ---------------------------------------------------------------- the results table
+
+
+def test_a_runs_text_is_its_summary_line_over_a_text_table_and_its_repr_one_line(llm):
+    run = km.summarise(make_conversations(3), PROMPT, label="v1")
+
+    bundle, _ = run._repr_mimebundle_()
+    lines = bundle["text/plain"].splitlines()
+
+    assert "\n" not in repr(run) and lines[0] == repr(run)
+    assert lines[1].split() == ["id", "status", "cost", "summary"]
+    assert [line.split()[:2] for line in lines[2:5]] == [["c0", "fresh"], ["c1", "fresh"], ["c2", "fresh"]]
+    assert all(result.summary[:40] in bundle["text/plain"] for result in run)
+    assert lines[-1] == "all 3 rows: v1.to_pandas()"
 
 
 def test_long_replies_are_cut_with_the_whole_a_click_away_and_escaped(llm_server, llm):

@@ -4,6 +4,7 @@ server, and the plain-text fallback where no widget front end exists."""
 from __future__ import annotations
 
 import asyncio
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -20,11 +21,14 @@ from kura_magic.notebook.panel import (
     BUSY,
     THROTTLE_S,
     WidgetPanel,
+    budget_text,
     cache_table,
     cache_texts,
     experiment_names,
+    run_texts,
     widgets_available,
 )
+from kura_magic.notebook.run_widget import RunWidget
 from kura_magic.types import CacheInfo, ExperimentInfo
 
 INFO = CacheInfo(
@@ -105,6 +109,9 @@ def find(widget, css_class: str):
 
 
 def text(panel: WidgetPanel, css_class: str) -> str:
+    """What the panel shows under `css_class`: a run widget's text, or a cache panel's label."""
+    if isinstance(panel.root, RunWidget):
+        return panel.root.texts.get(css_class, "")
     return find(panel.root, css_class).value
 
 
@@ -135,14 +142,16 @@ def test_after_a_run_the_labels_show_counts_and_sizes(llm):
     assert text(panel, "kura-cached") == "1 cached"
     assert text(panel, "kura-errors") == "0 errors"
     assert text(panel, "kura-spent") == f"spent {km.formatting.money(run.stats.cost)}"
-    assert text(panel, "kura-saved").startswith("saved $")
+    share = run.stats.saved_cost / (run.stats.saved_cost + run.stats.cost)
+    assert text(panel, "kura-saved") == f"saved {km.formatting.money(run.stats.saved_cost)} ({share:.0%})"
     assert text(panel, "kura-elapsed").startswith("elapsed ")
     info = km.cache_info()
     own = size(info.experiments["default"].bytes)
     assert text(panel, "kura-cache") == f"cache at the end of this run: default: 5 entries, {own}"
-    progress = find(panel.root, "kura-progress")
-    assert (progress.value, progress.max, progress.bar_style) == (6, 6, "success")
-    assert "kura-panel" in panel.root._dom_classes
+    widget = panel.root
+    assert (widget.done, widget.total, widget.state, widget.running) == (6, 6, "ok", False)
+    assert [(part["name"], part["count"]) for part in widget.parts] == [("cached", 1), ("fresh", 5), ("errors", 0)]
+    assert {"kura-panel", "kura-run"} <= set(widget._dom_classes)
 
 
 def test_a_run_panel_has_one_line_about_the_cache_and_no_buttons(llm):
@@ -150,8 +159,9 @@ def test_a_run_panel_has_one_line_about_the_cache_and_no_buttons(llm):
 
     run_with(panel, make_conversations(2))
 
-    for css_class in (*CONTROLS, "kura-total-size", "kura-experiments", "kura-embeddings-size"):
-        assert find(panel.root, css_class) is None, css_class
+    shown = {name for row in panel.root.rows for name in row}
+    assert not shown & {*CONTROLS, "kura-total-size", "kura-experiments", "kura-embeddings-size"}
+    assert not hasattr(panel.root, "children"), "a run panel is one widget, with no buttons in it"
     assert "entries" not in " ".join(panel.lines()[:-1]), "only the last line is about the cache"
 
 
@@ -159,11 +169,11 @@ def test_updates_are_throttled_and_the_last_one_always_shows(llm):
     llm.latency_s = 0.005
     panel = WidgetPanel()
     changes = []
-    find(panel.root, "kura-progress").observe(changes.append, names="value")
+    panel.root.observe(changes.append, names="done")
 
     run = run_with(panel, make_conversations(60), max_concurrency=4)
 
-    assert find(panel.root, "kura-progress").value == 60
+    assert panel.root.done == 60
     assert len(changes) <= run.stats.elapsed_s / THROTTLE_S + 2
 
 
@@ -411,9 +421,112 @@ def test_a_rejected_key_echoed_by_the_provider_never_reaches_the_panel(shell, ll
         shell.run_cell_magic("summarise", "convs", PROMPT)
 
     root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
-    status = find(root, "kura-status").value
+    status = root.texts["kura-status"]
     assert "Incorrect API key provided" in status, "the provider's message is shown"
     assert "sk-do-not-show-0123" not in status + str(raised.value)
+
+
+# ---------------------------------------------------------------- the run widget
+
+
+def test_the_phase_and_the_time_left_show_only_while_the_run_goes():
+    loading = run_texts(km.RunStats(total=4, phase=km.RunStats.LOADING), None, going=True)
+    assert loading["kura-phase"] == "loading the provider library…"
+    assert "kura-eta" not in loading and "kura-rate" not in loading, "no rate before any answer"
+    assert run_texts(km.RunStats(total=4), None, going=True)["kura-phase"] == "starting…"
+    calling = km.RunStats(total=4, phase=km.RunStats.CALLING)
+    assert run_texts(calling, None, going=True)["kura-phase"] == "calling…", "not '0 in flight' as the calls go out"
+
+    ended = run_texts(km.RunStats(total=4, done=4, fresh=4, cost=0.02, in_flight=0), 2.0, going=False)
+    assert ended["kura-rate"] == "2.0 calls/s"
+    assert "kura-phase" not in ended and "kura-eta" not in ended
+    assert ended["kura-saved"] == "saved $0.00", "no share of nothing saved"
+    assert budget_text(km.RunStats(skipped=1, max_cost=0.5)) == "--max-cost $0.50 reached: 1 call skipped"
+
+
+def test_the_widget_starts_at_once_then_counts_calls_in_flight_and_time_left(llm, monkeypatch):
+    monkeypatch.setattr(panel_module, "THROTTLE_S", 0.0)
+    llm.latency_s = 0.05
+    panel = WidgetPanel()
+    widget = panel.root
+    seen = []
+
+    def progress(stats: km.RunStats) -> None:
+        panel.update(stats)
+        seen.append((widget.in_flight, widget.texts.get("kura-phase"), widget.texts.get("kura-eta"),
+                     widget.elapsed_s, widget.running))
+
+    panel.start()
+    starting = (widget.state, widget.running, widget.texts["kura-done"], widget.texts["kura-phase"],
+                widget.texts["kura-cache"])
+    run = km.summarise(make_conversations(8), PROMPT, on_progress=progress, max_concurrency=3)
+    panel.finish(run.stats)
+
+    assert starting == ("running", True, "0/0 done", "starting…", "cache before this run: default: 0 entries, 0 B"), \
+        "shown before anything is known"
+    assert any(n >= 1 and phase == f"calling · {n} in flight" for n, phase, *_ in seen)
+    assert any(eta and eta.startswith("ETA ") for _, _, eta, *_ in seen)
+    assert all(running for *_, running in seen), "the browser ticks the elapsed time all run long"
+    elapsed = [e for *_, e, _ in seen]
+    assert elapsed == sorted(elapsed) and elapsed[-1] > 0
+    assert (widget.running, widget.state, widget.elapsed_s) == (False, "ok", run.stats.elapsed_s)
+    assert "kura-phase" not in widget.texts and "kura-eta" not in widget.texts
+    assert re.fullmatch(r"\d+\.\d calls/s", widget.texts["kura-rate"])
+
+
+def test_a_held_back_update_and_a_new_phase_show_without_waiting_for_the_next_one():
+    panel = WidgetPanel()
+    widget = panel.root
+
+    async def burst() -> tuple[int, str, int]:
+        panel.start()
+        panel.update(km.RunStats(total=9, done=1, fresh=1))
+        panel.update(km.RunStats(total=9, done=2, fresh=2))  # back to back: held by the throttle
+        held = widget.done
+        panel.update(km.RunStats(total=9, done=2, fresh=2, phase=km.RunStats.LOADING))
+        phase = widget.texts["kura-phase"]
+        panel.update(km.RunStats(total=9, done=3, fresh=3, phase=km.RunStats.LOADING))
+        await asyncio.sleep(3 * THROTTLE_S)  # then nothing for a while, as when calls are slow
+        return held, phase, widget.done
+
+    assert asyncio.run(burst()) == (1, "loading the provider library…", 3)
+    panel.finish(km.RunStats(total=9, done=9, fresh=9))
+
+
+def test_an_all_cached_rerun_shows_it_saved_everything(llm):
+    conversations = make_conversations(4)
+    first = run_with(WidgetPanel(), conversations)
+    panel = WidgetPanel()
+
+    run = run_with(panel, conversations)
+
+    assert run.stats.cached == 4 and run.stats.saved_cost == first.stats.cost
+    assert text(panel, "kura-saved") == f"saved {km.formatting.money(first.stats.cost)} (100%)"
+    assert "kura-rate" not in panel.root.texts, "no calls, no rate of calls"
+    assert [(part["name"], part["count"]) for part in panel.root.parts] == [("cached", 4), ("fresh", 0), ("errors", 0)]
+
+
+def test_a_budget_stop_says_once_what_one_call_was_estimated_to_cost(shell, llm):
+    conversations = make_conversations(20)
+    one_call = km.estimate(conversations[:1], PROMPT, max_tokens=8).estimated_cost
+    shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
+    shell.user_ns["convs"] = conversations
+
+    with capture_output() as shown:
+        run = shell.run_cell_magic(
+            "summarise", f"convs --max-tokens 8 --max-cost {one_call * 3.5!r} --max-concurrency 1", PROMPT)
+
+    root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
+    skipped, each = run.stats.skipped, run.stats.skip_estimate
+    assert skipped > 10 and llm.request_count == 20 - skipped
+    assert one_call / 3 < each < one_call * 3, "the estimate of one call, not of them all"
+    said = (f"--max-cost {km.formatting.money(one_call * 3.5)} reached: {skipped} calls skipped "
+            f"(about {km.formatting.money(each)} each)")
+    assert root.texts["kura-status"] == said
+    assert root.state == "warning"
+    ended = final(shown)
+    assert said in ended["text/plain"]
+    assert ended["text/html"].count("calls skipped (about") == 1, "once, not a row per skipped call"
 
 
 # ---------------------------------------------------------------- through the magic
@@ -437,14 +550,18 @@ def test_in_widget_mode_the_panel_is_live_then_static_html_of_how_the_run_ended(
 
     live = shown.outputs[0].data
     root = live_widgets[live["application/vnd.jupyter.widget-view+json"]["model_id"]]
-    assert "kura-panel" in root._dom_classes
+    assert isinstance(root, RunWidget) and "kura-panel" in root._dom_classes
     assert '<span class="kura-done">0/' in live["text/html"], "a fallback of the starting state, for a kernel that dies"
     ended = final(shown)
     assert set(ended) == {"text/plain", "text/html"}, "no widget left for an export to lose"
     assert '<span class="kura-fresh">3 fresh</span>' in ended["text/html"]
+    header = ended["text/html"].split('<div class="kura-head"')[1].split('<div style=')[0]
+    assert 'class="kura-bar kura-progress"' in header and 'class="kura-bar-fresh"' in header
+    assert re.search(r'<span class="kura-rate">\d+\.\d calls/s</span>', header), "the live header's design, static"
+    assert "kura-phase" not in ended["text/html"] and "kura-eta" not in ended["text/html"]
     assert ended["text/plain"].startswith("3/3 done · 3 fresh · 0 cached · 0 errors")
     assert "cache at the end of this run: default: 3 entries" in ended["text/plain"]
-    assert find(root, "kura-fresh").value == "3 fresh"
+    assert root.texts["kura-fresh"] == "3 fresh"
 
 
 def test_the_magic_turns_the_buttons_off_while_it_runs(shell, llm, monkeypatch):
@@ -504,9 +621,12 @@ def test_a_bug_during_a_run_leaves_a_red_panel_saying_where_it_stopped(shell, ll
         shell.run_cell_magic("summarise", "convs --schema Buggy --max-concurrency 1", PROMPT)
 
     ended = final(shown)
+    root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
+    assert (root.state, root.running) == ("failed", False), "the live view turned red and stopped ticking"
     assert "stopped at 1/4: KeyError: 'a bug in a validator'" in ended["text/plain"]
     assert "stopped at 1/4: KeyError: &#x27;a bug in a validator&#x27;" in ended["text/html"]
     assert "kura-failed" in ended["text/html"]
+    assert re.search(r'<div style="color:#e53935"><span class="kura-status">stopped at 1/4', ended["text/html"])
     assert km.cache_info().for_experiment("default").entries == 1, "the finished row is cached"
 
 
@@ -559,5 +679,5 @@ def test_the_widget_panel_shows_what_changed_since_the_last_run(shell, llm):
         second = shell.run_cell_magic("summarise", "convs --out s", PROMPT)
 
     root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
-    assert find(root, "kura-changes").value == second.changes
+    assert root.texts["kura-changes"] == second.changes
     assert second.changes.endswith("nothing changed · 2 fresh · 3 unchanged answers reused")

@@ -1,6 +1,6 @@
 """Terminal IPython in a pseudo-terminal (pexpect), against the loopback server: a run shows a
 live one-line progress while it goes, then its results as a text table with the
-`.to_pandas()` hint, and never a widget repr."""
+`.to_pandas()` hint, and never a widget repr; a mistake is a card, not a traceback."""
 
 from __future__ import annotations
 
@@ -62,3 +62,10 @@ def test_a_terminal_run_shows_live_progress_then_a_text_table(terminal, llm: Loo
     assert llm.request_count == N
     for widget_repr in ("VBox", "IntProgress", "model_id"):
         assert widget_repr not in printed
+
+    send(terminal, 'get_ipython().run_cell_magic("summarise", "convs --out b", "Summarise {{ transcript")')
+    terminal.expect(r"✖ template error\r\n│ the prompt does not parse")
+    terminal.expect(PROMPT_RE)
+    failed = terminal.before
+    assert "Traceback" not in failed and "UsageError" not in failed and "\x1b[" not in failed, (
+        "a card, without colour under --colors=NoColor")

@@ -2,13 +2,15 @@
 
 A thin shell in the manner of `%%capture`: parse the arguments, call kura_magic,
 bind the result in the user's namespace and return it as the cell's value. Our
-errors become one-line `UsageError`s; anything else is a bug and propagates.
+errors (and mistakes in the magic's arguments) become a `FailureCard`: a `UsageError` shown
+as a compact red card, no traceback; anything else is a bug and propagates.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,10 +25,13 @@ from traitlets import Enum
 from kura_magic import formatting, history, session
 from kura_magic.calls import CallOptions
 from kura_magic.compare import Comparison
-from kura_magic.config import ENV_VARS, Settings, configure, mask_url, settings
-from kura_magic.errors import CacheError, KuraMagicError
+from kura_magic.config import ENV_VARS, Settings, configure, settings
+from kura_magic.errors import (
+    AuthenticationError, BudgetError, CacheError, CacheMissError, ConfigError, DataError, KuraMagicError,
+    LocalModelError, MissingAPIKeyError, ModelError, ResponseError, SchemaError, TemplateError,
+    UnknownModelError,
+)
 from kura_magic.notebook.panel import Panel, cache_table, open_panel
-from kura_magic.notebook.views import results_text
 from kura_magic.pipeline import estimate, summarise
 from kura_magic.results import Estimate, SummaryRun
 from kura_magic.types import CacheMode
@@ -45,13 +50,70 @@ class Note(str):
         return str(self)
 
 
+# The first line of a failure's card: what kind of mistake it is (the most specific class wins).
+ERROR_KINDS: dict[type[Exception], str] = {
+    TemplateError: "template error", DataError: "data error", SchemaError: "schema error",
+    MissingAPIKeyError: "missing API key", AuthenticationError: "API key rejected",
+    UnknownModelError: "unknown model", ModelError: "model error", BudgetError: "budget error",
+    CacheMissError: "not in the cache", CacheError: "cache error", ConfigError: "setting error",
+    LocalModelError: "local model error", ResponseError: "no answer", KuraMagicError: "kura_magic error",
+}
+CARD_WIDTH = 100
+# ANSI: the kind white on red, the card's edge red; JupyterLab and terminals render these.
+KIND_STYLE, EDGE_STYLE, RESET = "\x1b[1;97;41m", "\x1b[31m", "\x1b[0m"
+
+
+class FailureCard(UsageError):
+    """A mistake (ours or in the magic's arguments) shown as a compact red card: its kind,
+    then the message; no traceback. Still an exception, so "Run All" stops at the cell.
+
+    Example:
+        >>> FailureCard("Summarise {{ transcript: unexpected end", kind="template error").card(colour=False)
+        ['✖ template error', '│ Summarise {{ transcript: unexpected end']
+    """
+
+    def __init__(self, message: str, *, kind: str = "usage error") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def card(self, *, colour: bool) -> list[str]:
+        """The card's lines: the kind, then the message wrapped beside a red edge."""
+        lines = textwrap.wrap(str(self), CARD_WIDTH) or [""]
+        if not colour:
+            return [f"✖ {self.kind}", *(f"│ {line}" for line in lines)]
+        return [f"{KIND_STYLE} ✖ {self.kind} {RESET}", *(f"{EDGE_STYLE}│{RESET} {line}" for line in lines)]
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython and ipykernel show instead of a traceback (`--colors=NoColor`: no ANSI)."""
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        return self.card(colour=str(getattr(shell, "colors", "")).lower() != "nocolor")
+
+
+def error_kind(exc: KuraMagicError) -> str:
+    """The kind a card names for one of our errors.
+
+    Example:
+        >>> error_kind(MissingAPIKeyError("no API key")), error_kind(ConfigError("bad value"))
+        ('missing API key', 'setting error')
+    """
+    return next(ERROR_KINDS[cls] for cls in type(exc).__mro__ if cls in ERROR_KINDS)
+
+
 @contextmanager
 def usage_errors() -> Iterator[None]:
-    """Show our errors as one line without a traceback; bugs propagate untouched."""
+    """Show our errors, and IPython's usage errors, as a card without a traceback; bugs
+    propagate untouched. Used as a decorator on the magics.
+    """
     try:
         yield
     except KuraMagicError as exc:
-        raise UsageError(" ".join(str(exc).split())) from None
+        raise FailureCard(" ".join(str(exc).split()), kind=error_kind(exc)) from None
+    except UsageError as exc:
+        if isinstance(exc, FailureCard):
+            raise
+        raise FailureCard(" ".join(str(exc).split())) from None
 
 
 Handler = Callable[["KuraMagics", list[str], argparse.Namespace], Any]
@@ -86,7 +148,6 @@ def _config(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> N
 # Settings litellm fills from its own variables when ours leave them unset.
 LITELLM_VARS = {"api_key": "OPENAI_API_KEY", "api_base": "OPENAI_API_BASE"}
 SIZES = ("cache_size_limit", "embedding_size_limit")
-MASK = "**********"
 
 
 def config_lines(current: Settings, environ: Mapping[str, str]) -> list[str]:
@@ -99,7 +160,7 @@ def config_lines(current: Settings, environ: Mapping[str, str]) -> list[str]:
         ['cache_size_limit = 5.0 GiB  (default)', 'max_concurrency = 3  (%kura config)', 'api_key = **********  (OPENAI_API_KEY, read by litellm)']
     """
     from_env = {field: environ[var] for field, var in ENV_VARS.items() if environ.get(var, "").strip()}
-    baseline = Settings(**from_env)
+    baseline = Settings.model_validate(from_env)
     lines = []
     for name, value in current.shown().items():
         source = ENV_VARS[name] if name in from_env else "default"
@@ -112,7 +173,8 @@ def config_lines(current: Settings, environ: Mapping[str, str]) -> list[str]:
 
 
 def _litellm_value(name: str, environ: Mapping[str, str]) -> str:
-    return MASK if name == "api_key" else mask_url(environ[LITELLM_VARS[name]])
+    """What litellm reads for setting `name`, masked as our own are (`Settings.shown`)."""
+    return str(Settings.model_validate({name: environ[LITELLM_VARS[name]]}).shown()[name])
 
 
 def _stats(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Any:
@@ -145,7 +207,9 @@ def _compare(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> 
         raise UsageError("%kura compare takes two runs: %kura compare RUN_A RUN_B, each a run "
                          "variable, an --out name, a run id, or -1 (the latest), -2, ...")
     a, b = (magics.run_ref(word) for word in words)
-    return history.compare(a, b, changed_only=args.changed)
+    comparison = history.compare(a, b, changed_only=args.changed)
+    comparison.changed_flag = f"%kura compare {words[0]} {words[1]} --changed"
+    return comparison
 
 
 def _runs(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> history.RunHistory:
@@ -217,6 +281,7 @@ class KuraMagics(Magics):
     @argument("--dry-run", action="store_true", help="tell how many calls would be fresh and their cost; call nothing")
     @cell_magic("summarize")
     @cell_magic
+    @usage_errors()
     def summarise(self, line: str, cell: str) -> SummaryRun | Estimate:
         """Summarise each conversation of DATA with the cell's prompt, paying only for what changed.
 
@@ -234,10 +299,9 @@ class KuraMagics(Magics):
             raise UsageError(f"--out {args.out!r} is not a Python variable name")
         data, options = self._data(args.data), _call_options(args)
         scope: dict[str, Any] = {"limit": args.limit, "variables": self.shell.user_ns}
-        with usage_errors():
-            if args.dry_run:
-                return estimate(data, cell, **scope, **options)
-            run = self._run(data, cell, args, scope, options)
+        if args.dry_run:
+            return estimate(data, cell, **scope, **options)
+        run = self._run(data, cell, args, scope, options)
         self.shell.user_ns[args.out] = run
         return run
 
@@ -247,7 +311,7 @@ class KuraMagics(Magics):
             return self.shell.user_ns[name]
         if Path(name).suffix.lower() in DATA_SUFFIXES:
             return name
-        raise UsageError(
+        raise DataError(
             f"no variable named {name!r}: define it in the notebook (a list of conversations, "
             "dicts or strings, or a DataFrame), or give a path to a .json/.jsonl file"
         )
@@ -267,7 +331,7 @@ class KuraMagics(Magics):
         except BaseException as exc:  # ours, a bug or an interrupt: the panel turns red, buttons back
             panel.fail(_failure_text(exc))
             raise
-        panel.finish(run.stats, changes=run.changes, table=results_text(run))
+        panel.finish(run.stats, changes=run.changes)  # the run's own text/plain has the table
         return run
 
     def _cell(self) -> str:
@@ -286,6 +350,7 @@ class KuraMagics(Magics):
     @argument("--changed", action="store_true", help="compare: show only the conversations whose output changed")
     @line_magic
     @_with_subcommand_help
+    @usage_errors()
     def kura(self, line: str = "") -> Any:
         """Look at and manage the cache and the session:
         """
@@ -296,8 +361,7 @@ class KuraMagics(Magics):
         _check_flags(args)
         if subcommand.most_words is not None and len(args.words) > subcommand.most_words:
             raise UsageError(f"too many arguments ({' '.join(args.words)}): use {subcommand.usage}")
-        with usage_errors():
-            return subcommand.run(self, args.words, args)
+        return subcommand.run(self, args.words, args)
 
     def run_ref(self, word: str) -> SummaryRun | str:
         """The run bound to `word` in the notebook; else `word` names a recorded run (see

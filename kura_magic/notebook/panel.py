@@ -2,12 +2,14 @@
 
 Modelled on tqdm's notebook bar: `Panel` holds the numbers, turns them into text
 and carries out the buttons' actions; it is also the text fallback, printing the
-same lines where no widget front end exists. `WidgetPanel` only builds ipywidgets
+same lines where no widget front end exists. `WidgetPanel` only builds widgets
 and copies that text into them. The CSS classes (`kura-panel`, `kura-fresh`, ...)
 are a stable contract for browser tests and user styles.
 
-A run's panel shows the run and one line about the cache; the cache's details and its
-buttons live in the cache panel (`%kura`). When a run ends its live widget is replaced,
+A run's panel is one header line like tqdm's (a stacked bar, counts, rate, ETA, calls in
+flight, money, elapsed: `run_widget.RunWidget`, an anywidget) over at most three lines: what
+changed, one line about the cache, and a status; the cache's details and its buttons live in
+the cache panel (`%kura`, ipywidgets). When a run ends its live widget is replaced,
 in place, by static HTML of how it ended, so a saved or exported notebook shows the
 final counts rather than widget reprs. Every open cache panel follows the cache: a
 clear or a switch in one re-renders them all, and their buttons are off while a run goes.
@@ -82,6 +84,11 @@ RUN_ROWS = (
     ("kura-cache",),  # the run panel's one line about the cache
     ("kura-status",),  # why a run stopped
 )
+# The designed run view (the live widget and the static HTML): the header's pieces, then a
+# piece per line. The text view keeps RUN_ROWS.
+HEADER = ("kura-done", "kura-fresh", "kura-cached", "kura-errors", "kura-rate", "kura-eta", "kura-phase",
+          "kura-spent", "kura-saved", "kura-elapsed")
+RUN_VIEW = (HEADER, ("kura-changes",), ("kura-cache",), ("kura-status",))
 CACHE_ROWS = (
     ("kura-experiment-size", "kura-total-size", "kura-embeddings-size"),
     ("kura-experiments",),
@@ -158,6 +165,50 @@ def progress_line(stats: RunStats) -> str:
     return f"{fraction:4.0%}|{formatting.bar(fraction)}| {texts['kura-done']} {timing} {counts}"
 
 
+def run_texts(stats: RunStats, rate: float | None, *, going: bool) -> dict[str, str]:
+    """The run's pieces of text: counts and money (the saved share beside what was saved), the
+    rate of calls and, while the run goes, what it waits on and the time left.
+
+    Example:
+        >>> texts = run_texts(RunStats(total=8, done=4, fresh=2, cached=2, cost=0.01, saved_cost=0.03,
+        ...                            phase=RunStats.CALLING, in_flight=3), 2.0, going=True)
+        >>> [texts[name] for name in ("kura-done", "kura-rate", "kura-eta", "kura-phase", "kura-saved")]
+        ['4/8 done', '2.0 calls/s', 'ETA 2.00 s', 'calling · 3 in flight', 'saved $0.03 (75%)']
+    """
+    texts = stats.model_copy(update={"phase": "", "in_flight": 0}).texts()
+    if stats.saved_cost:
+        texts["kura-saved"] += f" ({stats.saved_cost / (stats.saved_cost + stats.cost):.0%})"
+    if rate:
+        texts["kura-rate"] = f"{rate:.1f} calls/s"
+    if not going:
+        return texts
+    texts["kura-phase"] = _phase_text(stats)
+    left = stats.total - stats.done - stats.skipped
+    if rate and left > 0:
+        texts["kura-eta"] = f"ETA {formatting.duration(left / rate)}"
+    return texts
+
+
+def _phase_text(stats: RunStats) -> str:
+    """What the run waits on: the start, the provider library, or its calls (how many are out,
+    once the run has said so: it first reports the calling phase before any is sent)."""
+    if stats.phase != RunStats.CALLING:
+        return stats.phase or "starting…"
+    return f"calling · {stats.in_flight} in flight" if stats.in_flight else "calling…"
+
+
+def budget_text(stats: RunStats) -> str:
+    """Why calls were skipped, said once: the budget, how many, and what one was estimated to cost.
+
+    Example:
+        >>> budget_text(RunStats(skipped=12, max_cost=0.01, skip_estimate=0.0011))
+        '--max-cost $0.01 reached: 12 calls skipped (about $0.00110 each)'
+    """
+    each = f" (about {formatting.money(stats.skip_estimate)} each)" if stats.skip_estimate else ""
+    calls = "call" if stats.skipped == 1 else "calls"
+    return f"--max-cost {formatting.money(stats.max_cost)} reached: {stats.skipped} {calls} skipped{each}"
+
+
 def widgets_available() -> bool:
     """True in a Jupyter kernel with ipywidgets installed (detected like tqdm.autonotebook).
 
@@ -209,6 +260,9 @@ class Panel:
         self._line = 0  # the length of the text view's progress line, to wipe it
         self._armed: Armed | None = None
         self._shown_at = 0.0
+        self._calls_from: tuple[float, int] | None = None  # (elapsed_s, fresh) when calls began
+        self._phase = ""  # the phase last shown: a new one shows at once
+        self._pending = False  # a throttled update waits to be shown
         if not run:
             _CACHE_PANELS.add(self)
 
@@ -220,14 +274,34 @@ class Panel:
     def texts(self) -> dict[str, str]:
         """Every piece of text, keyed by its CSS class."""
         texts = cache_texts(self.info, self.experiment)
+        budget = ""
         if self.stats is not None:
-            texts.update(self.stats.texts())
-            when = "at the end of this run" if self.ended else "now"
+            texts.update(run_texts(self.stats, self.rate, going=self in _RUNS_GOING))
+            when = "at the end of this run" if self.ended else "before this run"
             texts["kura-cache"] = f"cache {when}: {texts['kura-experiment-size']}"
+            budget = budget_text(self.stats) if self.stats.skipped else ""
         if self.changes:
             texts["kura-changes"] = self.changes
-        status = self._armed.prompt if self._armed and self.armed else self.status
+        status = self._armed.prompt if self._armed and self.armed else self.status or budget
         return {**texts, "kura-status": status} if status else texts
+
+    @property
+    def rate(self) -> float | None:
+        """Fresh calls per second since the first call went out (None: none answered yet)."""
+        if self.stats is None or self._calls_from is None:
+            return None
+        seconds, calls = self.stats.elapsed_s - self._calls_from[0], self.stats.fresh - self._calls_from[1]
+        return calls / seconds if calls and seconds > 0 else None
+
+    @property
+    def state(self) -> str:
+        """How the run panel looks: running, failed, warning (errors, skips, an interrupt) or ok."""
+        stats = self.stats
+        if self.failed:
+            return "failed"
+        if self in _RUNS_GOING:
+            return "running"
+        return "warning" if stats and (stats.errors or stats.skipped or stats.interrupted) else "ok"
 
     def lines(self) -> list[str]:
         """The text view: one line per row of the panel."""
@@ -241,7 +315,8 @@ class Panel:
 
     def html(self) -> str:
         """The panel as static HTML: what a saved or exported notebook shows."""
-        return views.panel_html(self.texts(), self.rows, self.stats, failed=self.failed)
+        rows = RUN_VIEW if self.stats is not None else self.rows
+        return views.panel_html(self.texts(), rows, self.stats, state=self.state)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         text = "\n".join([*self.lines(), *(["", self.table] if self.table else [])])
@@ -270,12 +345,31 @@ class Panel:
             self.handle = _display(self)
 
     def update(self, stats: RunStats) -> None:
-        """`on_progress`: take the run's numbers, re-rendering at most every THROTTLE_S."""
+        """`on_progress`: take the run's numbers, re-rendering at most every THROTTLE_S (a new
+        phase at once); an update held back is shown THROTTLE_S later, if none came since."""
         self.stats = stats
-        now = time.monotonic()
-        if now - self._shown_at >= THROTTLE_S:
-            self._shown_at = now
-            self.render()
+        if stats.phase == RunStats.CALLING and self._calls_from is None:
+            self._calls_from = (stats.elapsed_s, stats.fresh)
+        if stats.phase != self._phase or time.monotonic() - self._shown_at >= THROTTLE_S:
+            self._show_now()
+        elif not self._pending:
+            self._pending = self._render_later(THROTTLE_S, then=self._show_held)
+
+    def _show_now(self) -> None:
+        self._shown_at, self._phase = time.monotonic(), self.stats.phase if self.stats else ""
+        self.render()
+
+    def _show_held(self) -> None:
+        """The update the throttle held back (later if another was shown meanwhile), unless
+        the run has ended since."""
+        self._pending = False
+        wait = THROTTLE_S - (time.monotonic() - self._shown_at)
+        if self not in _RUNS_GOING:
+            return
+        if wait > 0:
+            self._pending = self._render_later(wait, then=self._show_held)
+        else:
+            self._show_now()
 
     def finish(self, stats: RunStats, *, changes: str = "", table: str = "") -> None:
         """The final update: the run's last numbers, what changed since the previous run of
@@ -353,7 +447,7 @@ class Panel:
         prompt = f"click again within {CONFIRM_WINDOW_S:g} s to delete {deletes}"
         self._armed = Armed(action, time.monotonic(), prompt)
         self.render()
-        self._render_later(CONFIRM_WINDOW_S + 0.1)
+        self._render_later(CONFIRM_WINDOW_S + 0.1, then=self.render)
         return False
 
     def _refused(self) -> bool:
@@ -369,14 +463,16 @@ class Panel:
         return {"experiment": self.experiment, "own": info.for_experiment(self.experiment).entries,
                 "entries": info.entries, "vectors": info.embeddings.entries}
 
-    def _render_later(self, delay_s: float) -> None:
-        """In a kernel (a running loop), re-render after `delay_s`, so an armed button's label
-        turns back by itself; elsewhere it turns back at the next render."""
+    def _render_later(self, delay_s: float, *, then: Callable[[], None]) -> bool:
+        """In a running loop (a kernel's, a run's), call `then` after `delay_s`, so an armed
+        button's label turns back by itself and a held update shows; elsewhere that waits
+        for the next render. True if it was scheduled."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return
-        loop.call_later(delay_s, self.render)
+            return False
+        loop.call_later(delay_s, then)
+        return True
 
     def _done(self, status: str) -> None:
         """After a change to the cache: say what happened here; every cache panel re-reads it."""
@@ -404,22 +500,31 @@ class Panel:
 
 
 class WidgetPanel(Panel):
-    """The panel as ipywidgets: builds the widgets, and copies `Panel`'s state into them."""
+    """The panel as widgets: a run's is a `RunWidget`, the cache panel is ipywidgets with
+    its controls; both only copy `Panel`'s state into the widgets."""
 
     live = True
 
     def __init__(self, *, experiment: str | None = None, run: bool = True) -> None:
         super().__init__(experiment=experiment, run=run)
+        self.labels: dict[str, Any] = {}
+        self.buttons: dict[str, Any] = {}
+        if run:
+            from kura_magic.notebook.run_widget import RunWidget
+
+            self.root: Any = RunWidget()
+        else:
+            self.root = self._cache_view()
+        self.render()
+
+    def _cache_view(self) -> Any:
         import ipywidgets as widgets
 
         spaced = {"margin": "0 1.5em 0 0"}
         self.labels = {name: _styled(widgets.Label(layout=spaced), name) for row in self.rows for name in row}
-        self.progress = _styled(widgets.IntProgress(min=0, max=1, value=0), "kura-progress")
         boxes = [widgets.HBox([self.labels[name] for name in row]) for row in self.rows]
-        self.buttons: dict[str, Any] = {}
-        parts = [self.progress, *boxes] if run else [*boxes, self._controls(widgets)]
-        self.root = _styled(widgets.VBox(parts), "kura-panel")
-        self.render()
+        edge = {"border_left": f"4px solid {views.RUNNING_EDGE}", "padding": "2px 10px"}  # as a run's panel
+        return _styled(widgets.VBox([*boxes, self._controls(widgets)], layout=edge), "kura-panel")
 
     def _controls(self, widgets: Any) -> Any:
         self.selector = _styled(widgets.Combobox(
@@ -437,15 +542,14 @@ class WidgetPanel(Panel):
             self.select_experiment(change["new"])
 
     def render(self) -> None:
+        if self.stats is not None:
+            self.root.show(self.texts(), RUN_VIEW, self.stats, state=self.state)
+            return
         texts = self.texts()
         for name, label in self.labels.items():
             label.value = texts.get(name, "")
-        if self.stats is not None:
-            self.progress.max = max(self.stats.total, 1)
-            self.progress.value = self.stats.done
-            self.progress.bar_style = _bar_style(self.stats, failed=self.failed)
-        if self.stats is None:
-            self._render_controls()
+            label.layout.display = "" if label.value else "none"  # no gap where a line is empty
+        self._render_controls()
 
     def _render_controls(self) -> None:
         for action, button in self.buttons.items():
@@ -458,7 +562,8 @@ class WidgetPanel(Panel):
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
         """The live widget, with this moment's text and HTML for where widgets do not show."""
         bundle = self.root._repr_mimebundle_(include=include, exclude=exclude)
-        return {**bundle, **super()._repr_mimebundle_()}
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        return {**data, **super()._repr_mimebundle_()}, metadata
 
 
 def open_panel(*, mode: str = "auto", experiment: str | None = None, run: bool = True) -> Panel:
@@ -470,14 +575,6 @@ def open_panel(*, mode: str = "auto", experiment: str | None = None, run: bool =
     """
     use_widgets = mode == "widgets" or (mode == "auto" and widgets_available())
     return (WidgetPanel if use_widgets else Panel)(experiment=experiment, run=run)
-
-
-def _bar_style(stats: RunStats, *, failed: bool) -> str:
-    if failed:
-        return "danger"
-    if stats.errors or stats.interrupted or stats.skipped:
-        return "warning"
-    return "success" if stats.done == stats.total else ""
 
 
 def _styled(widget: Any, css_class: str) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kura_magic import formatting
-from kura_magic.compare import Chunk, margins, prompt_summary, word_diff
+from kura_magic.compare import Chunk, cut_chunks, margins, prompt_summary, word_diff
 from kura_magic.compare import shown as output_or_absent
 from kura_magic.history import COLUMNS
 
@@ -118,35 +118,68 @@ PANEL_STYLE = "border-left:4px solid {colour};padding:4px 10px;margin:4px 0;font
 EDGES = {"failed": "#e53935", "warning": "#fb8c00", "ok": "#43a047"}
 
 
+# A run panel's header, as the live widget draws it: the pieces in a wrapping row, the count
+# ones after a swatch of their bar colour, what the run is doing in a quieter colour.
+HEAD_STYLE = "display:flex;flex-wrap:wrap;align-items:center;gap:0 10px;font-variant-numeric:tabular-nums"
+QUIET = "color:var(--jp-ui-font-color2, #616161)"
+QUIET_PIECES = ("kura-rate", "kura-eta", "kura-phase", "kura-elapsed")
+SWATCH = "display:inline-block;width:8px;height:8px;margin-right:4px;border-radius:2px;background:{colour}"
+RUNNING_EDGE = "#1e88e5"  # a live panel: a run going (its fallback HTML), the cache panel
+FAILED_LINE = "color:#e53935"
+
+
 def panel_html(texts: dict[str, str], rows: Sequence[Sequence[str]], stats: RunStats | None, *,
-               failed: bool = False) -> str:
-    """A panel as static HTML: a stacked bar (cached, fresh, errors) over its rows of text,
-    each piece in a span of its CSS class; inline styles, so it reads the same exported.
+               state: str = "ok") -> str:
+    """A panel as static HTML, each piece of text in a span of its CSS class; inline styles (the
+    theme's variables, with fallbacks), so it reads the same exported. A run's panel (`stats`
+    given) looks like the live one: a header line of a stacked bar and the pieces of `rows[0]`,
+    over a line per further row. `state`: ok, warning or failed, the colour of its edge.
 
     Example:
         >>> panel_html({"kura-status": "a <b>"}, [("kura-status",)], None).endswith('<div><span class="kura-status">a &lt;b&gt;</span></div></div>')
         True
     """
-    lines = "".join(
-        "<div>" + " · ".join(f'<span class="{name}">{html.escape(texts[name])}</span>'
-                             for name in row if name in texts) + "</div>"
-        for row in rows if any(name in texts for name in row)
+    header, lines = "", rows
+    if stats is not None:
+        swatches = {f"kura-{name}": colour for name, colour in BAR_PARTS}
+        pieces = "".join(_piece_html(name, texts[name], swatches.get(name)) for name in rows[0] if name in texts)
+        header = f'<div class="kura-head" style="{HEAD_STYLE}">{_stacked_bar(stats)}{pieces}</div>'
+        lines = rows[1:]
+    body = "".join(
+        f"<div{_line_style(row, stats, state)}>" + " · ".join(
+            f'<span class="{name}">{html.escape(texts[name])}</span>' for name in row if name in texts) + "</div>"
+        for row in lines if any(name in texts for name in row)
     )
-    state = "failed" if failed else "warning" if stats and (stats.errors or stats.skipped or stats.interrupted) else "ok"
-    bar = _stacked_bar(stats) if stats is not None else ""
     css = f"kura-panel kura-static kura-{state} {formatting.NO_MATHS}"
-    return f'<div class="{css}" style="{PANEL_STYLE.format(colour=EDGES[state])}">{bar}{lines}</div>'
+    edge = EDGES.get(state, RUNNING_EDGE)
+    return f'<div class="{css}" style="{PANEL_STYLE.format(colour=edge)}">{header}{body}</div>'
+
+
+def _line_style(row: Sequence[str], stats: RunStats | None, state: str) -> str:
+    """Under a run's header the lines are quieter, but a failed run's status is red."""
+    if stats is None:
+        return ""
+    return f' style="{FAILED_LINE if state == "failed" and "kura-status" in row else QUIET}"'
+
+
+def _piece_html(name: str, text: str, swatch: str | None) -> str:
+    """One piece of a run's header, styled as the live widget draws it."""
+    mark = f'<span style="{SWATCH.format(colour=swatch)}"></span>' if swatch else ""
+    style = "font-weight:600" if name == "kura-done" else QUIET if name in QUIET_PIECES else ""
+    return f'<span style="{style}">{mark}<span class="{name}">{html.escape(text)}</span></span>'
 
 
 def _stacked_bar(stats: RunStats) -> str:
     total = max(stats.total, 1)
+    counts = stats.bar_counts()
     parts = "".join(
-        f'<div class="kura-bar-{name}" title="{getattr(stats, name)} {name}" '
-        f'style="width:{100 * getattr(stats, name) / total:.1f}%;background:{colour}"></div>'
-        for name, colour in BAR_PARTS if getattr(stats, name)
+        f'<div class="kura-bar-{name}" title="{counts[name]} {name}" '
+        f'style="width:{100 * counts[name] / total:.1f}%;background:{colour}"></div>'
+        for name, colour in BAR_PARTS if counts[name]
     )
-    return ('<div class="kura-bar" style="display:flex;height:8px;max-width:40em;background:#e0e0e0;'
-            f'border-radius:4px;overflow:hidden;margin:2px 0 4px">{parts}</div>')
+    return ('<div class="kura-bar kura-progress" style="display:flex;height:8px;width:10em;'
+            'background:var(--jp-layout-color3, #e0e0e0);border-radius:4px;overflow:hidden">'
+            f"{parts}</div>")
 
 
 def results_html(run: SummaryRun) -> str:
@@ -258,9 +291,18 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
+# Rows whose outputs differ: a tint of the theme's warning colour over its background, so it
+# reads in light and dark themes (the rgba is for browsers without color-mix).
+DIFFERS_CSS = (
+    ".kura-comparison tr.kura-differs>td{background:rgba(255,152,0,.16)!important;"
+    "background:color-mix(in srgb,var(--jp-warn-color1,#ff9800) 16%,var(--jp-layout-color0,#fff))!important}"
+)
+
+
 def comparison_html(comparison: Comparison) -> str:
-    """A comparison: what changed (prompt word diff, settings), then one row per conversation
-    with changed words marked in both outputs; differing rows get `kura-differs`."""
+    """A comparison: what changed (prompt word diff, settings), then one row per conversation,
+    left-aligned, long outputs cut (the whole a click away), changed words marked in both;
+    differing rows are tinted (`kura-differs`) and counted, with how to show only them."""
     label_a, label_b = (str(label) for label in comparison.frame.columns[1:3])
     rows = comparison.rows
     shown = rows.head(formatting.ROW_LIMIT).itertuples(index=False, name=None)
@@ -269,8 +311,10 @@ def comparison_html(comparison: Comparison) -> str:
         [(["≠" if differs else "", Key(cid), *_outputs_html(a, b)], "kura-differs" if differs else None)
          for cid, a, b, differs in shown],
         caption=comparison.caption, hidden=len(rows) - formatting.ROW_LIMIT, hidden_hint=".frame",
+        notes=[comparison.hint] if comparison.hint else [],
     )
-    return f'<div class="kura-comparison {formatting.NO_MATHS}">{_changes_html(comparison)}{table}</div>'
+    return (f'<div class="kura-comparison {formatting.NO_MATHS}"><style>{DIFFERS_CSS}</style>'
+            f"{_changes_html(comparison)}{table}</div>")
 
 
 def _changes_html(comparison: Comparison) -> str:
@@ -286,11 +330,19 @@ def _changes_html(comparison: Comparison) -> str:
 
 
 def _outputs_html(a: object, b: object) -> tuple[str, str]:
-    """Two outputs as cells: plain if either is missing, else with changed words marked."""
+    """Two outputs as cells: plain if either is missing, else with changed words marked; an
+    output past `CELL_CHARS` shows its start, the whole (marked too) in a `<details>`."""
     if not (isinstance(a, str) and isinstance(b, str)):
         return output_or_absent(a), output_or_absent(b)
     chunks = word_diff(a, b)
-    return Markup(marked_html(chunks, side="old")), Markup(marked_html(chunks, side="new"))
+    cells = []
+    for side, text in (("old", a), ("new", b)):
+        whole = marked_html(chunks, side=side)
+        if len(text) > formatting.CELL_CHARS:
+            start = marked_html(cut_chunks(chunks, side=side, limit=formatting.CELL_CHARS), side=side)
+            whole = f'<details class="kura-cut"><summary>{start}…</summary>{whole}</details>'
+        cells.append(Markup(whole))
+    return cells[0], cells[1]
 
 
 def marked_html(chunks: list[Chunk], *, side: str) -> str:

@@ -2,9 +2,12 @@
 
 Starts the loopback LLM server and JupyterLab (127.0.0.1, token, isolated Jupyter
 dirs; the kernel inherits the server's environment, so litellm talks to the
-loopback server), opens a generated notebook and checks in the page what a person
-sees: fresh and cached counts, the results table, and the "Clear experiment"
-button. Screenshots of the panel go to docs/.
+loopback server), opens generated notebooks and checks in the page what a person
+sees: the live run panel mid-run (counts rising, calls in flight, the elapsed time
+ticking), the finished panel with fresh and cached counts and the results table, a
+run stopped by a bug (red), the cache panel's buttons (off during a run, asking before
+they clear, and an older cache panel following a clear), and the dark theme.
+Screenshots of the panels go to docs/.
 
 Needs `scripts/install_e2e.sh` (Debian's chromium, jupyterlab, playwright).
 Set KURA_E2E_REQUIRE=1 (as .ci/run does) to fail rather than skip when any is missing.
@@ -48,6 +51,30 @@ SUMMARISE = """%%summarise convs
 {{ transcript }}
 
 Summarise the support conversation above in one sentence."""
+N_LIVE = 12  # the live run: 4 waves of 3 calls, each answered after LIVE_LATENCY_S (the samples repeat past 13)
+LIVE_LATENCY_S = 1.25
+LIVE_CONVERSATIONS = (f"from kura_magic.samples import sample_conversations\n"
+                      f"live = sample_conversations({N_LIVE})")
+LIVE_SUMMARISE = """%%summarise live --experiment {experiment} --max-concurrency 3
+{{{{ transcript }}}}
+
+In one sentence, what did the customer want?"""
+BUGGY_SCHEMA = """from pydantic import BaseModel, model_validator
+seen = set()
+
+class Buggy(BaseModel):
+    summary: str
+
+    @model_validator(mode="after")
+    def _a_bug_on_the_third_reply(self):
+        if self.summary not in seen and len(seen) == 2:
+            raise KeyError("a bug in a validator")
+        seen.add(self.summary)
+        return self"""
+BUGGY_RUN = """%%summarise live --schema Buggy --max-concurrency 1 --experiment buggy
+{{ transcript }}"""
+# A light colour (each channel 200 or more), as text on JupyterLab Dark's background should be.
+LIGHT_TEXT = re.compile(r"^rgba?\((2\d\d), (2\d\d), (2\d\d)")
 SMOKE = """import ipywidgets as w
 label = w.Label(value="0")
 button = w.Button(description="Increment")
@@ -140,7 +167,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory, loopback: LoopbackLLM) -> Iter
     root = tmp_path_factory.mktemp("lab")
     (root / "nb").mkdir()
     _notebook(root / "nb" / "smoke.ipynb", SMOKE)
-    _notebook(root / "nb" / "panel.ipynb", "%load_ext kura_magic", CONVERSATIONS, SUMMARISE, "%kura")
+    _notebook(root / "nb" / "panel.ipynb", "%load_ext kura_magic", CONVERSATIONS, SUMMARISE, "%kura", "%kura")
+    _notebook(root / "nb" / "live.ipynb", "%load_ext kura_magic", LIVE_CONVERSATIONS, "%kura",
+              LIVE_SUMMARISE.format(experiment="live"), BUGGY_SCHEMA, BUGGY_RUN)
+    _notebook(root / "nb" / "dark.ipynb", "%load_ext kura_magic", LIVE_CONVERSATIONS,
+              LIVE_SUMMARISE.format(experiment="dark"))
     port = free_port()
     proc = _start_lab(root, port, _lab_env(root, loopback))
     try:
@@ -168,7 +199,7 @@ def open_notebook(lab: str, browser: Browser) -> Iterator[Callable[[str], Page]]
     pages: list[Page] = []
 
     def opener(name: str) -> Page:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport={"width": 1600, "height": 900})  # a laptop screen
         pages.append(page)
         page.set_default_timeout(60_000)
         page.goto(f"{lab}/lab/tree/{name}?reset&token={TOKEN}")
@@ -194,13 +225,19 @@ def _cell(page: Page, index: int) -> Locator:
     return page.locator(".jp-Notebook .jp-CodeCell").nth(index)
 
 
+def _start(page: Page, index: int) -> Locator:
+    """Start cell `index` running in place and return it at once."""
+    cell = _cell(page, index)
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Control+Enter")
+    return cell
+
+
 def _run(page: Page, index: int, count: int) -> Locator:
     """Run cell `index` in place and wait until it is done as execution `count`."""
     from playwright.sync_api import expect
 
-    cell = _cell(page, index)
-    cell.locator(".cm-content").click()
-    page.keyboard.press("Control+Enter")
+    cell = _start(page, index)
     expect(cell.locator(".jp-InputPrompt")).to_have_text(f"[{count}]:", timeout=120_000)
     return cell
 
@@ -246,9 +283,55 @@ def _summarise(page: Page, loopback: LoopbackLLM, count: int, *, fresh: int, cac
     return cell
 
 
-def _shoot(cell: Locator, name: str) -> None:
+def _shoot(cell: Locator, name: str, selector: str = ".kura-panel") -> None:
     DOCS.mkdir(exist_ok=True)
-    cell.locator(".kura-panel").screenshot(path=str(DOCS / name), animations="disabled")
+    cell.locator(selector).first.screenshot(path=str(DOCS / name), animations="disabled")
+
+
+def _setup(page: Page, count: int, tmp_path: Path) -> None:
+    """Run the notebook's first `count` cells (loading the extension, the data) without errors."""
+    from playwright.sync_api import expect
+
+    for index in range(count):
+        cell = _cell(page, index)
+        with _explained(cell, tmp_path / f"setup{index}.png"):
+            _run(page, index, index + 1)
+            expect(cell.locator(".jp-OutputArea")).not_to_contain_text(
+                re.compile(r"Traceback|Error"), timeout=5_000)
+
+
+def _mid_run(cell: Locator, shot: Path) -> str:
+    """While the cell's run is going: the live header shows calls in flight, its counts rise and
+    its elapsed time ticks. Returns the first count seen."""
+    from playwright.sync_api import expect
+
+    live = cell.locator(".kura-panel.kura-run")
+    with _explained(cell, shot):
+        expect(live).to_have_count(1)
+        expect(live.locator(".kura-phase")).to_have_text(re.compile(r"^calling · [1-3] in flight$"))
+        done = live.locator(".kura-done")
+        expect(done).to_have_text(re.compile(rf"^[1-9]\d*/{N_LIVE} done$"))
+        first = done.inner_text()
+        elapsed = live.locator(".kura-elapsed")
+        ticks = set()
+        for _ in range(10):  # a second in which the kernel sends an update or two at most
+            ticks.add(elapsed.inner_text())
+            cell.page.wait_for_timeout(100)
+        assert len(ticks) >= 5, f"the elapsed time does not tick in the browser: {sorted(ticks)}"
+        expect(done).not_to_have_text(first)  # the counts rise
+        expect(live.locator(".kura-progress > div").first).to_be_visible()
+        expect(live.locator(".kura-rate")).to_have_text(re.compile(r"calls/s$"))
+        expect(live.locator(".kura-eta")).to_have_text(re.compile(r"^ETA "))
+    return first
+
+
+def _theme(page: Page, name: str) -> None:
+    """Switch JupyterLab's theme the way a person does: Settings > Theme > `name`."""
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).hover()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(rf"^{name}$")).click()
+    light = "true" if "Light" in name else "false"
+    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'")
 
 
 def test_lab_renders_a_widget(open_notebook: Callable[[str], Page], tmp_path: Path) -> None:
@@ -267,37 +350,109 @@ def test_lab_renders_a_widget(open_notebook: Callable[[str], Page], tmp_path: Pa
 def test_panel_fresh_cached_and_clear(
     open_notebook: Callable[[str], Page], loopback: LoopbackLLM, tmp_path: Path
 ) -> None:
-    """Fresh, then all cached, then "Clear experiment" in the cache panel (`%kura`), then fresh
-    again, and the cache panel follows the run."""
+    """Fresh, then all cached; then two cache panels (`%kura`): "Clear experiment" in the second
+    asks, then clears, and the first (older) one follows; a fresh run again, both follow it."""
     from playwright.sync_api import expect
 
     page = open_notebook("panel.ipynb")
-    for index in (0, 1):  # %load_ext kura_magic; the conversations
-        cell = _cell(page, index)
-        with _explained(cell, tmp_path / f"setup{index}.png"):
-            _run(page, index, index + 1)
-            expect(cell.locator(".jp-OutputArea")).not_to_contain_text(
-                re.compile(r"Traceback|Error"), timeout=5_000)
-
+    _setup(page, 2, tmp_path)  # %load_ext kura_magic; the conversations
     cell = _summarise(page, loopback, 3, fresh=N, cached=0, shots=tmp_path)
     _shoot(cell, "panel_first_run.png")
     cell = _summarise(page, loopback, 4, fresh=0, cached=N, shots=tmp_path)
     _shoot(cell, "panel_second_run.png")
-
+    expect(cell.locator(".kura-saved")).to_have_text(re.compile(r"^saved \$[\d.]+ \(100%\)$"))
     expect(cell.locator(".kura-panel button")).to_have_count(0)  # a run panel has no cache controls
-    cell = _run(page, 3, 5)  # %kura: the cache panel
-    with _explained(cell, tmp_path / "clear.png"):
-        size = cell.locator(".kura-panel .kura-experiment-size")
-        expect(size).to_contain_text(re.compile(r": [1-9]\d* entries"))
-        button = cell.locator(".kura-panel .kura-clear-experiment")
+
+    older, newer = _run(page, 3, 5), _run(page, 4, 6)  # %kura twice: two cache panels
+    with _explained(newer, tmp_path / "clear.png"):
+        sizes = [c.locator(".kura-panel .kura-experiment-size") for c in (older, newer)]
+        for size in sizes:
+            expect(size).to_contain_text(f": {N} entries")
+        button = newer.locator(".kura-panel .kura-clear-experiment")
         button.click()  # the first click only asks
         expect(button).to_have_text("Really clear default?")
-        expect(cell.locator(".kura-panel .kura-status")).to_contain_text("click again")
-        cell.page.wait_for_timeout(700)  # a person confirms; a click within 0.5 s would not count
+        expect(newer.locator(".kura-panel .kura-status")).to_contain_text("click again")
+        _shoot(newer, "panel_confirm_clear.png")
+        page.wait_for_timeout(700)  # a person confirms; a click within 0.5 s would not count
         button.click()
-        expect(size).to_contain_text(re.compile(r": 0 entries"))
+        expect(sizes[1]).to_contain_text(re.compile(r": 0 entries"))
         expect(button).to_have_text("Clear experiment")
+    with _explained(older, tmp_path / "stale.png"):
+        expect(sizes[0]).to_contain_text(re.compile(r": 0 entries"))  # the older panel followed
+        _shoot(older, "panel_stale_updated.png")
 
-    _summarise(page, loopback, 6, fresh=N, cached=0, shots=tmp_path)
-    with _explained(cell, tmp_path / "follows.png"):
-        expect(size).to_contain_text(f": {N} entries")  # the older cache panel re-read the cache
+    _summarise(page, loopback, 7, fresh=N, cached=0, shots=tmp_path)
+    with _explained(older, tmp_path / "follows.png"):
+        for size in sizes:
+            expect(size).to_contain_text(f": {N} entries")  # both re-read the cache after the run
+
+
+def test_live_panel_mid_run_controls_off_and_a_failure(
+    open_notebook: Callable[[str], Page], loopback: LoopbackLLM, tmp_path: Path
+) -> None:
+    """A slow run: the live header mid-run, the cache panel's controls off until it ends, the
+    finished panel; then a run a bug stops part-way is red and says where and why."""
+    from playwright.sync_api import expect
+
+    page = open_notebook("live.ipynb")
+    _setup(page, 3, tmp_path)  # %load_ext; the conversations; %kura
+    controls = _cell(page, 2).locator(".kura-panel")
+    loopback.reset()
+    loopback.latency_s = LIVE_LATENCY_S
+    try:
+        cell = _start(page, 3)
+        _mid_run(cell, tmp_path / "mid_run.png")
+        _shoot(cell, "panel_mid_run.png", ".kura-run")
+        with _explained(_cell(page, 2), tmp_path / "controls_off.png"):
+            for css in ("kura-clear-experiment", "kura-clear-all", "kura-clear-embeddings"):
+                expect(controls.locator(f".{css}")).to_be_disabled()
+            expect(controls.locator(".kura-experiment-select input")).to_be_disabled()
+            _shoot(_cell(page, 2), "panel_controls_off.png")
+        with _explained(cell, tmp_path / "finished.png"):
+            expect(cell.locator(".jp-InputPrompt")).to_have_text("[4]:", timeout=120_000)
+            expect(cell.locator(".kura-panel.kura-static .kura-done")).to_have_text(f"{N_LIVE}/{N_LIVE} done")
+            expect(cell.locator(".kura-panel.kura-static .kura-fresh")).to_have_text(f"{N_LIVE} fresh")
+            expect(cell.locator(".kura-run")).to_have_count(0)  # the live view was replaced
+            _shoot(cell, "panel_finished.png")
+        expect(controls.locator(".kura-clear-experiment")).to_be_enabled()
+    finally:
+        loopback.latency_s = 0.0
+
+    _run(page, 4, 5)  # the schema with a bug
+    cell = _run(page, 5, 6)
+    with _explained(cell, tmp_path / "failed.png"):
+        panel = cell.locator(".kura-panel.kura-failed")
+        expect(panel).to_have_count(1)
+        expect(panel.locator(".kura-status")).to_have_text(
+            f"stopped at 2/{N_LIVE}: KeyError: 'a bug in a validator'")
+        expect(panel.locator(".kura-done")).to_have_text(re.compile(rf"^2/{N_LIVE} done"))
+        _shoot(cell, "panel_failed.png")
+
+
+def test_dark_theme(open_notebook: Callable[[str], Page], loopback: LoopbackLLM, tmp_path: Path) -> None:
+    """In JupyterLab Dark the panel's text is light on dark, live and finished."""
+    from playwright.sync_api import expect
+
+    page = open_notebook("dark.ipynb")
+    _theme(page, "JupyterLab Dark")
+    try:
+        _setup(page, 2, tmp_path)
+        loopback.reset()
+        loopback.latency_s = LIVE_LATENCY_S
+        try:
+            cell = _start(page, 2)
+            _mid_run(cell, tmp_path / "dark_mid_run.png")
+            expect(cell.locator(".kura-run .kura-done")).to_have_css("color", LIGHT_TEXT)  # light on dark
+            _shoot(cell, "panel_dark.png", ".kura-run")
+            expect(cell.locator(".jp-InputPrompt")).to_have_text("[3]:", timeout=120_000)
+        finally:
+            loopback.latency_s = 0.0
+        with _explained(cell, tmp_path / "dark_finished.png"):
+            static = cell.locator(".kura-panel.kura-static")
+            expect(static.locator(".kura-fresh")).to_have_text(f"{N_LIVE} fresh")
+            expect(static.locator(".kura-done")).to_have_css("color", LIGHT_TEXT)
+            expect(static.locator(".kura-elapsed")).to_have_css("color", LIGHT_TEXT)
+            _shoot(cell, "panel_dark_finished.png", ".jp-OutputArea")
+    finally:
+        _theme(page, "JupyterLab Light")
+
