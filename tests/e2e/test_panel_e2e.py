@@ -5,7 +5,7 @@ dirs; the kernel inherits the server's environment, so litellm talks to the
 loopback server), opens generated notebooks and checks in the page what a person
 sees: the live run panel mid-run (counts rising, calls in flight, the elapsed time
 ticking), the finished panel with fresh and cached counts and the results table, a
-run stopped by a bug (red), the cache panel's buttons (off during a run, asking before
+run stopped by a bug (red), a mistake before any call (one red card), the cache panel's buttons (off during a run, asking before
 they clear, and an older cache panel following a clear), and the dark theme.
 Screenshots of the panels go to docs/.
 
@@ -73,6 +73,8 @@ class Buggy(BaseModel):
         return self"""
 BUGGY_RUN = """%%summarise live --schema Buggy --max-concurrency 1 --experiment buggy
 {{ transcript }}"""
+BAD_TEMPLATE = """%%summarise live --experiment buggy
+Summarise: {{ transcript"""
 # A light colour (each channel 200 or more), as text on JupyterLab Dark's background should be.
 LIGHT_TEXT = re.compile(r"^rgba?\((2\d\d), (2\d\d), (2\d\d)")
 SMOKE = """import ipywidgets as w
@@ -169,7 +171,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, loopback: LoopbackLLM) -> Iter
     _notebook(root / "nb" / "smoke.ipynb", SMOKE)
     _notebook(root / "nb" / "panel.ipynb", "%load_ext kura_magic", CONVERSATIONS, SUMMARISE, "%kura", "%kura")
     _notebook(root / "nb" / "live.ipynb", "%load_ext kura_magic", LIVE_CONVERSATIONS, "%kura",
-              LIVE_SUMMARISE.format(experiment="live"), BUGGY_SCHEMA, BUGGY_RUN)
+              LIVE_SUMMARISE.format(experiment="live"), BUGGY_SCHEMA, BUGGY_RUN, BAD_TEMPLATE)
     _notebook(root / "nb" / "dark.ipynb", "%load_ext kura_magic", LIVE_CONVERSATIONS,
               LIVE_SUMMARISE.format(experiment="dark"))
     port = free_port()
@@ -391,7 +393,8 @@ def test_live_panel_mid_run_controls_off_and_a_failure(
     open_notebook: Callable[[str], Page], loopback: LoopbackLLM, tmp_path: Path
 ) -> None:
     """A slow run: the live header mid-run, the cache panel's controls off until it ends, the
-    finished panel; then a run a bug stops part-way is red and says where and why."""
+    finished panel; then a run a bug stops part-way is red and says where and why, and a
+    template that does not parse is one red card, with no panel and no call made."""
     from playwright.sync_api import expect
 
     page = open_notebook("live.ipynb")
@@ -427,6 +430,18 @@ def test_live_panel_mid_run_controls_off_and_a_failure(
             f"stopped at 2/{N_LIVE}: KeyError: 'a bug in a validator'")
         expect(panel.locator(".kura-done")).to_have_text(re.compile(rf"^2/{N_LIVE} done"))
         _shoot(cell, "panel_failed.png")
+
+    loopback.reset()
+    cell = _run(page, 6, 7)  # a template that does not parse: one red card, nothing else
+    with _explained(cell, tmp_path / "card.png"):
+        # the live panel shown at the start was emptied: the card is the only output with text
+        expect(cell.locator(".jp-OutputArea-output", has_text=re.compile(r"\S"))).to_have_count(1)
+        expect(cell.locator(".ansi-red-bg")).to_contain_text("template error")
+        output = cell.locator(".jp-OutputArea").inner_text()
+        assert "Traceback" not in output and "UsageError" not in output
+        expect(cell.locator(".kura-panel")).to_have_count(0)
+        assert loopback.request_count == 0
+        _shoot(cell, "failure_card.png", ".jp-OutputArea")
 
 
 def test_dark_theme(open_notebook: Callable[[str], Page], loopback: LoopbackLLM, tmp_path: Path) -> None:
