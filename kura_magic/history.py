@@ -345,7 +345,7 @@ def _shell_run(record: RunRecord) -> SummaryRun:
 
 
 def _result(row: RecordedRow, entry: CacheEntry | None, *, structured: bool, missing: str) -> SummaryResult:
-    base = {"conversation_id": row.conversation_id, "key": row.key, "cached": row.cached}
+    base: dict[str, Any] = {"conversation_id": row.conversation_id, "key": row.key, "cached": row.cached}
     if row.error is not None:
         return SummaryResult(**base, status=row.status, error=row.error)
     if entry is None:
