@@ -147,18 +147,18 @@ def cache_table(info: CacheInfo, active: str) -> pandas.DataFrame:
     return pandas.DataFrame(rows)
 
 
-def progress_line(stats: RunStats) -> str:
+def progress_line(stats: RunStats, rate: float | None) -> str:
     """The text view's live line, like tqdm's bar: share done, bar, where the run is, elapsed
-    and time left, rate, then counts and money.
+    and time left at `rate` (calls per second, as `Panel.rate`), rate, then counts and money.
 
     Example:
-        >>> progress_line(RunStats(total=4, done=1, fresh=1, elapsed_s=2.0))
+        >>> progress_line(RunStats(total=4, done=1, fresh=1, elapsed_s=2.0), 0.5)
         ' 25%|█████               | 1/4 done [2.00 s<6.00 s, 0.5/s] 1 fresh · 0 cached · 0 errors · spent $0.00'
     """
     texts = stats.texts()
     fraction = stats.done / stats.total if stats.total else 0.0
-    rate = stats.done / stats.elapsed_s if stats.elapsed_s and stats.done else None
-    left = formatting.duration((stats.total - stats.done) / rate) if rate else "?"
+    seconds = seconds_left(stats, rate)
+    left = "?" if seconds is None else formatting.duration(seconds)
     speed = f"{rate:.1f}/s" if rate else "?/s"
     counts = " · ".join(texts[name] for name in ("kura-fresh", "kura-cached", "kura-errors", "kura-spent"))
     timing = f"[{formatting.duration(stats.elapsed_s)}<{left}, {speed}]"
@@ -183,10 +183,21 @@ def run_texts(stats: RunStats, rate: float | None, *, going: bool) -> dict[str, 
     if not going:
         return texts
     texts["kura-phase"] = _phase_text(stats)
-    left = stats.total - stats.done - stats.skipped
-    if rate and left > 0:
-        texts["kura-eta"] = f"ETA {formatting.duration(left / rate)}"
+    seconds = seconds_left(stats, rate)
+    if seconds is not None:
+        texts["kura-eta"] = f"ETA {formatting.duration(seconds)}"
     return texts
+
+
+def seconds_left(stats: RunStats, rate: float | None) -> float | None:
+    """How long the calls not yet done take at `rate` per second (None: unknown, or none left).
+
+    Example:
+        >>> seconds_left(RunStats(total=10, done=4, skipped=2), 2.0)
+        2.0
+    """
+    left = stats.total - stats.done - stats.skipped
+    return left / rate if rate and left > 0 else None
 
 
 def _phase_text(stats: RunStats) -> str:
@@ -256,7 +267,6 @@ class Panel:
         self.changes = ""
         self.ended = False  # the run finished or failed: the cache line is a snapshot
         self.handle: Any = None  # the live view's display, replaced by static HTML at the end
-        self.table = ""  # the results as text, after the panel's lines in a text view
         self._line = 0  # the length of the text view's progress line, to wipe it
         self._armed: Armed | None = None
         self._shown_at = 0.0
@@ -319,8 +329,7 @@ class Panel:
         return views.panel_html(self.texts(), rows, self.stats, state=self.state)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        text = "\n".join([*self.lines(), *(["", self.table] if self.table else [])])
-        return {"text/plain": text, "text/html": self.html()}
+        return {"text/plain": "\n".join(self.lines()), "text/html": self.html()}
 
     @property
     def armed(self) -> str | None:
@@ -371,12 +380,12 @@ class Panel:
         else:
             self._show_now()
 
-    def finish(self, stats: RunStats, *, changes: str = "", table: str = "") -> None:
+    def finish(self, stats: RunStats, *, changes: str = "") -> None:
         """The final update: the run's last numbers, what changed since the previous run of
-        the same cell, the cache as it is now, and the results as text; buttons back on."""
+        the same cell, and the cache as it is now; buttons back on (the results are the
+        cell's value, in their own text and HTML)."""
         self.stats = stats
         self.changes = changes
-        self.table = table
         self._end()
         self._show_final()
 
@@ -491,7 +500,7 @@ class Panel:
         """Copy the state into the view: in text, rewrite the run's one progress line in place."""
         if self.stats is None or self not in _RUNS_GOING:
             return
-        line = formatting.cut(progress_line(self.stats), shutil.get_terminal_size().columns - 1)
+        line = formatting.cut(progress_line(self.stats, self.rate), shutil.get_terminal_size().columns - 1)
         _write("\r" + line.ljust(self._line))
         self._line = len(line)
 
