@@ -97,8 +97,12 @@ def cut_html(text: str, limit: int = formatting.CELL_CHARS) -> str:
     """
     if len(text) <= limit:
         return html.escape(text)
-    return (f'<details class="kura-cut"><summary>{html.escape(text[:limit].rstrip())}…</summary>'
-            f"{html.escape(text)}</details>")
+    return _cut(html.escape(text[:limit].rstrip()), html.escape(text))
+
+
+def _cut(start: str, whole: str) -> str:
+    """HTML `start` (a cut) that opens on a click to HTML `whole`, without JavaScript."""
+    return f'<details class="kura-cut"><summary>{start}…</summary>{whole}</details>'
 
 
 def paragraph_html(text: str, *, css_class: str) -> str:
@@ -339,8 +343,7 @@ def _outputs_html(a: object, b: object) -> tuple[str, str]:
     for side, text in (("old", a), ("new", b)):
         whole = marked_html(chunks, side=side)
         if len(text) > formatting.CELL_CHARS:
-            start = marked_html(cut_chunks(chunks, side=side, limit=formatting.CELL_CHARS), side=side)
-            whole = f'<details class="kura-cut"><summary>{start}…</summary>{whole}</details>'
+            whole = _cut(marked_html(cut_chunks(chunks, side=side, limit=formatting.CELL_CHARS), side=side), whole)
         cells.append(Markup(whole))
     return cells[0], cells[1]
 
