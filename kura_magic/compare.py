@@ -221,7 +221,7 @@ def comparison_text(frame: pandas.DataFrame, *, width: int = 100) -> str:
     id_width = min(max(len(row[1]) for row in rows), 24)
     room = max((width - id_width - 7) // 2, 20)
     widths = [1, id_width, *(min(max(len(row[i]) for row in rows), room) for i in (2, 3))]
-    lines = ["  ".join(formatting.cut(cell, w).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = formatting.text_rows(rows, widths)
     hidden = len(frame) - formatting.TEXT_ROWS
     return "\n".join(lines + ([f"… {hidden} more rows: .frame"] if hidden > 0 else []))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 
 def money(amount: float | None, *, unknown: int = 0) -> str:
@@ -77,6 +78,18 @@ def cut(text: str, limit: int) -> str:
     """
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def text_rows(rows: Sequence[Sequence[str]], widths: Sequence[int]) -> list[str]:
+    """`rows` as the lines of a plain text table: each cell cut to its column's width and
+    padded, two spaces between columns, no trailing spaces.
+
+    Example:
+        >>> text_rows([("id", "summary"), ("c0", "a long answer")], [3, 8])
+        ['id   summary', 'c0   a long …']
+    """
+    return ["  ".join(cut(cell, width).ljust(width) for cell, width in zip(row, widths)).rstrip()
+            for row in rows]
 
 
 # The CSS class JupyterLab reads to leave a block's text alone: without it, any two

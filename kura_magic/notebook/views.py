@@ -239,8 +239,7 @@ def results_text(run: SummaryRun, *, width: int = 100) -> str:
     table = [("id", "status", "cost", "summary"), *rows]
     widths = [min(max(len(row[i]) for row in table), 24) for i in range(3)]
     room = max(width - sum(widths) - 6, 20)
-    lines = ["  ".join(formatting.cut(cell, w).ljust(w) for cell, w in zip(row[:3], widths))
-             + "  " + formatting.cut(row[3], room) for row in table]
+    lines = formatting.text_rows(table, [*widths, room])
     more = f" ({len(answered) - len(rows)} more not shown)" if len(answered) > len(rows) else ""
     hint = f"all {len(run.results)} rows{more}: {run.label or 'run'}.to_pandas()"
     return "\n".join([*lines, *unanswered_notes(run.results), hint])
