@@ -139,6 +139,7 @@ class Failure:
 
 def classify(exc: BaseException) -> Failure:
     """Sort a provider exception into transient / deterministic / fatal / other."""
+    kind: ErrorKind
     kind, error_type = "other", type(exc).__name__
     for cls in type(exc).__mro__:
         if cls.__name__ in _ERROR_TABLE:

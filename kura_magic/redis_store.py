@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -91,19 +91,21 @@ class RedisStore(Store):
         self._retry_at = time.monotonic() + RETRY_AFTER_S
 
     def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
-        return self._attempt("read", key, lambda client: client.get(self._slot(key, experiment)), None)
+        slot = self._slot(key, experiment)
+        return self._attempt("read", key, lambda client: _stored(client.get(slot)), None)
 
     def read_many(self, keys: Sequence[str], *, experiment: str) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
         for batch in chunks(keys, BATCH):
-            values = self._attempt("read", batch[0], lambda client: client.mget(
-                [self._slot(key, experiment) for key in batch]), [None] * len(batch))
-            found.update((key, value) for key, value in zip(batch, values) if value is not None)
+            slots = [self._slot(key, experiment) for key in batch]
+            values: list[bytes | str | None] = self._attempt(
+                "read", batch[0], lambda client: client.mget(slots), [None] * len(batch))
+            found.update((key, value) for key, value in zip(batch, map(_stored, values)) if value is not None)
         return found
 
     def write_bytes(self, key: str, data: bytes, *, experiment: str) -> bool:
-        return bool(self._attempt("write", key, lambda client: client.set(
-            self._slot(key, experiment), data, px=self._expire_ms), False))
+        return self._attempt("write", key, lambda client: bool(client.set(
+            self._slot(key, experiment), data, px=self._expire_ms)), False)
 
     def write_many(self, items: Mapping[str, bytes], *, experiment: str) -> int:
         """One round trip per `BATCH` items, as MULTI/EXEC: a batch is kept whole or not at all."""
@@ -130,7 +132,7 @@ class RedisStore(Store):
         pattern = f"{_glob_escape(self._namespace)}*"
         if experiment is not None:
             pattern += f":{_glob_escape(experiment)}"
-        names = self._attempt("list", experiment or "(all)", lambda client: list(
+        names: list[bytes] = self._attempt("list", experiment or "(all)", lambda client: list(
             client.scan_iter(match=pattern, count=BATCH)), [])
         for name in names:
             rest = name.decode("utf-8", "replace")[len(self._namespace):]
@@ -233,6 +235,13 @@ def _warn_once_per_outage(url: str, message: str) -> None:
     if now - _warned_at.get(url, -RETRY_AFTER_S) >= RETRY_AFTER_S:
         _warned_at[url] = now
         warnings.warn(message, CacheWarning, stacklevel=5)
+
+
+def _stored(value: bytes | str | None) -> bytes | None:
+    """A value as Redis gives it back: bytes, or None for a key that is not there."""
+    # The client never decodes replies (no decode_responses=True), which redis-py's types
+    # cannot know, so they also allow str.
+    return cast("bytes | None", value)
 
 
 def _glob_escape(text: str) -> str:

@@ -431,3 +431,12 @@ def test_kura_compare_takes_recorded_runs_after_the_variables_are_gone(shell, ll
     assert "prompt: 2 words changed: Summarise this support chat in [-one line:-]{+a sentence:+}" in repr(comparison)
     with pytest.raises(UsageError, match="no recorded run 'zz'"):  # not hex: no run id starts so
         shell.run_line_magic("kura", "compare a zz")
+
+
+def test_magics_made_without_a_shell_say_how_to_load_them():
+    magics = KuraMagics()  # what code gets that builds the class itself instead of %load_ext
+
+    with pytest.raises(UsageError, match="load them in IPython or Jupyter with %load_ext kura_magic"):
+        magics.summarise("convs", PROMPT)
+    with pytest.raises(UsageError, match="no IPython shell"):
+        magics.kura("compare a b")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -35,6 +35,9 @@ from kura_magic.notebook.panel import Panel, cache_table, open_panel
 from kura_magic.pipeline import estimate, summarise
 from kura_magic.results import Estimate, SummaryRun
 from kura_magic.types import CacheMode
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 # --flag (as argparse names it) -> the cache mode it selects
 CACHE_FLAGS: dict[str, CacheMode] = {"refresh": "refresh", "no_cache": "off", "read_only": "read_only"}
@@ -279,7 +282,7 @@ class KuraMagics(Magics):
     @argument("--no-cache", action="store_true", help="neither read nor write the cache")
     @argument("--read-only", action="store_true", help="read the cache, never write it")
     @argument("--dry-run", action="store_true", help="tell how many calls would be fresh and their cost; call nothing")
-    @cell_magic("summarize")
+    @cell_magic("summarize")  # type: ignore[arg-type]  # IPython types cell_magic("name") as (Never) -> Never
     @cell_magic
     @usage_errors()
     def summarise(self, line: str, cell: str) -> SummaryRun | Estimate:
@@ -298,17 +301,25 @@ class KuraMagics(Magics):
         if not args.out.isidentifier():
             raise UsageError(f"--out {args.out!r} is not a Python variable name")
         data, options = self._data(args.data), _call_options(args)
-        scope: dict[str, Any] = {"limit": args.limit, "variables": self.shell.user_ns}
+        scope: dict[str, Any] = {"limit": args.limit, "variables": self._shell.user_ns}
         if args.dry_run:
             return estimate(data, cell, **scope, **options)
         run = self._run(data, cell, args, scope, options)
-        self.shell.user_ns[args.out] = run
+        self._shell.user_ns[args.out] = run
         return run
+
+    @property
+    def _shell(self) -> InteractiveShell:
+        """The IPython shell the magics serve; magics made without one cannot bind or read variables."""
+        if self.shell is None:
+            raise KuraMagicError("the kura_magic magics have no IPython shell: load them in IPython "
+                                 "or Jupyter with %load_ext kura_magic")
+        return self.shell
 
     def _data(self, name: str) -> Any:
         """DATA: a variable of the notebook, else a path to a JSON/JSONL file."""
-        if name in self.shell.user_ns:
-            return self.shell.user_ns[name]
+        if name in self._shell.user_ns:
+            return self._shell.user_ns[name]
         if Path(name).suffix.lower() in DATA_SUFFIXES:
             return name
         raise DataError(
@@ -338,7 +349,7 @@ class KuraMagics(Magics):
         """Where the run happens, for the history: the notebook (Jupyter names it to the kernel)
         and the cell's execution count."""
         notebook = os.path.basename(os.environ.get("JPY_SESSION_NAME", ""))
-        count = self.shell.execution_count - 1  # IPython counts the running cell before it runs
+        count = self._shell.execution_count - 1  # IPython counts the running cell before it runs
         return " ".join(part for part in (notebook, f"In [{count}]" if count > 0 else "") if part)
 
     @magic_arguments()
@@ -366,9 +377,9 @@ class KuraMagics(Magics):
     def run_ref(self, word: str) -> SummaryRun | str:
         """The run bound to `word` in the notebook; else `word` names a recorded run (see
         `history.find_record`). A variable that holds something else is a UsageError."""
-        if word not in self.shell.user_ns:
+        if word not in self._shell.user_ns:
             return word
-        value = self.shell.user_ns[word]
+        value = self._shell.user_ns[word]
         if not isinstance(value, SummaryRun):
             raise UsageError(f"{word!r} is a {type(value).__name__}, not a run: bind one with "
                              f"%%summarise DATA --out {word}")

@@ -20,7 +20,7 @@ from kura_magic.testing.fake_json import fake_value
 
 __all__ = [
     "Reply", "chat_completion_body", "chat_request_error", "context_too_long", "embedding_for",
-    "embedding_inputs", "embeddings_body", "embeddings_request_error", "error", "fault_reply",
+    "embedding_inputs", "embeddings_body", "embeddings_request", "error", "fault_reply",
     "json_content", "models_body", "parse_json_body", "refusal", "reply_for", "text_of", "word_count",
 ]
 
@@ -132,7 +132,8 @@ def json_content(response_format: Any, messages: list[dict[str, Any]]) -> str | 
 def chat_completion_body(body: dict[str, Any], content: str, prompt_tokens: int) -> dict[str, Any]:
     """The chat.completion body; ``max_tokens`` cuts plain text to that many words."""
     content, completion_words, finish = _truncated(body, content)
-    n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1
+    requested = body.get("n")
+    n = requested if isinstance(requested, int) and requested > 0 else 1
     choices = [{"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
                for i in range(n)]
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, completion_words) * len(choices)}
@@ -197,16 +198,24 @@ def chat_request_error(body: dict[str, Any]) -> Reply | None:
     return None
 
 
-def embeddings_request_error(texts: list[str] | None, dims: Any, encoding: Any) -> Reply | None:
-    """A 400 reply naming the first bad embeddings parameter, else None."""
+def embeddings_request(body: dict[str, Any], default_dims: int) -> tuple[list[str], int] | Reply:
+    """(texts, dimensions) of an embeddings request, or a 400 reply naming its first bad parameter.
+
+    >>> embeddings_request({"input": "hi", "dimensions": 3}, 8)
+    (['hi'], 3)
+    >>> embeddings_request({"input": []}, 8).body["error"]["param"]
+    'input'
+    """
+    texts = embedding_inputs(body.get("input"))
+    dims = default_dims if body.get("dimensions") is None else body["dimensions"]
     if texts is None:
         message = "'input' must be a string or a non-empty list of strings or token ids."
         return error(400, message, param="input")
     if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
         return error(400, "'dimensions' must be a positive integer.", param="dimensions")
-    if encoding not in _ENCODINGS:
+    if body.get("encoding_format", "float") not in _ENCODINGS:
         return error(400, "'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
-    return None
+    return texts, dims
 
 
 def error(status: int, message: str, *, kind: str = "invalid_request_error", code: str | None = None,

@@ -21,7 +21,7 @@ from typing import Any
 
 from kura_magic.testing.replies import (
     Reply, chat_completion_body, chat_request_error, context_too_long, embedding_inputs,
-    embeddings_body, embeddings_request_error, error, fault_reply, json_content, models_body,
+    embeddings_body, embeddings_request, error, fault_reply, json_content, models_body,
     parse_json_body, refusal, reply_for, text_of, word_count,
 )
 
@@ -293,10 +293,10 @@ class LoopbackLLM:
         return None
 
     def _chat(self, body: dict[str, Any]) -> Reply:
-        messages = body.get("messages")
         bad_request = chat_request_error(body)
         if bad_request:
             return bad_request
+        messages: list[dict[str, Any]] = body["messages"]  # a non-empty list of dicts, as just checked
         texts = [text_of(m.get("content")) for m in messages]
         marked = self._marker_error(texts, "messages")
         if marked:
@@ -313,11 +313,10 @@ class LoopbackLLM:
         return json_content(response_format, messages) or reply_for(messages)
 
     def _embeddings(self, body: dict[str, Any]) -> Reply:
-        texts = embedding_inputs(body.get("input"))
-        dims = self.embedding_dims if body.get("dimensions") is None else body["dimensions"]
-        bad_request = embeddings_request_error(texts, dims, body.get("encoding_format", "float"))
-        if bad_request:
-            return bad_request
+        request = embeddings_request(body, self.embedding_dims)
+        if isinstance(request, Reply):
+            return request
+        texts, dims = request
         marked = self._marker_error(texts, "input")
         if marked:
             return marked
