@@ -58,6 +58,10 @@ class _PickledData(Exception):
 class DiskStore(Store):
     """diskcache under `directory`, least-recently-used eviction past `size_limit` bytes.
 
+    `tag_index`: index entries by experiment, for clearing or listing one experiment without
+    a full scan. A store that only ever holds one (the embedding store) goes without: the
+    index is one more B-tree to update on every write.
+
     Example:
         >>> import tempfile
         >>> from kura_magic.types import CacheEntry
@@ -70,9 +74,12 @@ class DiskStore(Store):
 
     kind = "disk"
 
-    def __init__(self, directory: str | Path, *, size_limit: int = 5 * 1024**3) -> None:
+    def __init__(
+        self, directory: str | Path, *, size_limit: int = 5 * 1024**3, tag_index: bool = True
+    ) -> None:
         self.directory = Path(directory).expanduser()
         self.size_limit = size_limit
+        self.tag_index = tag_index
         self.damage: str | None = None  # what is wrong with the database file, once found
         self._cache: diskcache.Cache | None = None
         self._open()
@@ -82,7 +89,8 @@ class DiskStore(Store):
             self.directory.mkdir(parents=True, exist_ok=True)
             self._cache = diskcache.Cache(
                 str(self.directory), disk=_JSONOnlyDisk, size_limit=self.size_limit,
-                eviction_policy="least-recently-used", tag_index=True, timeout=STORAGE_TIMEOUT_S,
+                eviction_policy="least-recently-used", tag_index=self.tag_index,
+                timeout=STORAGE_TIMEOUT_S,
             )
             # Inside a transaction diskcache's size estimate does not shrink, so its per-set
             # eviction would empty the store during one large batch: we evict after each
@@ -170,7 +178,7 @@ class DiskStore(Store):
         self._attempt("delete", key, lambda cache: cache.delete(storage_key(key, experiment)), None)
 
     def keys(self, *, experiment: str) -> list[str]:
-        rows = self._attempt("list", experiment, lambda cache: cache._sql(
+        rows: list[tuple[str]] = self._attempt("list", experiment, lambda cache: cache._sql(
             "SELECT key FROM Cache WHERE tag = ? AND raw = 1", (experiment,)
         ).fetchall(), [])
         prefix = storage_key("", experiment)
@@ -206,7 +214,7 @@ class DiskStore(Store):
 
     def info(self) -> StoreInfo:
         # diskcache keeps no per-tag totals; one GROUP BY over its table gives them.
-        rows = self._attempt("size", "(all)", lambda cache: cache._sql(
+        rows: list[tuple[str, int, int | None]] = self._attempt("size", "(all)", lambda cache: cache._sql(
             "SELECT tag, COUNT(*), SUM(size + COALESCE(LENGTH(value), 0) + LENGTH(key))"
             " FROM Cache GROUP BY tag"
         ).fetchall(), [])

@@ -333,7 +333,7 @@ def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
     from kura_magic.disk_store import DiskStore
 
     directory = Path(config.cache) / scope if scope != "responses" else Path(config.cache)
-    return DiskStore(directory, size_limit=limit)
+    return DiskStore(directory, size_limit=limit, tag_index=scope != "embeddings")
 
 
 def close_all() -> None:

@@ -10,7 +10,7 @@ import diskcache
 import numpy as np
 import pytest
 
-from kura_magic import gateway
+from kura_magic import gateway, store
 from kura_magic.errors import CacheWarning
 from kura_magic.config import settings
 from kura_magic.embeddings import (
@@ -157,6 +157,23 @@ def test_vectors_are_stored_as_float32_bytes_never_pickle(llm):
             data = path.read_bytes()
             assert not any(f"\x80{p}\x95".encode("latin-1") in data for p in "\x04\x05")
 
+
+
+@pytest.mark.disk_only
+def test_an_embedding_cache_from_the_indexed_layout_is_reused_without_a_request(llm):
+    """Embedding stores were once written with diskcache's tag index; they still serve."""
+    first = embed(["alpha", "beta"], model=MODEL, dimensions=8)
+    store.close_all()
+    with diskcache.Cache(str(embeddings_dir()), tag_index=True):  # the earlier layout
+        pass
+    again = embed(["alpha", "beta", "gamma"], model=MODEL, dimensions=8)
+    assert [item.cached for item in again] == [True, True, False]
+    np.testing.assert_array_equal(again.to_numpy()[:2], first.to_numpy())
+    assert len(llm.embedding_requests) == 2
+    with sqlite3.connect(embeddings_dir() / "cache.db") as db:  # now without it: faster writes
+        indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "Cache_tag_rowid" not in indexes
+    assert embedding_cache_info().entries == 3 and clear_embedding_cache() == 3
 
 def test_works_inside_a_running_event_loop(llm):
     async def cell() -> Embeddings:
