@@ -84,6 +84,10 @@ class DiskStore(Store):
         self._cache: diskcache.Cache | None = None
         self._open()
 
+    @property
+    def location(self) -> str:
+        return str(self.directory)
+
     def _open(self) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

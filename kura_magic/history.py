@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kura_magic import formatting
 from kura_magic.compare import Comparison, changed_words, counted, run_settings, setting_changes
-from kura_magic.config import mask_url, settings
+from kura_magic.config import settings
 from kura_magic.errors import CacheError, CacheWarning, ConfigError, DataError
 from kura_magic.results import ResultStatus, RunStats, SummaryResult, SummaryRun
 from kura_magic.store import Store, open_store
@@ -53,7 +53,7 @@ class AnswerStore(BaseModel):
     is kept with its password masked, so such a store cannot be reopened from the record)."""
 
     kind: str
-    location: str | None = None  # a disk store's directory, a Redis store's masked URL
+    location: str | None = None  # Store.location: a directory, or a masked Redis URL and prefix
 
 
 class RunRecord(BaseModel):
@@ -169,8 +169,7 @@ def answer_store(store: Store | None) -> AnswerStore | None:
     """
     if store is None or store is open_store(settings()):
         return None
-    location = getattr(store, "directory", None) or getattr(store, "url", None)
-    return AnswerStore(kind=store.kind, location=None if location is None else mask_url(str(location)))
+    return AnswerStore(kind=store.kind, location=store.location)
 
 
 def change_note(before: RunRecord, after: RunRecord, rows: list[RecordedRow], rows_before: list[RecordedRow]) -> str:

@@ -64,6 +64,10 @@ class RedisStore(Store):
         self._retry_at = 0.0
         self._attempt("connect", "", lambda client: client.ping(), None)
 
+    @property
+    def location(self) -> str:
+        return f"{self.url} {self._namespace}"
+
     def _slot(self, key: str, experiment: str) -> str:
         return f"{self._namespace}{key}:{experiment}"
 

@@ -39,6 +39,17 @@ class Store(ABC):
 
     kind: Literal["disk", "memory", "off", "redis"]
 
+    @property
+    def location(self) -> str | None:
+        """Where the entries are, as it may be shown (no password): a directory, a Redis URL
+        and key prefix; None for a store inside this process.
+
+        Example:
+            >>> MemoryStore().location is None
+            True
+        """
+        return None
+
     def get(self, key: str, *, experiment: str) -> CacheEntry | None:
         """The entry stored for `key` in `experiment`, or None."""
         return self._entry(key, self.read_bytes(key, experiment=experiment), experiment)

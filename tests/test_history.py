@@ -260,6 +260,18 @@ def test_a_redis_store_is_recorded_without_its_password(redis_server: RedisServe
     assert record.answers.location.startswith("redis://:***@")
 
 
+@requires_redis
+def test_two_redis_stores_on_one_server_are_told_apart_by_their_prefix(redis_server: RedisServer, llm):
+    runs = {}
+    for prefix in ("team-a", "team-b"):
+        runs[prefix] = km.summarise(make_conversations(1), PROMPT)
+        history.record_run(runs[prefix], answers=RedisStore(redis_server.url, prefix=prefix))
+
+    where = {prefix: history.find_record(run.run_id).answers.location for prefix, run in runs.items()}
+    assert where["team-a"] != where["team-b"]
+    assert all(prefix in where[prefix] for prefix in where)
+
+
 def test_recording_a_run_leaves_other_threads_warnings_alone(llm, recwarn, tmp_path):
     run = km.summarise(make_conversations(1), PROMPT)
     database = tmp_path / "cache" / "runs" / "cache.db"
