@@ -26,12 +26,15 @@ stop_system_service() {
     fi
 }
 
-if ! command -v redis-server >/dev/null 2>&1; then
+# openssl makes the certificate of the TLS Redis the tests start (RedisServer(tls=True)).
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
     $sudo apt-get update -q </dev/null
-    $sudo apt-get install -y -q --no-install-recommends redis-server </dev/null
+    $sudo apt-get install -y -q --no-install-recommends redis-server openssl </dev/null
     stop_system_service
 fi
-command -v redis-server >/dev/null 2>&1 || { echo "install_redis: redis-server missing after apt-get install" >&2; exit 1; }
+for tool in redis-server openssl; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "install_redis: $tool missing after apt-get install" >&2; exit 1; }
+done
 redis-server --version </dev/null
 
 echo "install_redis: done in $((SECONDS - started)) s"

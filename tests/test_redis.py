@@ -1,6 +1,6 @@
 """What only the Redis store has to show, against a real redis-server: what it holds, one
 round trip for a run's hits, its password never shown, a bad URL or password refused before
-anything is spent, Redis down or killed mid-run survived, a key prefix, an entry TTL.
+anything is spent, Redis down or killed mid-run survived, a key prefix, an entry TTL, TLS.
 (The behaviour it shares with the disk store runs against both in the other modules.)"""
 
 from __future__ import annotations
@@ -107,6 +107,32 @@ def test_the_password_is_shown_nowhere(llm, monkeypatch, shell):
     assert "hunter2-team-secret" in server.url
     assert all("hunter2-team-secret" not in text for text in shown)
     assert shown[0] == f"redis://:***@127.0.0.1:{server.port}/0"
+
+
+def test_a_tls_redis_caches_like_any_other(llm, monkeypatch, shell):
+    with RedisServer(tls=True, password="tls-team-secret") as server:
+        monkeypatch.setenv("KURA_MAGIC_CACHE", server.url)
+        first = km.summarise(make_conversations(3), PROMPT)
+        km.store.close_all()  # a new connection, as another kernel of the team would open
+        again = km.summarise(make_conversations(3), PROMPT)
+        stored = our_keys(raw_client(server.url))
+        shown = str(shell.run_line_magic("kura", "config")) + repr(km.cache_info())
+
+    assert (first.stats.fresh, again.stats.cached) == (3, 3)
+    assert llm.request_count == 3
+    assert stored, "the answers are in the TLS Redis"
+    assert "tls-team-secret" not in shown and "rediss://:***@" in shown
+
+
+def test_a_tls_redis_whose_certificate_is_not_trusted_is_warned_about_and_runs_go_on(llm, monkeypatch):
+    with RedisServer(tls=True) as server:
+        untrusted = server.url.split("?", 1)[0]  # no ssl_ca_certs: the self-made certificate is unknown
+        monkeypatch.setenv("KURA_MAGIC_CACHE", untrusted)
+        with pytest.warns(km.CacheWarning, match="certificate verify failed"):
+            run = km.summarise(make_conversations(2), PROMPT)
+
+    assert run.stats.fresh == 2 and [result.status for result in run.results] == ["ok", "ok"]
+    assert llm.request_count == 2
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -41,14 +42,30 @@ def _free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-def _ping(host: str, port: int, timeout_s: float = 0.5) -> bytes:
-    """The first line Redis answers to PING (``b"+PONG"``, ``b"-NOAUTH ..."``); b"" if none."""
+def _ping(host: str, port: int, *, ca_file: Path | None = None, timeout_s: float = 0.5) -> bytes:
+    """The first line Redis answers to PING (``b"+PONG"``, ``b"-NOAUTH ..."``); b"" if none.
+    With `ca_file`, over TLS, trusting that certificate."""
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as conn:
+        with socket.create_connection((host, port), timeout=timeout_s) as raw:
+            conn = raw if ca_file is None else ssl.create_default_context(cafile=str(ca_file)).wrap_socket(
+                raw, server_hostname=host)
             conn.sendall(_PING)
             return conn.recv(256).split(b"\r\n", 1)[0]
-    except OSError:
+    except OSError:  # ssl.SSLError is one too: not ready yet
         return b""
+
+
+def _self_signed(directory: Path, host: str) -> tuple[Path, Path]:
+    """A certificate for `host` that signs itself, and its key, made by openssl (a day's)."""
+    cert, key = directory / "tls-cert.pem", directory / "tls-key.pem"
+    if not cert.exists():
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={host}",
+             "-addext", f"subjectAltName=IP:{host}"],
+            check=True, stdin=subprocess.DEVNULL, capture_output=True,
+        )
+    return cert, key
 
 
 def _end(process: subprocess.Popen[bytes], *, grace_s: float = 5.0) -> None:
@@ -74,10 +91,12 @@ class RedisServer:
             redis.start()   # back on the same port, empty
 
     ``RedisServer(password="s3cret")`` requires AUTH (``redis://:s3cret@127.0.0.1:PORT/0``).
+    ``RedisServer(tls=True)`` speaks only TLS, with a certificate it makes for itself (by
+    ``openssl``): ``rediss://127.0.0.1:PORT/0?ssl_ca_certs=<its certificate>``.
     """
 
     def __init__(self, *, password: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                 binary: str | None = None, startup_timeout_s: float = 10.0) -> None:
+                 binary: str | None = None, startup_timeout_s: float = 10.0, tls: bool = False) -> None:
         found = redis_server_path(binary)
         if found is None:
             raise FileNotFoundError(
@@ -85,6 +104,7 @@ class RedisServer:
                 f"run `{_INSTALL_HINT}`")
         self.binary = found
         self.password = password
+        self.tls = tls
         self.host = host
         self.startup_timeout_s = startup_timeout_s
         self._port = port
@@ -156,9 +176,17 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0``, or ``redis://:PASSWORD@127.0.0.1:PORT/0`` with a password."""
+        """``redis://127.0.0.1:PORT/0``, or ``redis://:PASSWORD@127.0.0.1:PORT/0`` with a password;
+        with TLS ``rediss://…/0?ssl_ca_certs=…``, trusting the server's own certificate."""
         auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
-        return f"redis://{auth}{self.host}:{self.port}/0"
+        if self.ca_file is None:
+            return f"redis://{auth}{self.host}:{self.port}/0"
+        return f"rediss://{auth}{self.host}:{self.port}/0?ssl_ca_certs={quote(str(self.ca_file))}"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """With TLS, the certificate the server presents (a client trusts it to connect)."""
+        return self.directory / "tls-cert.pem" if self.tls and self.directory is not None else None
 
     @property
     def directory(self) -> Path | None:
@@ -176,9 +204,17 @@ class RedisServer:
         config.write_text("" if self.password is None else f'requirepass "{_quoted(self.password)}"\n',
                           encoding="utf-8")
         config.chmod(0o600)
-        return [self.binary, str(config), "--port", str(self._port), "--bind", self.host,
+        return [self.binary, str(config), *self._listening(directory), "--bind", self.host,
                 "--dir", str(directory), "--save", "", "--appendonly", "no",
                 "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"]
+
+    def _listening(self, directory: Path) -> list[str]:
+        """Our port, in plain text or (with TLS) in TLS only."""
+        if not self.tls:
+            return ["--port", str(self._port)]
+        cert, key = _self_signed(directory, self.host)
+        return ["--port", "0", "--tls-port", str(self._port), "--tls-cert-file", str(cert),
+                "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
 
     def _launch(self) -> bool:
         """Spawn redis-server on ``self._port``; True once it answers PING, False if it exited."""
@@ -201,7 +237,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 return False
-            if _ping(self.host, self._port).startswith(_READY):
+            if _ping(self.host, self._port, ca_file=self.ca_file).startswith(_READY):
                 return True
             time.sleep(0.02)
         self.kill()
