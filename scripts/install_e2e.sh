@@ -2,7 +2,7 @@
 # Install what the end-to-end browser test (tests/e2e) needs, idempotently and
 # without asking anything:
 #   - Debian's chromium (/usr/bin/chromium), if it is not there yet;
-#   - JupyterLab 4 and Playwright for Python into the project's venv.
+#   - JupyterLab 4, Jupyter Notebook 7 and Playwright for Python into the project's venv.
 # Playwright's pip package carries its own driver; the test drives Debian's
 # chromium through executable_path. Never run `playwright install`: it downloads
 # a browser build, which this machine cannot fetch.
@@ -29,13 +29,14 @@ fi
 have_packages() {
     "$venv/bin/python" - <<'PY' 2>/dev/null
 from importlib.metadata import version
-assert version("jupyterlab").startswith("4.") and version("playwright")
+assert version("jupyterlab").startswith("4.") and version("notebook").startswith("7.")
+assert version("playwright")
 PY
 }
 if ! have_packages; then
-    "$venv/bin/python" -m pip install -q "jupyterlab>=4,<5" "playwright>=1.40" </dev/null
+    "$venv/bin/python" -m pip install -q "jupyterlab>=4,<5" "notebook>=7,<8" "playwright>=1.40" </dev/null
 fi
-have_packages || { echo "install_e2e: jupyterlab 4 or playwright missing after pip install" >&2; exit 1; }
-"$venv/bin/python" -c "from importlib.metadata import version as v; print('jupyterlab', v('jupyterlab'), 'playwright', v('playwright'))"
+have_packages || { echo "install_e2e: jupyterlab 4, notebook 7 or playwright missing after pip install" >&2; exit 1; }
+"$venv/bin/python" -c "from importlib.metadata import version as v; print('jupyterlab', v('jupyterlab'), 'notebook', v('notebook'), 'playwright', v('playwright'))"
 
 echo "install_e2e: done in $((SECONDS - started)) s"
