@@ -18,12 +18,17 @@ import kura_magic as km
 from helpers import PROMPT, make_conversations
 from kura_magic.testing import LoopbackLLM
 
-SETUP = "from kura_magic.samples import sample_conversations\nconvs = sample_conversations(4)\n%load_ext kura_magic"
+SETUP = ("from kura_magic.samples import sample_conversations\nconvs = sample_conversations(4)\nnumber = 42\n"
+         "%load_ext kura_magic")
 RUN = "%%summarise convs --out first\nSummarise this support chat in one line:\n{{ transcript }}"
 BROKEN = "%%summarise convs --out broken\nSummarise {{ transcript"
 BAD_DATA = "%%summarise 42\nSummarise this support chat in one line:\n{{ transcript }}"
-KEYLESS = ("%%summarise convs --out keyless\nIn five words:\n{{ transcript }}",
-           'import os\nkey = os.environ.pop("OPENAI_API_KEY")')
+NOT_CONVERSATIONS = "%%summarise number\nSummarise this support chat in one line:\n{{ transcript }}"
+# The first run of the kernel, so its key is found missing only once litellm has loaded.
+KEYLESS = ('import os\nkey = os.environ.pop("OPENAI_API_KEY")',
+           "%%summarise convs --out keyless\nIn five words:\n{{ transcript }}",
+           'os.environ["OPENAI_API_KEY"] = key')
+TEXT_PANEL = "%config KuraMagics.panel = 'text'"  # where ipywidgets is not installed
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 WIDGET_REPRS = ("VBox(", "IntProgress(", "HBox(", "Label(value")
 
@@ -47,7 +52,8 @@ def executed(cells: list[str], env: dict[str, str]) -> nbformat.NotebookNode:
 @pytest.mark.slow
 def test_an_exported_notebook_shows_final_counts_and_tables_not_widget_reprs(kernel_env, llm_server, tmp_path):
     llm_server.reset()
-    notebook = executed([SETUP, RUN, RUN, BROKEN, BAD_DATA, KEYLESS[1], KEYLESS[0], "%kura"], kernel_env)
+    notebook = executed([SETUP, *KEYLESS, RUN, RUN, BROKEN, BAD_DATA, NOT_CONVERSATIONS, "%kura",
+                         TEXT_PANEL, *KEYLESS[:2]], kernel_env)
     nbformat.write(notebook, tmp_path / "saved.ipynb")  # a reopened notebook reads this file
 
     page, _ = HTMLExporter().from_notebook_node(nbformat.read(tmp_path / "saved.ipynb", as_version=4))
@@ -59,34 +65,52 @@ def test_an_exported_notebook_shows_final_counts_and_tables_not_widget_reprs(ker
     assert page.count('<div class="kura-results') == 2 and page.count("Summary: ") >= 8
     for widget_repr in WIDGET_REPRS:
         assert widget_repr not in page
-    first, second = (notebook.cells[i].outputs for i in (1, 2))
+    first, second = (notebook.cells[i].outputs for i in (4, 5))
     for outputs in (first, second):
+        assert [out.output_type for out in outputs] == ["display_data", "execute_result"], "the panel, the table"
+        assert '<div class="kura-panel' in outputs[0].data["text/html"]
         assert all("application/vnd.jupyter.widget-view+json" not in out.get("data", {}) for out in outputs)
     text = next(out.data["text/plain"] for out in second if out.output_type == "execute_result")
     assert text.splitlines()[1].split() == ["id", "status", "cost", "summary"], (
         "where HTML does not render (GitHub's text view, nbconvert to text) the table still reads")
     assert text.count("cached") >= 4 and text.count("Summary: ") == 4
-    cache_panel = notebook.cells[7].outputs[0].data  # a widget still: its buttons work when the kernel runs
+    cache_panel = notebook.cells[9].outputs[0].data  # a widget still: its buttons work when the kernel runs
     assert "experiments: default (4)" in cache_panel["text/html"], "with a static fallback beside it"
     assert "VBox(" not in cache_panel["text/plain"]
-    for cell, kind, message in [(3, "template error", "the prompt does not parse"),
-                                (4, "data error", "no variable named '42'"),
-                                (6, "missing API key", "set OPENAI_API_KEY")]:
+    for cell, kind, message in [(6, "template error", "the prompt does not parse"),
+                                (7, "data error", "no variable named '42'"),
+                                (8, "data error", "cannot read conversations from a int")]:
         assert card(notebook.cells[cell].outputs) == (kind, message), "one red card, nothing else"
+    for cell in (2, 12):  # found once litellm has loaded: the panel shown meanwhile is emptied
+        assert card(visible(notebook.cells[cell].outputs)) == ("missing API key", "set OPENAI_API_KEY")
     assert "✖ template error" in page and "Traceback" not in page
+
+
+def visible(outputs: list) -> list:
+    """`outputs` as a front end shows them: consecutive streams joined (JupyterLab does), and
+    none that shows nothing: a panel emptied, a text line wiped (what shows of a stream is
+    what follows its last carriage return)."""
+    joined: list = []
+    for out in outputs:
+        if joined and out["output_type"] == joined[-1]["output_type"] == "stream":
+            joined[-1] = nbformat.NotebookNode({**joined[-1], "text": joined[-1]["text"] + out["text"]})
+        else:
+            joined.append(out)
+    return [out for out in joined
+            if out.get("data") != {"text/plain": ""} and out.get("text", "x").rsplit("\r", 1)[-1].strip()]
 
 
 def card(outputs: list) -> tuple[str, str]:
     """A failed cell's outputs as (the card's kind, the part of its message the test knows),
     checking there is exactly one: an error output (the cell failed, so Run All stops there) in
-    red, with no traceback, no panel beside it and the message said once."""
-    shown = [out for out in outputs if out.get("data") != {"text/plain": ""}]
-    assert [out.output_type for out in shown] == ["error"]
-    lines = shown[0].traceback
+    red, with no traceback, no panel beside it (not even an empty one) and the message said once."""
+    assert [out.output_type for out in outputs] == ["error"]
+    lines = outputs[0].traceback
     assert lines[0].startswith("\x1b[1;97;41m") and all("\x1b[31m│" in line for line in lines[1:])
     plain = [ANSI.sub("", line) for line in lines]
     text = " ".join(line.removeprefix("│ ") for line in plain[1:])
-    known = re.search(r"the prompt does not parse|no variable named '42'|set OPENAI_API_KEY", text)
+    known = re.search(r"the prompt does not parse|no variable named '42'|set OPENAI_API_KEY|"
+                      r"cannot read conversations from a int", text)
     assert known and text.count(known.group()) == 1 and "Traceback" not in text
     return plain[0].strip().removeprefix("✖ "), known.group()
 

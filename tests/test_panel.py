@@ -14,6 +14,7 @@ from ipywidgets.widgets.widget import _instances as live_widgets
 
 import kura_magic as km
 from helpers import PROMPT, make_conversations, schema_with_a_bug
+from kura_magic.errors import TemplateError
 from kura_magic.formatting import size
 from kura_magic.notebook import magics as magics_module
 from kura_magic.notebook import panel as panel_module
@@ -416,12 +417,14 @@ def test_a_rejected_key_echoed_by_the_provider_never_reaches_the_panel(shell, ll
     shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
     shell.user_ns["convs"] = make_conversations(2)
     llm.fail_next(1, status=401)
+    before = set(live_widgets)
 
     with capture_output() as shown, pytest.raises(UsageError, match="rejected the API key") as raised:
         shell.run_cell_magic("summarise", "convs", PROMPT)
 
-    root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
-    status = root.texts["kura-status"]
+    assert final(shown) == {"text/plain": ""}, "no answer yet: the panel shown while calling is emptied"
+    [root] = [w for key, w in live_widgets.items() if key not in before and isinstance(w, RunWidget)]
+    status = root.texts["kura-status"]  # a widget's state outlives its display (a saved notebook keeps it)
     assert "Incorrect API key provided" in status, "the provider's message is shown"
     assert "sk-do-not-show-0123" not in status + str(raised.value)
 
@@ -444,26 +447,26 @@ def test_the_phase_and_the_time_left_show_only_while_the_run_goes():
     assert budget_text(km.RunStats(skipped=1, max_cost=0.5)) == "--max-cost $0.50 reached: 1 call skipped"
 
 
-def test_the_widget_starts_at_once_then_counts_calls_in_flight_and_time_left(llm, monkeypatch):
+def test_the_widget_starts_at_the_first_report_then_counts_calls_in_flight_and_time_left(llm, monkeypatch):
     monkeypatch.setattr(panel_module, "THROTTLE_S", 0.0)
     llm.latency_s = 0.05
     panel = WidgetPanel()
     widget = panel.root
-    seen = []
+    seen, starting = [], []
 
     def progress(stats: km.RunStats) -> None:
         panel.update(stats)
+        starting[:] = starting or [widget.state, widget.running, widget.texts["kura-done"],
+                                   widget.texts["kura-phase"], widget.texts["kura-cache"]]
         seen.append((widget.in_flight, widget.texts.get("kura-phase"), widget.texts.get("kura-eta"),
                      widget.elapsed_s, widget.running))
 
     panel.start()
-    starting = (widget.state, widget.running, widget.texts["kura-done"], widget.texts["kura-phase"],
-                widget.texts["kura-cache"])
     run = km.summarise(make_conversations(8), PROMPT, on_progress=progress, max_concurrency=3)
     panel.finish(run.stats)
 
-    assert starting == ("running", True, "0/0 done", "starting…", "cache before this run: default: 0 entries, 0 B"), \
-        "shown before anything is known"
+    assert starting == ["running", True, "0/8 done", "starting…", "cache before this run: default: 0 entries, 0 B"], \
+        "shown before any call"
     assert any(n >= 1 and phase == f"calling · {n} in flight" for n, phase, *_ in seen)
     assert any(eta and eta.startswith("ETA ") for _, _, eta, *_ in seen)
     assert all(running for *_, running in seen), "the browser ticks the elapsed time all run long"
@@ -551,7 +554,9 @@ def test_in_widget_mode_the_panel_is_live_then_static_html_of_how_the_run_ended(
     live = shown.outputs[0].data
     root = live_widgets[live["application/vnd.jupyter.widget-view+json"]["model_id"]]
     assert isinstance(root, RunWidget) and "kura-panel" in root._dom_classes
-    assert '<span class="kura-done">0/' in live["text/html"], "a fallback of the starting state, for a kernel that dies"
+    assert '<span class="kura-done">0/3 done</span>' in live["text/html"], \
+        "a fallback of the starting state, for a kernel that dies"
+    assert '<span class="kura-phase">starting…</span>' in live["text/html"], "shown before any call"
     ended = final(shown)
     assert set(ended) == {"text/plain", "text/html"}, "no widget left for an export to lose"
     assert '<span class="kura-fresh">3 fresh</span>' in ended["text/html"]
@@ -596,21 +601,58 @@ def test_an_interrupt_before_any_call_leaves_the_error_alone(shell, llm, monkeyp
     with capture_output() as shown, pytest.raises(KeyboardInterrupt):
         shell.run_cell_magic("summarise", "convs", PROMPT)
 
-    assert final(shown) == {"text/plain": ""}, "no zero-filled panel beside the error"
+    assert shown.outputs == [], "no zero-filled panel beside the error"
 
 
-def test_an_error_before_any_answer_is_said_once_and_frees_the_buttons(shell, llm):
+@pytest.mark.parametrize(
+    ("line", "prompt", "message", "shown_before"),
+    [
+        ("convs", "Summarise {{ transcript", "the prompt does not parse", []),
+        ("number", PROMPT, "cannot read conversations from a int", []),
+        ("convs --schema Verdict", PROMPT, "no schema named 'Verdict'", []),
+        # checked once the cache is looked up and litellm loaded: the panel was up, it is emptied
+        ("convs", PROMPT, "set OPENAI_API_KEY", [{"text/plain": ""}]),
+        ("convs --model nowhere/no-such-model", PROMPT, "does not know the model", [{"text/plain": ""}]),
+    ],
+    ids=["bad-template", "not-conversations", "unknown-schema", "missing-key", "unknown-model"],
+)
+def test_an_error_before_any_call_is_the_cells_one_message_and_frees_the_buttons(
+    shell, llm, monkeypatch, line, prompt, message, shown_before
+):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
+    shell.user_ns.update(convs=make_conversations(2), number=42)
+    cache_panel = shell.run_line_magic("kura", "")
+
+    with capture_output() as shown, pytest.raises(UsageError, match=message):
+        shell.run_cell_magic("summarise", line, prompt)
+
+    assert ([final(shown)] if shown.outputs else []) == shown_before, \
+        "the error is the one message: no panel, or the one shown emptied"
+    assert disabled(cache_panel.root) == [False] * 4, "the buttons work again after a failed run"
+    assert llm.request_count == 0
+
+
+def test_offline_misses_are_an_error_with_the_panel_emptied(shell, llm):
     shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
     shell.run_line_magic("kura", "offline on")
     shell.user_ns["convs"] = make_conversations(2)
-    cache_panel = shell.run_line_magic("kura", "")
 
     with capture_output() as shown, pytest.raises(UsageError, match="offline mode"):
         shell.run_cell_magic("summarise", "convs", PROMPT)
 
-    assert final(shown) == {"text/plain": ""}, "the error is the one message"
-    assert disabled(cache_panel.root) == [False] * 4, "the buttons work again after a failed run"
-    assert llm.request_count == 0
+    assert final(shown) == {"text/plain": ""} and llm.request_count == 0
+
+
+def test_a_run_whose_template_fails_never_shows_its_panel(llm):
+    panel = WidgetPanel()
+    panel.start()
+    with pytest.raises(TemplateError):
+        km.summarise(make_conversations(2), "Summarise {{ transcript", on_progress=panel.update)
+    panel.fail("the prompt does not parse")
+
+    assert panel.handle is None, "never shown, so nothing to empty"
+    assert not panel.running, "the cache panels' buttons are back on"
 
 
 def test_a_bug_during_a_run_leaves_a_red_panel_saying_where_it_stopped(shell, llm):

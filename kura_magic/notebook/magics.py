@@ -331,7 +331,8 @@ class KuraMagics(Magics):
         self, data: Any, prompt: str, args: argparse.Namespace, scope: dict[str, Any],
         options: CallOptions,
     ) -> SummaryRun:
-        """The run with the panel live beside it; the panel stays, showing how it ended."""
+        """The run with the panel live beside it from the run's first report, so a run that fails
+        its checks shows only its card; the panel stays, showing how the run ended."""
         panel = open_panel(mode=self.panel, experiment=args.experiment)
         panel.start()
         try:
@@ -402,7 +403,7 @@ def _failure_text(exc: BaseException) -> str:
     if isinstance(exc, KuraMagicError):
         return str(exc)
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted before any call was made"
+        return "interrupted"
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -9,10 +9,13 @@ are a stable contract for browser tests and user styles.
 A run's panel is one header line like tqdm's (a stacked bar, counts, rate, ETA, calls in
 flight, money, elapsed: `run_widget.RunWidget`, an anywidget) over at most three lines: what
 changed, one line about the cache, and a status; the cache's details and its buttons live in
-the cache panel (`%kura`, ipywidgets). When a run ends its live widget is replaced,
-in place, by static HTML of how it ended, so a saved or exported notebook shows the
-final counts rather than widget reprs. Every open cache panel follows the cache: a
-clear or a switch in one re-renders them all, and their buttons are off while a run goes.
+the cache panel (`%kura`, ipywidgets). A run's panel first shows at the run's first report
+(its template and data read, the cache looked up), so a run that fails before that shows
+only its error; one that fails later with no answer yet has its panel emptied.
+When a run ends its live widget is replaced, in place, by static HTML of how it ended, so a
+saved or exported notebook shows the final counts rather than widget reprs. Every open cache
+panel follows the cache: a clear or a switch in one re-renders them all, and their buttons
+are off while a run goes.
 """
 
 from __future__ import annotations
@@ -256,7 +259,7 @@ class Panel:
         ('Really clear all?', 'click again within 5 s to delete all 0 entries of the whole cache, every experiment')
     """
 
-    live = False  # a live view is shown when the run starts; text is shown when it ends
+    live = False  # a live view is shown at the run's first report; text is shown when it ends
 
     def __init__(self, *, experiment: str | None = None, run: bool = True) -> None:
         self.experiment = experiment or active_experiment()
@@ -345,13 +348,11 @@ class Panel:
 
     # the run
     def start(self) -> None:
-        """The run begins: the cache panels' buttons are off until it ends. A live view is shown now."""
+        """The run begins: the cache panels' buttons are off until it ends. This panel shows at
+        the run's first `update`, so a run whose template or data is wrong shows only its error."""
         _RUNS_GOING.add(self)
         for panel in list(_CACHE_PANELS):
             panel.render()
-        self.render()
-        if self.live:
-            self.handle = _display(self)
 
     def update(self, stats: RunStats) -> None:
         """`on_progress`: take the run's numbers, re-rendering at most every THROTTLE_S (a new
@@ -367,6 +368,8 @@ class Panel:
     def _show_now(self) -> None:
         self._shown_at, self._phase = time.monotonic(), self.stats.phase if self.stats else ""
         self.render()
+        if self.live and self.handle is None:
+            self.handle = _display(self)
 
     def _show_held(self) -> None:
         """The update the throttle held back (later if another was shown meanwhile), unless
@@ -391,7 +394,9 @@ class Panel:
 
     def fail(self, message: str) -> None:
         """The run raised: a run stopped part-way keeps its panel, red, saying where and why;
-        before any answer there is nothing to show but the error, so the panel goes."""
+        before any answer there is nothing to show but the error, so a panel shown is emptied
+        (IPython cannot take one display off the page, and clearing the cell would also take
+        the warnings the run printed, such as a cache that cannot be reached)."""
         self.failed = True
         done = self.stats.done if self.stats is not None else 0
         total = self.stats.total if self.stats is not None else 0
@@ -614,3 +619,4 @@ def _display(panel: Panel) -> Any:
     from IPython.display import display
 
     return display(panel, display_id=True)
+
