@@ -251,20 +251,31 @@ class LoopbackLLM:
     # request handling (called from the handler threads)
     @contextmanager
     def _tracking(self) -> Iterator[None]:
+        """A request being handled, from its arrival until its reply has been sent (`settle`)."""
+        with self._lock:
+            self._handling += 1
+            self._last_activity = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._handling -= 1
+                self._last_activity = time.monotonic()
+
+    @contextmanager
+    def _counted_in_flight(self) -> Iterator[None]:
+        """A request in flight until its reply is ready, before a byte of it is sent: a client
+        that starts its next request on reading the reply cannot be counted twice."""
         with self._lock:
             generation = self._generation
             self._in_flight += 1
-            self._handling += 1
             self._peak = max(self._peak, self._in_flight)
-            self._last_activity = time.monotonic()
         try:
             yield
         finally:
             with self._lock:
                 if generation == self._generation:  # else reset() has already let it go
                     self._in_flight -= 1
-                self._handling -= 1
-                self._last_activity = time.monotonic()
 
     def _respond(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Reply:
         body, bad_json = parse_json_body(raw) if method != "GET" else ({}, None)
@@ -389,8 +400,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         llm = self.server.llm
         with llm._tracking():
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            reply = llm._respond(self.command, self.path, headers, self._read_body())
+            with llm._counted_in_flight():
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                reply = llm._respond(self.command, self.path, headers, self._read_body())
             self._send(reply)
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
