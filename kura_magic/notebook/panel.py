@@ -619,4 +619,3 @@ def _display(panel: Panel) -> Any:
     from IPython.display import display
 
     return display(panel, display_id=True)
-
