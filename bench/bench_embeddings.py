@@ -56,13 +56,7 @@ def timed(run: Callable[[], object]) -> Callable[[], float]:
 
 def floor_cache(directory: Path, texts: list[str], vectors: list[bytes], dims: int):
     """A bare diskcache keyed `{model}:{dims}:{sha256(text)}`, holding the same bytes."""
-    import diskcache
-
-    from kura_magic.disk_store import _JSONOnlyDisk
-
-    cache = diskcache.Cache(
-        str(directory), disk=_JSONOnlyDisk, eviction_policy="least-recently-used"
-    )
+    cache = bare_store(directory)
     for text, data in zip(texts, vectors):
         cache.set(floor_key(text, dims), data)
     return cache
@@ -73,7 +67,7 @@ def floor_key(text: str, dims: int) -> str:
 
 
 def bare_store(directory: Path):
-    """A bare diskcache such as `floor_cache` opens, empty, for the fresh floor."""
+    """A bare diskcache with our eviction policy, JSON-or-bytes only: the floors' cache."""
     import diskcache
 
     from kura_magic.disk_store import _JSONOnlyDisk
@@ -115,8 +109,8 @@ def fresh(n: int, dims: int, rounds: int, latency_s: float, batch: int, tmp: Pat
     bare = bare_store(tmp / "fresh-floor")
 
     async def litellm_alone(api_base: str, texts: list[str], store: bool) -> None:
-        keys = [floor_key(text, dims) for text in texts] if store else []
-        misses = [text for text, key in zip(texts, keys) if bare.get(key) is None] if store else texts
+        keys = {text: floor_key(text, dims) for text in texts} if store else {}
+        misses = [text for text, key in keys.items() if bare.get(key) is None] if store else texts
 
         async def send(inputs: list[str]) -> None:
             response = await lib.aembedding(model=MODEL, input=inputs, dimensions=dims, api_base=api_base,
@@ -125,7 +119,7 @@ def fresh(n: int, dims: int, rounds: int, latency_s: float, batch: int, tmp: Pat
             if store:
                 with bare.transact():
                     for text, vector in zip(inputs, vectors):
-                        bare.set(floor_key(text, dims), numpy.asarray(vector, dtype="<f4").tobytes())
+                        bare.set(keys[text], numpy.asarray(vector, dtype="<f4").tobytes())
 
         batches = [misses[i : i + batch] for i in range(0, n, batch)]
         await under_semaphore(limit, [lambda b=b: send(b) for b in batches])
