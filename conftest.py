@@ -11,7 +11,7 @@ from _pytest.doctest import DoctestItem
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from kura_magic import store  # noqa: E402
+from kura_magic.storage import base as store  # noqa: E402
 from kura_magic.config import reset_overrides  # noqa: E402
 
 RESET_VARIABLES = ("KURA_MAGIC_OFFLINE", "KURA_MAGIC_EXPERIMENT", "KURA_MAGIC_MAX_CONCURRENCY",
@@ -46,7 +46,7 @@ def doctest_setting(request, monkeypatch, doctest_namespace) -> None:
     """Docstring examples run for real: a model on loopback and five sample conversations."""
     if not isinstance(request.node, DoctestItem):
         return
-    from kura_magic.samples import sample_conversations
+    from kura_magic.inputs.samples import sample_conversations
 
     monkeypatch.setenv("OPENAI_API_BASE", request.getfixturevalue("doctest_llm").url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-doctest-0000")

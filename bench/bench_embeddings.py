@@ -70,7 +70,7 @@ def bare_store(directory: Path):
     """A bare diskcache with our eviction policy, JSON-or-bytes only: the floors' cache."""
     import diskcache
 
-    from kura_magic.disk_store import _JSONOnlyDisk
+    from kura_magic.storage.disk import _JSONOnlyDisk
 
     return diskcache.Cache(str(directory), disk=_JSONOnlyDisk, eviction_policy="least-recently-used")
 
@@ -103,7 +103,7 @@ def fresh(n: int, dims: int, rounds: int, latency_s: float, batch: int, tmp: Pat
 
     import kura_magic
     from bench_fresh import API_KEY, server_process, under_semaphore
-    from kura_magic.gateway import litellm
+    from kura_magic.calls.gateway import litellm
 
     lib, limit = litellm(), kura_magic.settings().max_concurrency  # imported before any timing
     bare = bare_store(tmp / "fresh-floor")
@@ -160,8 +160,8 @@ def report_fresh(times: dict[str, list[float]], n: int, batch: int, limit: int, 
 def run(n: int, dims: int, repeats: int, tmp: Path) -> None:
     import numpy
 
-    from kura_magic import store
-    from kura_magic.embeddings import embed
+    from kura_magic.storage import base as store
+    from kura_magic.run.embeddings import embed
     from kura_magic.testing import LoopbackLLM
 
     texts = [f"summary {i}: the user asked where order {i * 7} is" for i in range(n)]

@@ -63,7 +63,7 @@ def server_process(latency_s: float) -> Iterator[str]:
 def messages_of(data: list[dict]) -> list[list[dict]]:
     """The messages `summarise` sends for `data` under PROMPT, for the other clients."""
     from kura_magic import load_conversations
-    from kura_magic.templates import PromptTemplate
+    from kura_magic.inputs.templates import PromptTemplate
 
     template = PromptTemplate.compile(PROMPT, None)
     return [[{"role": "user", "content": template.render(c)}] for c in load_conversations(data)]
@@ -94,7 +94,7 @@ async def ideal(api_base: str, prompts: list[list[dict]], limit: int) -> None:
 
 
 async def litellm_alone(api_base: str, prompts: list[list[dict]], limit: int) -> None:
-    from kura_magic.gateway import litellm
+    from kura_magic.calls.gateway import litellm
 
     lib = litellm()
 
@@ -185,7 +185,7 @@ def main() -> None:
                         help="calls x max_concurrency")
     args = parser.parse_args()
     os.environ["KURA_MAGIC_CACHE"] = tempfile.mkdtemp(prefix="kura-bench-")
-    from kura_magic.gateway import litellm
+    from kura_magic.calls.gateway import litellm
 
     litellm()  # imported before any timing: its 3-7 s belong to no client
     with server_process(args.latency) as api_base:

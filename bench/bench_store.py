@@ -75,7 +75,7 @@ def bare(directory: Path):
     eviction policy and experiment index), reading without refreshing what it reads."""
     import diskcache
 
-    from kura_magic.disk_store import _JSONOnlyDisk
+    from kura_magic.storage.disk import _JSONOnlyDisk
 
     cache = diskcache.Cache(str(directory), disk=_JSONOnlyDisk)
     cache.reset("cull_limit", 0, update=False)
@@ -123,7 +123,7 @@ def main() -> None:
 
 def measure(directory: Path, n: int, rounds: int) -> dict[str, list[float]]:
     import kura_magic
-    from kura_magic.store import open_store
+    from kura_magic.storage.base import open_store
 
     store = open_store(kura_magic.settings())
     fill(store, n)

@@ -68,8 +68,8 @@ def fill_cache(data: list[dict]) -> float:
 def fill_directly(data: list[dict]) -> float:
     """The entries a fresh run would store, written straight into the store."""
     import kura_magic
-    from kura_magic.calls import CallSetup
-    from kura_magic.templates import PromptTemplate
+    from kura_magic.calls.calls import CallSetup
+    from kura_magic.inputs.templates import PromptTemplate
     from kura_magic.testing import reply_for
     from kura_magic.types import CacheEntry, Usage
 

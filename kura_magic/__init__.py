@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kura_magic.completion import acomplete, complete
+from kura_magic.run.completion import acomplete, complete
 from kura_magic.config import Settings, configure, settings
-from kura_magic.embeddings import (
+from kura_magic.run.embeddings import (
     Embedding,
     Embeddings,
     aembed,
@@ -42,13 +42,13 @@ from kura_magic.errors import (
     TemplateError,
     UnknownModelError,
 )
-from kura_magic.history import compare, load_run, runs
+from kura_magic.run.history import compare, load_run, runs
 from kura_magic.keys import cache_key
-from kura_magic.loaders import load_conversations
-from kura_magic.pipeline import asummarise, estimate, summarise
-from kura_magic.results import Completion, Estimate, RunStats, SummaryResult, SummaryRun
-from kura_magic.schemas import KuraSummary
-from kura_magic.session import (
+from kura_magic.inputs.loaders import load_conversations
+from kura_magic.run.pipeline import asummarise, estimate, summarise
+from kura_magic.run.results import Completion, Estimate, RunStats, SummaryResult, SummaryRun
+from kura_magic.inputs.schemas import KuraSummary
+from kura_magic.run.session import (
     active_experiment,
     cache_info,
     clear_all_caches,
@@ -58,8 +58,8 @@ from kura_magic.session import (
     import_experiment,
     set_experiment,
 )
-from kura_magic.disk_store import DiskStore
-from kura_magic.store import MemoryStore, Store
+from kura_magic.storage.disk import DiskStore
+from kura_magic.storage.base import MemoryStore, Store
 from kura_magic.types import (
     CacheEntry,
     CacheInfo,

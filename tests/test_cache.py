@@ -11,10 +11,10 @@ import pytest
 
 import kura_magic as km
 from kura_magic.errors import CacheWarning
-from kura_magic.disk_store import DiskStore
-from kura_magic.embeddings import embedding_key
-from kura_magic.schemas import resolve_schema
-from kura_magic.store import MemoryStore, open_store
+from kura_magic.storage.disk import DiskStore
+from kura_magic.run.embeddings import embedding_key
+from kura_magic.inputs.schemas import resolve_schema
+from kura_magic.storage.base import MemoryStore, open_store
 from kura_magic.types import CacheEntry, ChatRequest
 from helpers import API_KEY, PROMPT, make_conversations
 

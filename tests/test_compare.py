@@ -6,9 +6,9 @@ import pandas
 import pytest
 from pydantic import BaseModel
 
-from kura_magic.compare import Comparison, compare_runs, output_text
+from kura_magic.run.compare import Comparison, compare_runs, output_text
 from kura_magic.errors import ConfigError
-from kura_magic.results import RunStats, SummaryResult, SummaryRun
+from kura_magic.run.results import RunStats, SummaryResult, SummaryRun
 
 
 def run_of(*results: SummaryResult) -> SummaryRun:

@@ -10,10 +10,11 @@ import diskcache
 import numpy as np
 import pytest
 
-from kura_magic import gateway, store
+from kura_magic.calls import gateway
+from kura_magic.storage import base as store
 from kura_magic.errors import CacheWarning
 from kura_magic.config import settings
-from kura_magic.embeddings import (
+from kura_magic.run.embeddings import (
     Embeddings,
     aembed,
     clear_embedding_cache,

@@ -13,8 +13,9 @@ import pytest
 from IPython.core.error import UsageError
 
 import kura_magic as km
-from kura_magic import calls, store
-from kura_magic.disk_store import DiskStore
+from kura_magic.calls import calls
+from kura_magic.storage import base as store
+from kura_magic.storage.disk import DiskStore
 from helpers import EMBEDDING_MODEL, PROMPT, make_conversations, race_two_processes
 
 SECRET = "sk-live-do-not-leak-0123456789"

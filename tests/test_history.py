@@ -12,9 +12,10 @@ import pytest
 
 import kura_magic as km
 from helpers import MODEL, PROMPT, UNPRICED_MODEL, make_conversations, requires_redis
-from kura_magic import history, store
+from kura_magic.run import history
+from kura_magic.storage import base as store
 from kura_magic.errors import CacheError, ConfigError, DataError
-from kura_magic.redis_store import RedisStore
+from kura_magic.storage.redis import RedisStore
 from kura_magic.testing import RedisServer
 
 OTHER_PROMPT = "Summarise this support chat in two short lines:\n{{ transcript }}"  # 3 words changed

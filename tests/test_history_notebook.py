@@ -13,10 +13,10 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 import kura_magic as km
 from kura_magic import formatting
-from kura_magic.history import prompt_hash
+from kura_magic.run.history import prompt_hash
 from kura_magic.testing import LoopbackLLM
 
-SETUP = "from kura_magic.samples import sample_conversations\nconvs = sample_conversations(6)\n%load_ext kura_magic"
+SETUP = "from kura_magic.inputs.samples import sample_conversations\nconvs = sample_conversations(6)\n%load_ext kura_magic"
 FIRST = "Summarise this support chat in one line:\n{{ transcript }}"
 SECOND = "Summarise this support chat in two short lines:\n{{ transcript }}"
 

@@ -40,6 +40,12 @@ def files(where: str = "") -> list[Path]:
     return sorted((PACKAGE / where).rglob("*.py"))
 
 
+def module_name(path: Path) -> str:
+    """`kura_magic/run/history.py` -> `kura_magic.run.history`; a package's `__init__` is the package."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def core_files() -> list[Path]:
     return [path for path in files() if path.relative_to(PACKAGE).parts[0] not in SUBPACKAGES]
 
@@ -51,7 +57,7 @@ def in_fresh_process(code: str) -> list[str]:
 
 
 def test_importing_every_core_module_loads_neither_ipython_widgets_nor_litellm():
-    modules = [f"kura_magic.{path.stem}" for path in core_files() if path.stem != "__init__"]
+    modules = [module_name(path) for path in core_files()]
     loaded = in_fresh_process(
         f"import importlib, json, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
@@ -75,7 +81,7 @@ def test_notebook_layer_is_where_ipython_is_used_and_its_views_are_plain_html():
     used = set().union(*(top_level(imported_modules(path)) for path in files("notebook")))
     assert {"IPython", "ipywidgets"} <= used
     loaded = in_fresh_process(
-        "import json, sys, kura_magic.notebook.views\n"
+        "import json, sys, kura_magic.views.html\n"
         "print(json.dumps(sorted(m for m in ('IPython', 'ipywidgets') if m in sys.modules)))"
     )
     assert loaded == [], "the core's _repr_html_ uses views, so they must not pull IPython in"

@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field
 
 from kura_magic.errors import LocalModelError
 from kura_magic.local import launcher as local  # where find_weights reads SERVER_MODULES
-from kura_magic.results import SummaryRun
-from kura_magic.samples import sample_conversations
+from kura_magic.run.results import SummaryRun
+from kura_magic.inputs.samples import sample_conversations
 
 N = 4
 PROMPT = "Summarise this support conversation in one sentence.\n\n{{ transcript }}"

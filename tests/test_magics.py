@@ -12,7 +12,7 @@ from IPython.core.error import UsageError
 import kura_magic as km
 from helpers import PROMPT, make_conversations
 from kura_magic.notebook.magics import KuraMagics
-from kura_magic.samples import sample_conversations
+from kura_magic.inputs.samples import sample_conversations
 
 
 

@@ -18,7 +18,7 @@ import kura_magic as km
 from helpers import PROMPT, make_conversations
 from kura_magic.testing import LoopbackLLM
 
-SETUP = ("from kura_magic.samples import sample_conversations\nconvs = sample_conversations(4)\nnumber = 42\n"
+SETUP = ("from kura_magic.inputs.samples import sample_conversations\nconvs = sample_conversations(4)\nnumber = 42\n"
          "%load_ext kura_magic")
 RUN = "%%summarise convs --out first\nSummarise this support chat in one line:\n{{ transcript }}"
 BROKEN = "%%summarise convs --out broken\nSummarise {{ transcript"

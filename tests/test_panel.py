@@ -287,7 +287,7 @@ def test_a_bad_experiment_name_is_reported_in_the_panel(llm):
 
 
 def test_clear_embeddings_empties_the_embedding_cache(llm):
-    from kura_magic import embeddings
+    from kura_magic.run import embeddings
 
     embeddings.embed(["refund", "login"], model="openai/text-embedding-3-small")
     panel = WidgetPanel(run=False)

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 import kura_magic as km
-from kura_magic.gateway import backoff_delay, classify
+from kura_magic.calls.gateway import backoff_delay, classify
 from helpers import API_KEY, MODEL, make_conversations
 
 

@@ -41,7 +41,7 @@ def send(child, code: str) -> None:
 @pytest.mark.slow
 def test_a_terminal_run_shows_live_progress_then_a_text_table(terminal, llm: LoopbackLLM):
     llm.latency_s = 0.3  # one call at a time: the run takes a few seconds
-    send(terminal, f"from kura_magic.samples import sample_conversations; convs = sample_conversations({N})")
+    send(terminal, f"from kura_magic.inputs.samples import sample_conversations; convs = sample_conversations({N})")
     terminal.expect(PROMPT_RE)
     send(terminal, "%load_ext kura_magic")
     terminal.expect(PROMPT_RE)

@@ -22,9 +22,10 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Enum
 
-from kura_magic import formatting, history, session
-from kura_magic.calls import CallOptions
-from kura_magic.compare import Comparison
+from kura_magic import formatting
+from kura_magic.run import history, session
+from kura_magic.calls.calls import CallOptions
+from kura_magic.run.compare import Comparison
 from kura_magic.config import ENV_VARS, Settings, configure, settings
 from kura_magic.errors import (
     AuthenticationError, BudgetError, CacheError, CacheMissError, ConfigError, DataError, KuraMagicError,
@@ -32,8 +33,8 @@ from kura_magic.errors import (
     UnknownModelError,
 )
 from kura_magic.notebook.panel import Panel, cache_table, open_panel
-from kura_magic.pipeline import estimate, summarise
-from kura_magic.results import Estimate, SummaryRun
+from kura_magic.run.pipeline import estimate, summarise
+from kura_magic.run.results import Estimate, SummaryRun
 from kura_magic.types import CacheMode
 
 if TYPE_CHECKING:

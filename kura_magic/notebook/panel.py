@@ -30,12 +30,13 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from kura_magic import formatting, session
-from kura_magic.embeddings import clear_embedding_cache
+from kura_magic import formatting
+from kura_magic.run import session
+from kura_magic.run.embeddings import clear_embedding_cache
 from kura_magic.errors import KuraMagicError
-from kura_magic.notebook import views
-from kura_magic.results import RunStats
-from kura_magic.session import active_experiment, cache_info, clear_all_caches, clear_cache
+from kura_magic.views import html as views
+from kura_magic.run.results import RunStats
+from kura_magic.run.session import active_experiment, cache_info, clear_all_caches, clear_cache
 from kura_magic.types import CacheInfo
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ from typing import Any
 import anywidget
 import traitlets
 
-from kura_magic.notebook import views
-from kura_magic.results import RunStats
+from kura_magic.views import html as views
+from kura_magic.run.results import RunStats
 
 HERE = Path(__file__).parent
 

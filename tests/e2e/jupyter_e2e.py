@@ -33,7 +33,7 @@ CHROMIUM_ARGS = [
 ]
 N_LIVE = 12  # the live run: 4 waves of 3 calls, each answered after LIVE_LATENCY_S (the samples repeat past 13)
 LIVE_LATENCY_S = 1.25
-LIVE_CONVERSATIONS = (f"from kura_magic.samples import sample_conversations\n"
+LIVE_CONVERSATIONS = (f"from kura_magic.inputs.samples import sample_conversations\n"
                       f"live = sample_conversations({N_LIVE})")
 LIVE_SUMMARISE = """%%summarise live --experiment {experiment} --max-concurrency 3
 {{{{ transcript }}}}

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 N = 5
-CONVERSATIONS = f"from kura_magic.samples import sample_conversations\nconvs = sample_conversations({N})"
+CONVERSATIONS = f"from kura_magic.inputs.samples import sample_conversations\nconvs = sample_conversations({N})"
 SUMMARISE = """%%summarise convs
 {{ transcript }}
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import diskcache
 
 from kura_magic.errors import CacheError, CacheWarning
-from kura_magic.store import BATCH, STORAGE_TIMEOUT_S, Store, chunks, storage_key, warn_storage
+from kura_magic.storage.base import BATCH, STORAGE_TIMEOUT_S, Store, chunks, storage_key, warn_storage
 from kura_magic.types import ExperimentInfo, StoreInfo
 
 T = TypeVar("T")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 
 from kura_magic.errors import ConfigError
-from kura_magic.loaders import load_conversations
+from kura_magic.inputs.loaders import load_conversations
 from kura_magic.types import Conversation
 
 SAMPLE_FILE = "sample_conversations.jsonl"

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from kura_magic.errors import CacheError
 from kura_magic.keys import canonical_json
-from kura_magic.results import SummaryResult
+from kura_magic.run.results import SummaryResult
 
 
 def checkpoint_path(directory: str | Path, keys: list[str], ids: list[str]) -> Path:

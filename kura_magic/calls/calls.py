@@ -16,12 +16,12 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel
 
-from kura_magic import gateway
+from kura_magic.calls import gateway
 from kura_magic.config import Settings, check_experiment_name, settings
 from kura_magic.errors import ConfigError
 from kura_magic.keys import KeyRecipe
-from kura_magic.schemas import resolve_schema
-from kura_magic.store import Store, open_store
+from kura_magic.inputs.schemas import resolve_schema
+from kura_magic.storage.base import Store, open_store
 from kura_magic.types import CACHE_MODES, CacheEntry, CacheMode, ChatRequest
 
 # A lease lapses this long after its owner stops renewing it (a process that died).
@@ -334,7 +334,7 @@ class Lease:
     """The right, for a few seconds at a time, to make one call for everyone sharing a store.
 
     Example:
-        >>> from kura_magic.store import MemoryStore
+        >>> from kura_magic.storage.base import MemoryStore
         >>> Lease(MemoryStore(), "km1-chat-x", "default").claim()  # one process: always ours
         True
     """

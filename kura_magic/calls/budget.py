@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kura_magic import formatting, gateway
+from kura_magic import formatting
+from kura_magic.calls import gateway
 from kura_magic.errors import BudgetError
 from kura_magic.types import ChatRequest
 

@@ -333,7 +333,7 @@ def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
     if config.cache.startswith("memory://"):
         return MemoryStore(size_limit=limit)
     if config.cache.startswith(REDIS_SCHEMES):
-        from kura_magic.redis_store import RedisStore
+        from kura_magic.storage.redis import RedisStore
 
         return RedisStore(config.cache, prefix=config.redis_prefix, scope=scope, ttl_s=config.cache_ttl_s)
     if "://" in config.cache:
@@ -341,7 +341,7 @@ def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
             f"KURA_MAGIC_CACHE={mask_url(config.cache)!r}: give a directory, a redis:// URL, "
             "'memory://' or 'off'"
         )
-    from kura_magic.disk_store import DiskStore
+    from kura_magic.storage.disk import DiskStore
 
     directory = Path(config.cache) / scope if scope != "responses" else Path(config.cache)
     return DiskStore(directory, size_limit=limit, tag_index=scope != "embeddings")

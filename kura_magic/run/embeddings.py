@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, overload
 
-from kura_magic import formatting, gateway
+from kura_magic import formatting
+from kura_magic.calls import gateway
 from kura_magic.background import blocking
-from kura_magic.calls import check_cache_mode
+from kura_magic.calls.calls import check_cache_mode
 from kura_magic.config import Settings, settings
 from kura_magic.errors import CacheWarning, DataError
 from kura_magic.keys import KeyRecipe
-from kura_magic.store import Store, StoreScope, open_store
+from kura_magic.storage.base import Store, StoreScope, open_store
 from kura_magic.types import CacheMode, ExperimentInfo, lone_surrogate
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class EmbeddingStore:
     An entry of the wrong length is read as a miss (with a `CacheWarning`) and dropped.
 
     Example:
-        >>> from kura_magic.store import MemoryStore
+        >>> from kura_magic.storage.base import MemoryStore
         >>> store = EmbeddingStore(MemoryStore())
         >>> store.put_many({"k": [0.5, 1.0]})["k"].dtype
         dtype('float32')

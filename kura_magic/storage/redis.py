@@ -21,7 +21,7 @@ import redis
 
 from kura_magic.config import mask_url
 from kura_magic.errors import CacheError, CacheWarning
-from kura_magic.store import BATCH, STORAGE_TIMEOUT_S, Store, StoreScope, chunks, warn_storage
+from kura_magic.storage.base import BATCH, STORAGE_TIMEOUT_S, Store, StoreScope, chunks, warn_storage
 from kura_magic.types import ExperimentInfo, StoreInfo
 
 T = TypeVar("T")

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kura_magic import formatting
-from kura_magic.compare import Comparison, changed_words, counted, run_settings, setting_changes
+from kura_magic.run.compare import Comparison, changed_words, counted, run_settings, setting_changes
 from kura_magic.config import settings
 from kura_magic.errors import CacheError, CacheWarning, ConfigError, DataError
-from kura_magic.results import ResultStatus, RunStats, SummaryResult, SummaryRun
-from kura_magic.store import Store, open_store
+from kura_magic.run.results import ResultStatus, RunStats, SummaryResult, SummaryRun
+from kura_magic.storage.base import Store, open_store
 from kura_magic.types import CacheEntry, CacheMode
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def answer_store(store: Store | None) -> AnswerStore | None:
     """How a record names the store a run's answers went to: None for the settings' cache.
 
     Example:
-        >>> from kura_magic.store import MemoryStore
+        >>> from kura_magic.storage.base import MemoryStore
         >>> answer_store(MemoryStore())
         AnswerStore(kind='memory', location=None)
     """
@@ -455,7 +455,7 @@ class RunHistory:
         return self.caption + ("\n" + table.to_string(index=False) if len(table) else "")
 
     def _repr_html_(self) -> str:
-        from kura_magic.notebook.views import runs_html
+        from kura_magic.views.html import runs_html
 
         return runs_html(self)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kura_magic import formatting
 from kura_magic.errors import ConfigError
-from kura_magic.results import SummaryResult, SummaryRun
+from kura_magic.run.results import SummaryResult, SummaryRun
 
 if TYPE_CHECKING:
     import pandas
@@ -131,7 +131,7 @@ def run_settings(run: SummaryRun) -> dict[str, Any]:
     """What a run was made with, besides its prompt: model, schema, experiment, parameters.
 
     Example:
-        >>> from kura_magic.results import RunStats
+        >>> from kura_magic.run.results import RunStats
         >>> run_settings(SummaryRun([], RunStats(), model="m", experiment="e", params={"temperature": 0}))
         {'model': 'm', 'schema': None, 'experiment': 'e', 'temperature': 0}
     """
@@ -355,6 +355,6 @@ class Comparison:
         return "\n".join([*self.header_lines(), self.caption, *hint, comparison_text(self.rows)])
 
     def _repr_html_(self) -> str:
-        from kura_magic.notebook.views import comparison_html
+        from kura_magic.views.html import comparison_html
 
         return comparison_html(self)

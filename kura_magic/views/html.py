@@ -8,14 +8,14 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kura_magic import formatting
-from kura_magic.compare import Chunk, cut_chunks, margins, prompt_summary, word_diff
-from kura_magic.compare import shown as output_or_absent
-from kura_magic.history import COLUMNS
+from kura_magic.run.compare import Chunk, cut_chunks, margins, prompt_summary, word_diff
+from kura_magic.run.compare import shown as output_or_absent
+from kura_magic.run.history import COLUMNS
 
 if TYPE_CHECKING:
-    from kura_magic.compare import Comparison
-    from kura_magic.history import RunHistory
-    from kura_magic.results import RunStats, SummaryResult, SummaryRun
+    from kura_magic.run.compare import Comparison
+    from kura_magic.run.history import RunHistory
+    from kura_magic.run.results import RunStats, SummaryResult, SummaryRun
 
 LEFT = ' style="text-align:left"'  # JupyterLab right-aligns table cells; text reads better left
 # The id column never wraps and stays in view when a wide table scrolls right.
@@ -206,7 +206,7 @@ def unanswered_notes(results: Iterable[SummaryResult]) -> list[str]:
     """One line per reason rows got no answer (the budget, an interrupt), with how many.
 
     Example:
-        >>> from kura_magic.results import SummaryResult
+        >>> from kura_magic.run.results import SummaryResult
         >>> rows = [SummaryResult(conversation_id=str(i), status="skipped",
         ...                       error="skipped: budget of $0.01 reached") for i in range(40)]
         >>> unanswered_notes(rows)
@@ -225,7 +225,7 @@ def results_text(run: SummaryRun, *, width: int = 100) -> str:
     """A run as a plain text table (its first rows) for a terminal, then how to get them all.
 
     Example:
-        >>> from kura_magic.results import RunStats, SummaryResult, SummaryRun
+        >>> from kura_magic.run.results import RunStats, SummaryResult, SummaryRun
         >>> run = SummaryRun([SummaryResult(conversation_id="c0", summary="Refund asked.", cost=0.001)],
         ...                  RunStats(), model="m", experiment="e", label="v1")
         >>> print(results_text(run))
@@ -352,7 +352,7 @@ def marked_html(chunks: list[Chunk], *, side: str) -> str:
     in `<ins>` ('new'), or both ('both').
 
     Example:
-        >>> from kura_magic.compare import word_diff
+        >>> from kura_magic.run.compare import word_diff
         >>> marked_html(word_diff("a <b> c", "a <i> c"), side="both")
         'a <del class="kura-removed">&lt;b&gt;</del><ins class="kura-added">&lt;i&gt;</ins> c'
     """

@@ -13,7 +13,7 @@ from kura_magic.types import CacheMode, Usage
 if TYPE_CHECKING:
     import pandas
 
-    from kura_magic.embeddings import Embeddings
+    from kura_magic.run.embeddings import Embeddings
 
 ResultStatus = Literal["ok", "error", "skipped", "unfinished"]
 
@@ -224,7 +224,7 @@ class SummaryRun:
             >>> run.embed(model="openai/text-embedding-3-small", dimensions=64).to_numpy().shape
             (5, 64)
         """
-        from kura_magic.embeddings import embed
+        from kura_magic.run.embeddings import embed
 
         texts = [r.summary_text() for r in self.results if r.status == "ok"]
         return embed([t for t in texts if t], model=model, dimensions=dimensions)
@@ -244,13 +244,13 @@ class SummaryRun:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict, dict]:
         """HTML, and for where HTML does not render (a terminal, GitHub's text view, nbconvert
         to text) the one-line summary over the results as a text table."""
-        from kura_magic.notebook.views import results_text
+        from kura_magic.views.html import results_text
 
         data = {"text/plain": f"{self!r}\n{results_text(self)}", "text/html": self._repr_html_()}
         return data, {"kura_magic": self.provenance()}
 
     def _repr_html_(self) -> str:
-        from kura_magic.notebook.views import results_html
+        from kura_magic.views.html import results_html
 
         return results_html(self)
 
@@ -312,6 +312,6 @@ class Estimate(BaseModel):
     __str__ = __repr__
 
     def _repr_html_(self) -> str:
-        from kura_magic.notebook.views import paragraph_html
+        from kura_magic.views.html import paragraph_html
 
         return paragraph_html(self.describe(), css_class="kura-estimate")

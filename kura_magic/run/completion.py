@@ -8,9 +8,9 @@ from typing import Any
 from typing_extensions import Unpack
 
 from kura_magic.background import blocking
-from kura_magic.calls import CallOptions, CallSetup
+from kura_magic.calls.calls import CallOptions, CallSetup
 from kura_magic.errors import DataError, ResponseError
-from kura_magic.results import Completion
+from kura_magic.run.results import Completion
 from kura_magic.types import CacheEntry, ChatRequest, lone_surrogate
 
 MessagesOrText = str | Sequence[Mapping[str, Any]]

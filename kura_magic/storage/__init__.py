@@ -1,0 +1,1 @@
+"""Where answers, vectors and run records are kept: bytes by key, scoped by experiment."""
