@@ -11,7 +11,7 @@ from _pytest.doctest import DoctestItem
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from kura_magic.storage import base as store  # noqa: E402
+from kura_magic import storage as store  # noqa: E402
 from kura_magic.config import reset_overrides  # noqa: E402
 
 RESET_VARIABLES = ("KURA_MAGIC_OFFLINE", "KURA_MAGIC_EXPERIMENT", "KURA_MAGIC_MAX_CONCURRENCY",

@@ -160,7 +160,7 @@ def report_fresh(times: dict[str, list[float]], n: int, batch: int, limit: int, 
 def run(n: int, dims: int, repeats: int, tmp: Path) -> None:
     import numpy
 
-    from kura_magic.storage import base as store
+    from kura_magic import storage as store
     from kura_magic.run.embeddings import embed
     from kura_magic.testing import LoopbackLLM
 

@@ -37,7 +37,7 @@ TARGET_RATIO = 2.0
 
 def use_cache(location: str) -> None:
     """Point the cache at `location` with no store left open from the previous configuration."""
-    from kura_magic.storage import base as store
+    from kura_magic import storage as store
 
     os.environ["KURA_MAGIC_CACHE"] = location
     store.close_all()

@@ -123,7 +123,7 @@ def main() -> None:
 
 def measure(directory: Path, n: int, rounds: int) -> dict[str, list[float]]:
     import kura_magic
-    from kura_magic.storage.base import open_store
+    from kura_magic.storage import open_store
 
     store = open_store(kura_magic.settings())
     fill(store, n)

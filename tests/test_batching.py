@@ -22,7 +22,7 @@ import kura_magic as km
 from helpers import EMBEDDING_MODEL, PROMPT, make_conversations
 from kura_magic.calls import calls
 from kura_magic.storage import disk as disk_store
-from kura_magic.storage.base import StoreScope, open_store
+from kura_magic.storage import StoreScope, open_store
 from kura_magic.testing import RedisServer, embedding_for
 from kura_magic.types import CacheEntry
 

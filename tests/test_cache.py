@@ -14,7 +14,7 @@ from kura_magic.errors import CacheWarning
 from kura_magic.storage.disk import DiskStore
 from kura_magic.run.embeddings import embedding_key
 from kura_magic.inputs.schemas import resolve_schema
-from kura_magic.storage.base import MemoryStore, open_store
+from kura_magic.storage import MemoryStore, open_store
 from kura_magic.types import CacheEntry, ChatRequest
 from helpers import API_KEY, PROMPT, make_conversations
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kura_magic.calls import gateway
-from kura_magic.storage import base as store
+from kura_magic import storage as store
 from kura_magic.errors import CacheWarning
 from kura_magic.config import settings
 from kura_magic.run.embeddings import (

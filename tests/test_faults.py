@@ -14,7 +14,7 @@ from IPython.core.error import UsageError
 
 import kura_magic as km
 from kura_magic.calls import calls
-from kura_magic.storage import base as store
+from kura_magic import storage as store
 from kura_magic.storage.disk import DiskStore
 from helpers import EMBEDDING_MODEL, PROMPT, make_conversations, race_two_processes
 

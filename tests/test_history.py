@@ -13,7 +13,7 @@ import pytest
 import kura_magic as km
 from helpers import MODEL, PROMPT, UNPRICED_MODEL, make_conversations, requires_redis
 from kura_magic.run import history
-from kura_magic.storage import base as store
+from kura_magic import storage as store
 from kura_magic.errors import CacheError, ConfigError, DataError
 from kura_magic.storage.redis import RedisStore
 from kura_magic.testing import RedisServer

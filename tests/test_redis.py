@@ -113,7 +113,7 @@ def test_a_tls_redis_caches_like_any_other(llm, monkeypatch, shell):
     with RedisServer(tls=True, password="tls-team-secret") as server:
         monkeypatch.setenv("KURA_MAGIC_CACHE", server.url)
         first = km.summarise(make_conversations(3), PROMPT)
-        km.store.close_all()  # a new connection, as another kernel of the team would open
+        km.storage.close_all()  # a new connection, as another kernel of the team would open
         again = km.summarise(make_conversations(3), PROMPT)
         stored = our_keys(raw_client(server.url))
         shown = str(shell.run_line_magic("kura", "config")) + repr(km.cache_info())

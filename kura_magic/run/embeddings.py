@@ -24,7 +24,8 @@ from kura_magic.calls.calls import check_cache_mode
 from kura_magic.config import Settings, settings
 from kura_magic.errors import CacheWarning, DataError
 from kura_magic.keys import KeyRecipe
-from kura_magic.storage.base import Store, StoreScope, open_store
+from kura_magic.storage.base import Store, StoreScope
+from kura_magic.storage.opening import open_store
 from kura_magic.types import CacheMode, ExperimentInfo, lone_surrogate
 
 if TYPE_CHECKING:

@@ -26,7 +26,8 @@ from kura_magic.run.compare import Comparison, changed_words, counted, run_setti
 from kura_magic.config import settings
 from kura_magic.errors import CacheError, CacheWarning, ConfigError, DataError
 from kura_magic.run.results import ResultStatus, RunStats, SummaryResult, SummaryRun
-from kura_magic.storage.base import Store, open_store
+from kura_magic.storage.base import Store
+from kura_magic.storage.opening import open_store
 from kura_magic.types import CacheEntry, CacheMode
 
 if TYPE_CHECKING:

@@ -1,1 +1,18 @@
-"""Where answers, vectors and run records are kept: bytes by key, scoped by experiment."""
+"""Where answers, vectors and run records are kept: bytes by key, scoped by experiment.
+
+`base` (the `Store` interface with leases; in memory, off), `disk` (diskcache), `redis`,
+`opening` (`open_store`, the one factory). Redis is imported only when a store uses it:
+`kura_magic.storage.redis.RedisStore`.
+
+Example:
+    >>> from kura_magic import storage
+    >>> storage.open_store(storage.Settings(cache="memory://")).kind
+    'memory'
+"""
+
+from kura_magic.config import Settings
+from kura_magic.storage.base import MemoryStore, NullStore, Store, StoreScope
+from kura_magic.storage.disk import DiskStore
+from kura_magic.storage.opening import close_all, open_store
+
+__all__ = ["DiskStore", "MemoryStore", "NullStore", "Settings", "Store", "StoreScope", "close_all", "open_store"]

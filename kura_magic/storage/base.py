@@ -1,5 +1,6 @@
-"""Stores: bytes by key, scoped by experiment, in memory or off (on disk: `disk_store`),
-and the one factory that opens the store the settings select.
+"""Stores: bytes by key, scoped by experiment, with leases on calls in flight; in memory or
+off here (on disk: `disk`, in Redis: `redis`; the one factory that opens the store the
+settings select: `opening`).
 
 The cache is only an optimisation: a storage timeout or an unreadable entry is
 a miss with a warning, never a crash. Nothing is ever pickled, in either
@@ -13,13 +14,11 @@ import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import ValidationError
 
-from kura_magic.config import Settings, mask_url
-from kura_magic.errors import CacheError, CacheWarning
+from kura_magic.errors import CacheWarning
 from kura_magic.types import CacheEntry, ExperimentInfo, StoreInfo
 
 StoreScope = Literal["responses", "embeddings", "runs"]
@@ -27,7 +26,6 @@ T = TypeVar("T")
 
 STORAGE_TIMEOUT_S = 5.0
 BATCH = 1000  # keys per transaction or round trip: a long run never holds the store for long
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # a KURA_MAGIC_CACHE that selects Redis
 
 
 class Store(ABC):
@@ -300,59 +298,6 @@ class NullStore(Store):
 
     def info(self) -> StoreInfo:
         return StoreInfo(entries=0, bytes=0, enabled=False)
-
-
-_opened: dict[tuple[object, ...], Store] = {}
-_opened_lock = threading.Lock()
-
-
-def open_store(config: Settings, scope: StoreScope = "responses") -> Store:
-    """The store `config` selects for `scope`, opened once per process and reused.
-
-    Responses live in the cache location itself, embeddings and the run history beside
-    them (subdirectories on disk), embeddings with a size limit of their own.
-
-    Example:
-        >>> open_store(Settings(cache="off")).kind
-        'off'
-        >>> open_store(Settings(cache="memory://"), "embeddings").kind
-        'memory'
-    """
-    if not config.caching_enabled:
-        return NullStore()
-    limit = config.embedding_size_limit if scope == "embeddings" else config.cache_size_limit
-    with _opened_lock:
-        slot = (config.cache, scope, limit, config.redis_prefix, config.cache_ttl_s)
-        if slot not in _opened:
-            _opened[slot] = _make_store(config, scope, limit)
-        return _opened[slot]
-
-
-def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
-    # The store modules build on this one, so they are imported here, when chosen.
-    if config.cache.startswith("memory://"):
-        return MemoryStore(size_limit=limit)
-    if config.cache.startswith(REDIS_SCHEMES):
-        from kura_magic.storage.redis import RedisStore
-
-        return RedisStore(config.cache, prefix=config.redis_prefix, scope=scope, ttl_s=config.cache_ttl_s)
-    if "://" in config.cache:
-        raise CacheError(
-            f"KURA_MAGIC_CACHE={mask_url(config.cache)!r}: give a directory, a redis:// URL, "
-            "'memory://' or 'off'"
-        )
-    from kura_magic.storage.disk import DiskStore
-
-    directory = Path(config.cache) / scope if scope != "responses" else Path(config.cache)
-    return DiskStore(directory, size_limit=limit, tag_index=scope != "embeddings")
-
-
-def close_all() -> None:
-    """Close every store opened by `open_store` (tests call this between cases)."""
-    with _opened_lock:
-        for store in _opened.values():
-            store.close()
-        _opened.clear()
 
 
 def warn_storage(action: str, key: str, exc: BaseException) -> None:
