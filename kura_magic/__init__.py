@@ -46,7 +46,7 @@ from kura_magic.run.history import compare, load_run, runs
 from kura_magic.keys import cache_key
 from kura_magic.inputs.loaders import load_conversations
 from kura_magic.run.pipeline import asummarise, estimate, summarise
-from kura_magic.run.results import Completion, Estimate, RunStats, SummaryResult, SummaryRun
+from kura_magic.run.results import Completion, Estimate, SummaryResult, SummaryRun
 from kura_magic.inputs.schemas import KuraSummary
 from kura_magic.run.session import (
     active_experiment,
@@ -68,6 +68,7 @@ from kura_magic.types import (
     Conversation,
     ExperimentInfo,
     Message,
+    RunStats,
     Usage,
 )
 

@@ -104,3 +104,13 @@ TABLE_ROWS = 50
 TEXT_ROWS = 20
 # A table cell's text longer than this is cut, the whole a click away.
 CELL_CHARS = 160
+
+
+def counted(n: int, noun: str) -> str:
+    """`n` and the noun, plural unless n is 1.
+
+    Example:
+        >>> counted(1, "word"), counted(3, "word")
+        ('1 word', '3 words')
+    """
+    return f"{n} {noun}{'' if n == 1 else 's'}"

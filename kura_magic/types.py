@@ -1,5 +1,5 @@
 """Plain data shared by every layer: conversations (Kura's shape), token usage, a chat
-request, what the cache keeps per call, and what a store holds."""
+request, what the cache keeps per call, what a store holds, and a run's statistics."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from kura_magic import formatting
 from kura_magic.keys import KeyRecipe
 
 CacheMode = Literal["read_write", "read_only", "refresh", "off"]
 CACHE_MODES: tuple[CacheMode, ...] = ("read_write", "read_only", "refresh", "off")
+ResultStatus = Literal["ok", "error", "skipped", "unfinished"]  # how one row of a run ended
 
 
 def lone_surrogate(text: str) -> str | None:
@@ -231,3 +233,102 @@ class CacheInfo(StoreInfo):
 
     active_experiment: str = "default"
     embeddings: ExperimentInfo = Field(default_factory=ExperimentInfo)
+
+
+class RunStats(BaseModel):
+    """Counts, money and time of one run, updated live while it goes.
+
+    Example:
+        >>> RunStats(total=3, fresh=1, cached=2, cost=0.01).spent_text
+        '$0.01'
+    """
+
+    total: int = 0
+    done: int = 0
+    fresh: int = 0
+    cached: int = 0
+    errors: int = 0
+    skipped: int = 0
+    cost: float = 0.0
+    cost_unknown: int = 0
+    saved_cost: float = 0.0
+    saved_unknown: int = 0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    unsaved: int = 0  # fresh answers the cache could not keep (it was down)
+    phase: str = ""  # what the run is waiting on, while it is not obvious from the counts
+    in_flight: int = 0  # provider calls out now
+    max_cost: float | None = None  # the budget, once it has refused a call
+    skip_estimate: float | None = None  # what one refused call was estimated to cost, on average
+    LOADING: ClassVar[str] = "loading the provider library…"  # phases
+    CALLING: ClassVar[str] = "calling"
+
+    def record(self, *, cached: bool, error: bool, cost: float | None) -> None:
+        """Count one finished row; `cost` is what its call cost when made (None: no price).
+
+        A cached row's cost counts as saved, a fresh row's as spent.
+        """
+        self.done += 1
+        self.errors += error
+        self.cached += cached
+        self.fresh += not cached
+        total, unknown = ("saved_cost", "saved_unknown") if cached else ("cost", "cost_unknown")
+        if cost is None:
+            setattr(self, unknown, getattr(self, unknown) + 1)
+        else:
+            # Rounded so the same calls add up to the same total in any order (spent == saved).
+            setattr(self, total, round(getattr(self, total) + cost, 12))
+
+    @property
+    def spent_text(self) -> str:
+        return formatting.money(self.cost, unknown=self.cost_unknown)
+
+    @property
+    def saved_text(self) -> str:
+        return formatting.money(self.saved_cost, unknown=self.saved_unknown)
+
+    def texts(self) -> dict[str, str]:
+        """The run's counts, money and time, each keyed by the CSS class the panel gives it;
+        what the run is doing now (its phase, calls in flight) goes beside the progress.
+
+        Example:
+            >>> RunStats(total=4, done=4, fresh=3, cached=1).texts()["kura-fresh"]
+            '3 fresh'
+            >>> RunStats(total=9, done=2, phase=RunStats.CALLING, in_flight=5).texts()["kura-done"]
+            '2/9 done · calling · 5 in flight'
+        """
+        done = f"{self.done}/{self.total} done"
+        done += f" · {self.phase}" if self.phase else ""
+        done += f" · {self.in_flight} in flight" if self.in_flight else ""
+        done += f" · {self.skipped} skipped (budget)" if self.skipped else ""
+        done += " · interrupted" if self.interrupted else ""
+        done += f" · {self.unsaved} not stored (cache unavailable)" if self.unsaved else ""
+        return {
+            "kura-done": done,
+            "kura-fresh": f"{self.fresh} fresh",
+            "kura-cached": f"{self.cached} cached",
+            "kura-errors": f"{self.errors} errors",
+            "kura-spent": f"spent {self.spent_text}",
+            "kura-saved": f"saved {self.saved_text}",
+            "kura-elapsed": f"elapsed {formatting.duration(self.elapsed_s)}",
+        }
+
+    def bar_counts(self) -> dict[str, int]:
+        """The stacked bar's parts, adding up to `done`: errors (cached or fresh), then the
+        answers that came from the cache and from a fresh call.
+
+        Example:
+            >>> RunStats(total=9, done=6, fresh=4, cached=2, errors=1).bar_counts()
+            {'cached': 2, 'fresh': 3, 'errors': 1}
+        """
+        cached = min(self.cached, self.done - self.errors)
+        return {"cached": cached, "fresh": self.done - self.errors - cached, "errors": self.errors}
+
+    def summary_line(self) -> str:
+        """One line a person reads: the panel's texts, in the panel's order.
+
+        Example:
+            >>> RunStats(total=2, done=2, fresh=2, cost=0.01).summary_line()
+            '2/2 done · 2 fresh · 0 cached · 0 errors · spent $0.01 · saved $0.00 · elapsed 0 ms'
+        """
+        return " · ".join(self.texts().values())

@@ -8,7 +8,9 @@ from pydantic import BaseModel
 
 from kura_magic.run.compare import Comparison, compare_runs, output_text
 from kura_magic.errors import ConfigError
-from kura_magic.run.results import RunStats, SummaryResult, SummaryRun
+from kura_magic.run.results import SummaryResult, SummaryRun
+from kura_magic.types import RunStats
+from kura_magic.views.text import header_lines
 
 
 def run_of(*results: SummaryResult) -> SummaryRun:
@@ -140,4 +142,4 @@ def test_the_prompt_diff_and_setting_changes_come_first_and_changed_only_hides_t
     assert html.index("kura-prompt-diff") < html.index("kura-table")
     assert '<del class="kura-removed">one &lt;line&gt;:</del><ins class="kura-added">two &lt;lines&gt;:</ins>' in html
     assert html.count("<tr") == 2 and "1 of 2 conversations differ (only those shown)" in html
-    assert Comparison.of(a, a).header_lines() == ["prompt: the same in both runs"]
+    assert header_lines(Comparison.of(a, a)) == ["prompt: the same in both runs"]

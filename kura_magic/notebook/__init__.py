@@ -1,6 +1,6 @@
-"""The notebook layer: the magics, the panel and the HTML views.
+"""The notebook layer: the magics, the panels and the live run widget.
 
-This is the only part of kura_magic that imports IPython or ipywidgets (the magics
-and the panel do; `views` is plain HTML text, so the core's `_repr_html_` methods
-can use it). Nothing is imported here: `%load_ext kura_magic` imports `magics`.
+The only part of kura_magic that imports IPython, ipywidgets or traitlets (the HTML and
+text they show are `kura_magic.views`, which the core's `_repr_html_` can use). Nothing is
+imported here: `%load_ext kura_magic` imports `magics`.
 """

@@ -32,10 +32,12 @@ from kura_magic.errors import (
     LocalModelError, MissingAPIKeyError, ModelError, ResponseError, SchemaError, TemplateError,
     UnknownModelError,
 )
-from kura_magic.notebook.panel import Panel, cache_table, open_panel
+from kura_magic.notebook.panel import Panel, open_panel
 from kura_magic.run.pipeline import estimate, summarise
 from kura_magic.run.results import Estimate, SummaryRun
 from kura_magic.types import CacheMode
+from kura_magic.views.history import RunHistory
+from kura_magic.views.text import cache_table
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -216,11 +218,11 @@ def _compare(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> 
     return comparison
 
 
-def _runs(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> history.RunHistory:
+def _runs(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> RunHistory:
     if words and not words[0].isdigit():
         raise UsageError(f"%kura runs takes how many of the latest runs to show, not {words[0]!r}")
     last = int(words[0]) if words else None
-    return history.RunHistory(history.runs(experiment=args.experiment, prompt=args.prompt, last=last))
+    return RunHistory(history.runs(experiment=args.experiment, prompt=args.prompt, last=last))
 
 
 def _local(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:

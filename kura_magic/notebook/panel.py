@@ -28,19 +28,16 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from kura_magic import formatting
 from kura_magic.run import session
 from kura_magic.run.embeddings import clear_embedding_cache
 from kura_magic.errors import KuraMagicError
 from kura_magic.views import html as views
-from kura_magic.run.results import RunStats
+from kura_magic.views.text import budget_text, cache_texts, progress_line, run_texts
 from kura_magic.run.session import active_experiment, cache_info, clear_all_caches, clear_cache
-from kura_magic.types import CacheInfo
-
-if TYPE_CHECKING:
-    import pandas
+from kura_magic.types import CacheInfo, RunStats
 
 THROTTLE_S = 0.1
 CONFIRM_WINDOW_S = 5.0  # a second click later than this after the first only asks again
@@ -100,28 +97,6 @@ CACHE_ROWS = (
 )
 
 
-def cache_texts(info: CacheInfo, name: str) -> dict[str, str]:
-    """The cache's size for experiment `name` and in total, and the list of experiments.
-
-    Example:
-        >>> cache_texts(CacheInfo(entries=0, bytes=0), "default")["kura-experiment-size"]
-        'default: 0 entries, 0 B'
-    """
-    if not info.enabled:
-        return {"kura-experiment-size": f"{name}: caching is off", "kura-total-size": "cache: off"}
-    if info.problem is not None:
-        return {"kura-experiment-size": f"{name}: not cached", "kura-total-size": info.problem}
-    own = info.for_experiment(name)
-    listed = ", ".join(f"{n} ({info.experiments[n].entries})" for n in sorted(info.experiments))
-    vectors = info.embeddings
-    return {
-        "kura-experiment-size": f"{name}: {own.entries} entries, {formatting.size(own.bytes)}",
-        "kura-total-size": f"cache: {info.entries} entries, {formatting.size(info.bytes)} on disk",
-        "kura-embeddings-size": f"embeddings: {vectors.entries} vectors, {formatting.size(vectors.bytes)} on disk",
-        "kura-experiments": f"experiments: {listed or 'none yet'}",
-    }
-
-
 def experiment_names(info: CacheInfo, active: str) -> list[str]:
     """The experiments to offer in the selector: those with entries, and the active one.
 
@@ -130,98 +105,6 @@ def experiment_names(info: CacheInfo, active: str) -> list[str]:
         ['default']
     """
     return sorted({*info.experiments, active})
-
-
-def cache_table(info: CacheInfo, active: str) -> pandas.DataFrame:
-    """`%kura stats`: one row per experiment (entries, bytes, size, active), then the whole cache.
-
-    Example:
-        >>> cache_table(CacheInfo(entries=0, bytes=0), "default").iloc[-1]["experiment"]
-        '(whole cache)'
-    """
-    import pandas
-
-    rows = [
-        {"experiment": name, "entries": e.entries, "bytes": e.bytes,
-         "size": formatting.size(e.bytes), "active": name == active}
-        for name, e in sorted(info.experiments.items())
-    ]
-    rows.append({"experiment": "(whole cache)", "entries": info.entries, "bytes": info.bytes,
-                 "size": formatting.size(info.bytes), "active": False})
-    return pandas.DataFrame(rows)
-
-
-def progress_line(stats: RunStats, rate: float | None) -> str:
-    """The text view's live line, like tqdm's bar: share done, bar, where the run is, elapsed
-    and time left at `rate` (calls per second, as `Panel.rate`), rate, then counts and money.
-
-    Example:
-        >>> progress_line(RunStats(total=4, done=1, fresh=1, elapsed_s=2.0), 0.5)
-        ' 25%|█████               | 1/4 done [2.00 s<6.00 s, 0.5/s] 1 fresh · 0 cached · 0 errors · spent $0.00'
-    """
-    texts = stats.texts()
-    fraction = stats.done / stats.total if stats.total else 0.0
-    seconds = seconds_left(stats, rate)
-    left = "?" if seconds is None else formatting.duration(seconds)
-    speed = f"{rate:.1f}/s" if rate else "?/s"
-    counts = " · ".join(texts[name] for name in ("kura-fresh", "kura-cached", "kura-errors", "kura-spent"))
-    timing = f"[{formatting.duration(stats.elapsed_s)}<{left}, {speed}]"
-    return f"{fraction:4.0%}|{formatting.bar(fraction)}| {texts['kura-done']} {timing} {counts}"
-
-
-def run_texts(stats: RunStats, rate: float | None, *, going: bool) -> dict[str, str]:
-    """The run's pieces of text: counts and money (the saved share beside what was saved), the
-    rate of calls and, while the run goes, what it waits on and the time left.
-
-    Example:
-        >>> texts = run_texts(RunStats(total=8, done=4, fresh=2, cached=2, cost=0.01, saved_cost=0.03,
-        ...                            phase=RunStats.CALLING, in_flight=3), 2.0, going=True)
-        >>> [texts[name] for name in ("kura-done", "kura-rate", "kura-eta", "kura-phase", "kura-saved")]
-        ['4/8 done', '2.0 calls/s', 'ETA 2.00 s', 'calling · 3 in flight', 'saved $0.03 (75%)']
-    """
-    texts = stats.model_copy(update={"phase": "", "in_flight": 0}).texts()
-    if stats.saved_cost:
-        texts["kura-saved"] += f" ({stats.saved_cost / (stats.saved_cost + stats.cost):.0%})"
-    if rate:
-        texts["kura-rate"] = f"{rate:.1f} calls/s"
-    if not going:
-        return texts
-    texts["kura-phase"] = _phase_text(stats)
-    seconds = seconds_left(stats, rate)
-    if seconds is not None:
-        texts["kura-eta"] = f"ETA {formatting.duration(seconds)}"
-    return texts
-
-
-def seconds_left(stats: RunStats, rate: float | None) -> float | None:
-    """How long the calls not yet done take at `rate` per second (None: unknown, or none left).
-
-    Example:
-        >>> seconds_left(RunStats(total=10, done=4, skipped=2), 2.0)
-        2.0
-    """
-    left = stats.total - stats.done - stats.skipped
-    return left / rate if rate and left > 0 else None
-
-
-def _phase_text(stats: RunStats) -> str:
-    """What the run waits on: the start, the provider library, or its calls (how many are out,
-    once the run has said so: it first reports the calling phase before any is sent)."""
-    if stats.phase != RunStats.CALLING:
-        return stats.phase or "starting…"
-    return f"calling · {stats.in_flight} in flight" if stats.in_flight else "calling…"
-
-
-def budget_text(stats: RunStats) -> str:
-    """Why calls were skipped, said once: the budget, how many, and what one was estimated to cost.
-
-    Example:
-        >>> budget_text(RunStats(skipped=12, max_cost=0.01, skip_estimate=0.0011))
-        '--max-cost $0.01 reached: 12 calls skipped (about $0.00110 each)'
-    """
-    each = f" (about {formatting.money(stats.skip_estimate)} each)" if stats.skip_estimate else ""
-    calls = "call" if stats.skipped == 1 else "calls"
-    return f"--max-cost {formatting.money(stats.max_cost)} reached: {stats.skipped} {calls} skipped{each}"
 
 
 def widgets_available() -> bool:

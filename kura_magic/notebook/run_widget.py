@@ -16,8 +16,8 @@ from typing import Any
 import anywidget
 import traitlets
 
-from kura_magic.views import html as views
-from kura_magic.run.results import RunStats
+from kura_magic.types import RunStats
+from kura_magic.views.theme import BAR_PARTS
 
 HERE = Path(__file__).parent
 
@@ -60,7 +60,7 @@ class RunWidget(anywidget.AnyWidget):
             self.texts = dict(texts)
             self.rows = [list(row) for row in rows]
             self.parts = [{"name": name, "count": counts[name], "colour": colour}
-                          for name, colour in views.BAR_PARTS]
+                          for name, colour in BAR_PARTS]
             self.total, self.done, self.in_flight = stats.total, stats.done, stats.in_flight
             self.phase, self.elapsed_s = stats.phase, stats.elapsed_s
             self.state, self.running = state, state == "running"

@@ -1,16 +1,13 @@
-"""The run history: every `summarise` run recorded in the store (JSON, never pickle), listed,
-loaded back from its record and the response cache with no call made, compared, pruned.
-
-A record is two entries of the "runs" store, in the run's experiment: `<run_id>` (when,
-where, prompt, model, parameters, schema, stats, and the store its answers are in when it
-is not the settings' cache) and `<run_id>.rows` (each conversation's id and cache key), so
-listing the history reads only the small halves. The history is an aid, like the cache: a
-store that cannot keep a record costs one warning, never a run.
+"""The run history, seen from runs: recording a `summarise` run (with what changed since the
+last run of its name), finding a recorded run by its name, rebuilding it from its record
+and the response cache with no call made, comparing two runs, and the history as a table.
+The records themselves are kept by `storage.runlog`; the table is shown by `views.history`.
+The history is an aid, like the cache: a store that cannot keep a record costs one
+warning, never a run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 import warnings
@@ -21,85 +18,38 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from kura_magic import formatting
-from kura_magic.run.compare import Comparison, changed_words, counted, run_settings, setting_changes
 from kura_magic.config import settings
-from kura_magic.errors import CacheError, CacheWarning, ConfigError, DataError
-from kura_magic.run.results import ResultStatus, RunStats, SummaryResult, SummaryRun
+from kura_magic.diffs import changed_words
+from kura_magic.errors import CacheError, CacheWarning, ConfigError
+from kura_magic.formatting import counted
+from kura_magic.run.compare import Comparison, run_settings, setting_changes
+from kura_magic.run.results import SummaryResult, SummaryRun
 from kura_magic.storage.base import Store
 from kura_magic.storage.opening import open_store
-from kura_magic.types import CacheEntry, CacheMode
+from kura_magic.storage.runlog import (
+    AnswerStore,
+    RecordedRow,
+    RunRecord,
+    prompt_hash,
+    prune,
+    read_rows,
+    records,
+    run_store,
+    write_record,
+)
+from kura_magic.types import CacheEntry
 
 if TYPE_CHECKING:
     import pandas
 
-RECORD_FORMAT = 1
-ROWS = ".rows"  # the suffix of a record's second entry
 MISSING = "no longer in the cache (cleared or evicted): run it again to get it back"
 _RELATIVE = re.compile(r"-\d+")
-
-
-class RecordedRow(BaseModel):
-    """One conversation of a recorded run: where its answer is cached, and how it went."""
-
-    conversation_id: str
-    key: str
-    status: ResultStatus = "ok"
-    cached: bool = False
-    error: str | None = None  # only for rows that never got an answer (skipped, unfinished)
-
-
-class AnswerStore(BaseModel):
-    """Where a run made with its own `store=` keeps its answers; never a secret (a Redis URL
-    is kept with its password masked, so such a store cannot be reopened from the record)."""
-
-    kind: str
-    location: str | None = None  # Store.location: a directory, or a masked Redis URL and prefix
-
-
-class RunRecord(BaseModel):
-    """What the history keeps of one run, besides its rows."""
-
-    format: int = RECORD_FORMAT
-    run_id: str
-    created_at: datetime
-    label: str | None = None  # the name it was bound to (`--out`)
-    cell: str | None = None  # where it ran: notebook and cell, if known
-    experiment: str
-    model: str
-    params: dict[str, Any] = {}
-    prompt: str
-    prompt_hash: str
-    schema_name: str | None = None
-    json_schema: dict[str, Any] | None = None
-    cache_mode: CacheMode = "read_write"
-    stats: RunStats
-    changes: str = ""
-    answers: AnswerStore | None = None  # None: the settings' cache
-
-
-class RecordedRows(BaseModel):
-    rows: list[RecordedRow]
 
 
 class RecordedSummary(BaseModel):
     """A structured answer read back without its schema class: the fields as they were."""
 
     model_config = ConfigDict(extra="allow")
-
-
-def prompt_hash(prompt: str) -> str:
-    """The short hash that names a prompt template in the history.
-
-    Example:
-        >>> prompt_hash("Summarise:\\n{{ transcript }}")
-        '5452f652'
-    """
-    return hashlib.sha256(prompt.strip().encode("utf-8")).hexdigest()[:8]
-
-
-def _store() -> Store:
-    return open_store(settings(), "runs")
 
 
 def record_run(run: SummaryRun, *, json_schema: dict[str, Any] | None = None, cell: str | None = None,
@@ -117,7 +67,7 @@ def record_run(run: SummaryRun, *, json_schema: dict[str, Any] | None = None, ce
     if not settings().caching_enabled:
         return
     try:
-        saved = _save(run, _store(), json_schema=json_schema, cell=cell, answers=answers)
+        saved = _save(run, run_store(), json_schema=json_schema, cell=cell, answers=answers)
         why = "the store could not write it; its cache warning says why"
     except CacheError as exc:  # the history store cannot be opened: nothing has said why yet
         saved, why = False, str(exc)
@@ -140,18 +90,15 @@ def _save(run: SummaryRun, store: Store, *, json_schema: dict[str, Any] | None, 
     previous = next((r for r in reversed(history) if run.label and r.label == run.label), None)
     if previous is not None:
         try:
-            record.changes = change_note(previous, record, rows, _rows(previous, store))
+            record.changes = change_note(previous, record, rows, read_rows(previous, store))
         except CacheError:  # the previous run's rows are gone: no note, the run is still recorded
             pass
-    data = RecordedRows(rows=rows).model_dump_json().encode("utf-8")
-    if not store.write_bytes(record.run_id + ROWS, data, experiment=record.experiment):
-        return False
-    if not store.write_bytes(record.run_id, record.model_dump_json().encode("utf-8"), experiment=record.experiment):
+    if not write_record(record, rows, store):
         return False
     run.run_id, run.changes = record.run_id, record.changes
     if answers is not None and record.answers is not None:
         _answer_stores[record.run_id] = answers
-    _prune([*history, record], settings().history_limit, store)
+    prune([*history, record], settings().history_limit, store)
     return True
 
 
@@ -177,6 +124,7 @@ def change_note(before: RunRecord, after: RunRecord, rows: list[RecordedRow], ro
     """What changed from run `before` to run `after` of the same cell, in one line.
 
     Example:
+        >>> from kura_magic.types import RunStats
         >>> stats = RunStats(total=2, fresh=1, cached=1)
         >>> old = RunRecord(run_id="a1", created_at=datetime.now(timezone.utc), experiment="e", model="m",
         ...                 prompt="In one line: {{ transcript }}", prompt_hash="x", stats=stats)
@@ -198,69 +146,6 @@ def change_note(before: RunRecord, after: RunRecord, rows: list[RecordedRow], ro
     parts.append(f"{after.stats.fresh} fresh")
     parts.append(f"{counted(reused, 'unchanged answer')} reused")
     return f"since run {before.run_id}: " + " · ".join(parts)
-
-
-def records(*, experiment: str | None = None, store: Store | None = None) -> list[RunRecord]:
-    """Every recorded run (of one experiment, or of all), oldest first.
-
-    Example:
-        >>> from kura_magic import summarise
-        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", experiment="history-demo")
-        >>> [r.experiment for r in records(experiment="history-demo")]
-        ['history-demo']
-    """
-    store = store or _store()
-    seen = _seen.setdefault(store, {})
-    names = [experiment] if experiment is not None else list(store.info().experiments)
-    found = []
-    for name in names:
-        keys = [key for key in store.keys(experiment=name) if not key.endswith(ROWS)]
-        unread = [key for key in keys if (name, key) not in seen]
-        for key, data in store.read_many(unread, experiment=name).items():
-            try:
-                seen[(name, key)] = RunRecord.model_validate_json(data)
-            except ValidationError:
-                warnings.warn(f"run record {key} is unreadable; it is left out", CacheWarning, stacklevel=2)
-        found += [seen[(name, key)] for key in keys if (name, key) in seen]
-    return sorted(found, key=lambda record: (record.created_at, record.run_id))
-
-
-# A record never changes once written, so each is read once per store and process; listing
-# the history is then one listing of keys (a new kernel reads them all once).
-_seen: weakref.WeakKeyDictionary[Store, dict[tuple[str, str], RunRecord]] = weakref.WeakKeyDictionary()
-
-
-def _rows(record: RunRecord, store: Store) -> list[RecordedRow]:
-    data = store.read_bytes(record.run_id + ROWS, experiment=record.experiment)
-    try:
-        return RecordedRows.model_validate_json(data or b"").rows
-    except ValidationError:
-        raise CacheError(f"the rows of run {record.run_id} are missing or unreadable: "
-                         "it cannot be loaded; run it again") from None
-
-
-def _prune(history: list[RunRecord], limit: int, store: Store) -> int:
-    """Forget the oldest records past `limit`; returns how many."""
-    doomed = history[: max(0, len(history) - limit)]
-    for record in doomed:
-        store.delete(record.run_id, experiment=record.experiment)
-        store.delete(record.run_id + ROWS, experiment=record.experiment)
-    return len(doomed)
-
-
-def clear_history() -> int:
-    """Forget every recorded run; returns how many there were.
-
-    Example:
-        >>> from kura_magic import summarise
-        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}")
-        >>> clear_history(), len(records())
-        (1, 0)
-    """
-    store = _store()
-    count = len(records(store=store))
-    store.clear()
-    return count
 
 
 def find_record(ref: str | int, *, store: Store | None = None) -> RunRecord:
@@ -307,9 +192,9 @@ def load_run(ref: str | int, *, store: Store | None = None, answers: Store | Non
         >>> [r.summary for r in loaded] == [r.summary for r in run], loaded.missing
         (True, [])
     """
-    store = store or _store()
+    store = store or run_store()
     record = find_record(ref, store=store)
-    rows = _rows(record, store)
+    rows = read_rows(record, store)
     keys = list(dict.fromkeys(row.key for row in rows if row.error is None))
     found, why = (answers, MISSING) if answers is not None else _answers_of(record)
     entries = found.get_many(keys, experiment=record.experiment) if found is not None else {}
@@ -382,7 +267,7 @@ def compare(a: str | int | SummaryRun, b: str | int | SummaryRun, *, changed_onl
         short ... vs long ...: 5 of 5 conversations differ (only those shown)
         ...
     """
-    store = _store()
+    store = run_store()
     runs = [_run_of(ref, store) for ref in (a, b)]
     labels = [_label(run, fallback) for run, fallback in zip(runs, ("a", "b"))]
     if labels[0] == labels[1]:
@@ -393,6 +278,11 @@ def compare(a: str | int | SummaryRun, b: str | int | SummaryRun, *, changed_onl
 def _label(run: SummaryRun, fallback: str) -> str:
     """How a run is named in a comparison: its --out name and id, as far as known."""
     return " ".join(part for part in (run.label, run.run_id) if part) or fallback
+
+
+# The history table's columns, one per fact of a record (their titles: `views.history`).
+COLUMNS = ("run_id", "created_at", "label", "cell", "experiment", "model", "prompt_hash", "conversations",
+           "fresh", "cached", "errors", "spent", "saved")
 
 
 def runs(*, experiment: str | None = None, prompt: str | None = None, last: int | None = None) -> pandas.DataFrame:
@@ -413,92 +303,9 @@ def runs(*, experiment: str | None = None, prompt: str | None = None, last: int 
     return pandas.DataFrame([_row(r) for r in chosen], columns=list(COLUMNS))
 
 
-COLUMNS = {"run_id": "run", "created_at": "when (UTC)", "label": "out", "cell": "cell",
-           "experiment": "experiment", "model": "model", "prompt_hash": "prompt", "conversations": "rows",
-           "fresh": "fresh", "cached": "cached", "errors": "errors", "spent": "spent", "saved": "saved"}
-
-
 def _row(record: RunRecord) -> dict[str, Any]:
     stats = record.stats
     return {"run_id": record.run_id, "created_at": record.created_at, "label": record.label,
             "cell": record.cell, "experiment": record.experiment, "model": record.model,
             "prompt_hash": record.prompt_hash, "conversations": stats.total, "fresh": stats.fresh,
             "cached": stats.cached, "errors": stats.errors, "spent": stats.cost, "saved": stats.saved_cost}
-
-
-class RunHistory:
-    """What `%kura runs` shows: the history table, as HTML in a notebook, as text elsewhere.
-
-    Example:
-        >>> from kura_magic import summarise
-        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", label="v1")
-        >>> shown = repr(RunHistory(runs()))
-        >>> shown.splitlines()[0], "5452f652" in shown
-        ('1 recorded run', True)
-    """
-
-    def __init__(self, frame: pandas.DataFrame) -> None:
-        self.frame = frame
-
-    @property
-    def caption(self) -> str:
-        count = len(self.frame)
-        return counted(count, "recorded run") + ("" if count else ": none yet")
-
-    def cells(self) -> list[list[str]]:
-        """The table's rows as the text a person reads (times in UTC, money in dollars)."""
-        return [[_shown(name, value) for name, value in row.items()] for row in self.frame.to_dict("records")]
-
-    def __repr__(self) -> str:
-        import pandas
-
-        table = pandas.DataFrame(self.cells(), columns=list(COLUMNS.values()))
-        return self.caption + ("\n" + table.to_string(index=False) if len(table) else "")
-
-    def _repr_html_(self) -> str:
-        from kura_magic.views.html import runs_html
-
-        return runs_html(self)
-
-
-def _shown(name: str, value: Any) -> str:
-    if name in ("spent", "saved"):
-        return formatting.money(value)
-    if name == "created_at":
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return "" if value is None else str(value)
-
-
-def export_rows(experiment: str) -> list[dict[str, Any]]:
-    """The run records of one experiment as JSON data, for `export_experiment`.
-
-    Example:
-        >>> from kura_magic import summarise
-        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", experiment="shared")
-        >>> [sorted(row) for row in export_rows("shared")]
-        [['record', 'rows']]
-    """
-    store = _store()
-    return [{"record": r.model_dump(mode="json"), "rows": RecordedRows(rows=_rows(r, store)).model_dump(mode="json")}
-            for r in records(experiment=experiment, store=store)]
-
-
-def import_row(row: dict[str, Any], *, experiment: str) -> str:
-    """Store one run record written by `export_rows` in `experiment`; returns its run id.
-
-    Example:
-        >>> from kura_magic import summarise
-        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", experiment="shared")
-        >>> [import_row(row, experiment="replay") for row in export_rows("shared")] == [load_run(-1).run_id]
-        True
-    """
-    try:
-        # an import brings the answers into the settings' cache, whatever store they were made in
-        record = RunRecord.model_validate(row["record"]).model_copy(update={"experiment": experiment, "answers": None})
-        rows = RecordedRows.model_validate(row["rows"])
-    except (KeyError, TypeError, ValidationError) as exc:
-        raise DataError(f"not an exported run record: {exc}") from None
-    store = _store()
-    store.write_bytes(record.run_id + ROWS, rows.model_dump_json().encode("utf-8"), experiment=experiment)
-    store.write_bytes(record.run_id, record.model_dump_json().encode("utf-8"), experiment=experiment)
-    return record.run_id

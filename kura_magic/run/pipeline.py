@@ -20,9 +20,9 @@ from kura_magic.run.checkpoints import checkpoint_path, load_checkpoint, save_ch
 from kura_magic.errors import ConfigError
 from kura_magic.keys import schema_json
 from kura_magic.inputs.loaders import ConversationSource, load_conversations
-from kura_magic.run.results import Estimate, RunStats, SummaryResult, SummaryRun
+from kura_magic.run.results import Estimate, SummaryResult, SummaryRun
 from kura_magic.inputs.templates import PromptTemplate
-from kura_magic.types import CacheEntry, ChatRequest, Conversation
+from kura_magic.types import CacheEntry, ChatRequest, Conversation, RunStats
 
 ProgressCallback = Callable[[RunStats], None]
 UNFINISHED = "interrupted before it finished"

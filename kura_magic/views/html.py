@@ -1,5 +1,6 @@
-"""HTML views of runs, comparisons and estimates: every piece of text escaped, in blocks
-JupyterLab does not typeset as maths. Plain strings in, HTML out; no IPython."""
+"""HTML views of runs, comparisons, the run history and the panels: every piece of text
+escaped (the words from `views.text`, the colours from `views.theme`), in blocks JupyterLab
+does not typeset as maths. Plain strings in, HTML out; no IPython."""
 
 from __future__ import annotations
 
@@ -8,23 +9,20 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kura_magic import formatting
-from kura_magic.run.compare import Chunk, cut_chunks, margins, prompt_summary, word_diff
-from kura_magic.run.compare import shown as output_or_absent
-from kura_magic.run.history import COLUMNS
+from kura_magic.diffs import Chunk, cut_chunks, margins, word_diff
+from kura_magic.types import RunStats
+from kura_magic.views import text as plain
+from kura_magic.views.theme import BADGE_COLOURS, BAR_PARTS, DIFFERS_CSS, EDGES, FAILED, QUIET_GREY, RUNNING_EDGE
 
 if TYPE_CHECKING:
     from kura_magic.run.compare import Comparison
-    from kura_magic.run.history import RunHistory
-    from kura_magic.run.results import RunStats, SummaryResult, SummaryRun
+    from kura_magic.run.results import SummaryResult, SummaryRun
+    from kura_magic.views.history import RunHistory
 
 LEFT = ' style="text-align:left"'  # JupyterLab right-aligns table cells; text reads better left
 # The id column never wraps and stays in view when a wide table scrolls right.
 KEY_STYLE = "text-align:left;white-space:nowrap;position:sticky;left:0;background:var(--jp-layout-color0, #fff)"
 BADGE_STYLE = "background:{colour};color:#fff;border-radius:8px;padding:0 7px;font-size:11px;white-space:nowrap"
-BADGE_COLOURS = {"fresh": "#43a047", "cached": "#1e88e5", "error": "#e53935", "skipped": "#757575",
-                 "unfinished": "#fb8c00"}
-# Rows without an answer, said once per reason above the table rather than row by row.
-UNANSWERED = {"skipped": "skipped", "unfinished": "not finished"}
 
 
 class Badge(str):
@@ -81,7 +79,7 @@ def _cell(value: str) -> str:
         return f"<td{LEFT}>{value}</td>"
     text = html.escape(value)
     if isinstance(value, Badge):
-        style = BADGE_STYLE.format(colour=BADGE_COLOURS.get(value, "#757575"))
+        style = BADGE_STYLE.format(colour=BADGE_COLOURS.get(value, BADGE_COLOURS["skipped"]))
         return f'<td><span class="kura-badge kura-{text}" style="{style}">{text}</span></td>'
     if isinstance(value, Key):
         return f'<td class="kura-id" style="{KEY_STYLE}">{text}</td>'
@@ -115,21 +113,16 @@ def paragraph_html(text: str, *, css_class: str) -> str:
     return f'<p class="{css_class} {formatting.NO_MATHS}">{html.escape(text)}</p>'
 
 
-# The stacked progress bar's parts: the count of RunStats each shows, and its colour.
-BAR_PARTS = (("cached", "#1e88e5"), ("fresh", "#43a047"), ("errors", "#e53935"))
 PANEL_STYLE = "border-left:4px solid {colour};padding:4px 10px;margin:4px 0;font-size:13px;line-height:1.5"
-# A panel's edge colour: failed, with errors or skips, or fine.
-EDGES = {"failed": "#e53935", "warning": "#fb8c00", "ok": "#43a047"}
 
 
 # A run panel's header, as the live widget draws it: the pieces in a wrapping row, the count
 # ones after a swatch of their bar colour, what the run is doing in a quieter colour.
 HEAD_STYLE = "display:flex;flex-wrap:wrap;align-items:center;gap:0 10px;font-variant-numeric:tabular-nums"
-QUIET = "color:var(--jp-ui-font-color2, #616161)"
+QUIET = f"color:var(--jp-ui-font-color2, {QUIET_GREY})"
 QUIET_PIECES = ("kura-rate", "kura-eta", "kura-phase", "kura-elapsed")
 SWATCH = "display:inline-block;width:8px;height:8px;margin-right:4px;border-radius:2px;background:{colour}"
-RUNNING_EDGE = "#1e88e5"  # a live panel: a run going (its fallback HTML), the cache panel
-FAILED_LINE = "color:#e53935"
+FAILED_LINE = f"color:{FAILED}"
 
 
 def panel_html(texts: dict[str, str], rows: Sequence[Sequence[str]], stats: RunStats | None, *,
@@ -189,7 +182,7 @@ def _stacked_bar(stats: RunStats) -> str:
 def results_html(run: SummaryRun) -> str:
     """A run as a table: id, the summary (or the schema's fields), status, cost (or what a
     cached row saved), latency, error. Rows without an answer are said once per reason, above."""
-    answered = [result for result in run.results if result.status not in UNANSWERED]
+    answered = [result for result in run.results if result.status not in plain.UNANSWERED]
     shown = answered[: formatting.TABLE_ROWS]
     columns = _summary_columns(shown)
     named = f"run {run.run_id} · " if run.run_id else ""
@@ -198,57 +191,14 @@ def results_html(run: SummaryRun) -> str:
         "results", ["id", *columns, "", "cost", "latency", "error"],
         [(_result_cells(result, columns), None) for result in shown],
         caption=f"{named}{run.model} · experiment {run.experiment} · {run.stats.summary_line()}{missing}",
-        hidden=len(answered) - len(shown), hidden_hint=".to_pandas()", notes=unanswered_notes(run.results),
+        hidden=len(answered) - len(shown), hidden_hint=".to_pandas()", notes=plain.unanswered_notes(run.results),
     )
-
-
-def unanswered_notes(results: Iterable[SummaryResult]) -> list[str]:
-    """One line per reason rows got no answer (the budget, an interrupt), with how many.
-
-    Example:
-        >>> from kura_magic.run.results import SummaryResult
-        >>> rows = [SummaryResult(conversation_id=str(i), status="skipped",
-        ...                       error="skipped: budget of $0.01 reached") for i in range(40)]
-        >>> unanswered_notes(rows)
-        ['40 calls skipped: budget of $0.01 reached']
-    """
-    reasons: dict[tuple[str, str], int] = {}
-    for result in results:
-        if result.status in UNANSWERED:
-            why = (result.error or "").removeprefix(f"{result.status}: ")
-            reasons[result.status, why] = reasons.get((result.status, why), 0) + 1
-    return [f"{count} {'call' if count == 1 else 'calls'} {UNANSWERED[status]}: {why}"
-            for (status, why), count in reasons.items()]
-
-
-def results_text(run: SummaryRun, *, width: int = 100) -> str:
-    """A run as a plain text table (its first rows) for a terminal, then how to get them all.
-
-    Example:
-        >>> from kura_magic.run.results import RunStats, SummaryResult, SummaryRun
-        >>> run = SummaryRun([SummaryResult(conversation_id="c0", summary="Refund asked.", cost=0.001)],
-        ...                  RunStats(), model="m", experiment="e", label="v1")
-        >>> print(results_text(run))
-        id  status  cost      summary
-        c0  fresh   $0.00100  Refund asked.
-        all 1 rows: v1.to_pandas()
-    """
-    answered = [result for result in run.results if result.status not in UNANSWERED]
-    rows = [(result.conversation_id, _badge(result), _cost(result), result.summary_text() or result.error or "")
-            for result in answered[: formatting.TEXT_ROWS]]
-    table = [("id", "status", "cost", "summary"), *rows]
-    widths = [min(max(len(row[i]) for row in table), 24) for i in range(3)]
-    room = max(width - sum(widths) - 6, 20)
-    lines = formatting.text_rows(table, [*widths, room])
-    more = f" ({len(answered) - len(rows)} more not shown)" if len(answered) > len(rows) else ""
-    hint = f"all {len(run.results)} rows{more}: {run.label or 'run'}.to_pandas()"
-    return "\n".join([*lines, *unanswered_notes(run.results), hint])
 
 
 def runs_html(history: RunHistory) -> str:
     """The run history as a table, one row per run, money and counts right-aligned."""
     numeric = {"rows", "fresh", "cached", "errors", "spent", "saved"}
-    header = list(COLUMNS.values())
+    header = history.titles
     rows = [([Figure(cell) if title in numeric else cell for title, cell in zip(header, cells)], None)
             for cells in history.cells()[-formatting.ROW_LIMIT:]]
     return table_html("runs", header, rows, caption=history.caption,
@@ -268,22 +218,11 @@ def _result_cells(result: SummaryResult, columns: list[str]) -> list[str]:
     return [
         Key(result.conversation_id),
         *(_cell_text(fields.get(column)) for column in columns),
-        Badge(_badge(result)),
-        Figure(_cost(result)),
+        Badge(plain.status_badge(result)),
+        Figure(plain.cost_text(result)),
         Figure(formatting.duration(result.latency_s)),
         result.error or "",
     ]
-
-
-def _badge(result: SummaryResult) -> str:
-    return "cached" if result.cached else ("fresh" if result.status == "ok" else result.status)
-
-
-def _cost(result: SummaryResult) -> str:
-    """What the row cost, or for a cached row what it saved."""
-    if result.cached and result.fresh_cost:
-        return f"saved {formatting.money(result.fresh_cost)}"
-    return formatting.money(result.cost) if result.status == "ok" or result.cost else ""
 
 
 def _cell_text(value: Any) -> str:
@@ -292,14 +231,6 @@ def _cell_text(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     return str(value)
-
-
-# Rows whose outputs differ: a tint of the theme's warning colour over its background, so it
-# reads in light and dark themes (the rgba is for browsers without color-mix).
-DIFFERS_CSS = (
-    ".kura-comparison tr.kura-differs>td{background:rgba(255,152,0,.16)!important;"
-    "background:color-mix(in srgb,var(--jp-warn-color1,#ff9800) 16%,var(--jp-layout-color0,#fff))!important}"
-)
 
 
 def comparison_html(comparison: Comparison) -> str:
@@ -313,8 +244,8 @@ def comparison_html(comparison: Comparison) -> str:
         "compare", ["", "id", label_a, label_b],
         [(["≠" if differs else "", Key(cid), *_outputs_html(a, b)], "kura-differs" if differs else None)
          for cid, a, b, differs in shown],
-        caption=comparison.caption, hidden=len(rows) - formatting.ROW_LIMIT, hidden_hint=".frame",
-        notes=[comparison.hint] if comparison.hint else [],
+        caption=plain.comparison_caption(comparison), hidden=len(rows) - formatting.ROW_LIMIT, hidden_hint=".frame",
+        notes=[hint] if (hint := plain.comparison_hint(comparison)) else [],
     )
     return (f'<div class="kura-comparison {formatting.NO_MATHS}"><style>{DIFFERS_CSS}</style>'
             f"{_changes_html(comparison)}{table}</div>")
@@ -324,11 +255,11 @@ def _changes_html(comparison: Comparison) -> str:
     """The prompt's word diff and each changed setting, above the table."""
     parts = []
     if comparison.prompts is not None:
-        parts.append(f'<p class="kura-caption">{html.escape(prompt_summary(comparison.prompts))}</p>')
+        parts.append(f'<p class="kura-caption">{html.escape(plain.prompt_summary(comparison.prompts))}</p>')
         if comparison.prompts[0] != comparison.prompts[1]:
             diff = marked_html(word_diff(*comparison.prompts), side="both")
             parts.append(f'<pre class="kura-prompt-diff">{diff}</pre>')
-    parts += [f'<p class="kura-setting-change">{html.escape(line)}</p>' for line in comparison.setting_lines()]
+    parts += [f'<p class="kura-setting-change">{html.escape(line)}</p>' for line in plain.setting_lines(comparison)]
     return "".join(parts)
 
 
@@ -336,7 +267,7 @@ def _outputs_html(a: object, b: object) -> tuple[str, str]:
     """Two outputs as cells: plain if either is missing, else with changed words marked; an
     output past `CELL_CHARS` shows its start, the whole (marked too) in a `<details>`."""
     if not (isinstance(a, str) and isinstance(b, str)):
-        return output_or_absent(a), output_or_absent(b)
+        return plain.shown(a), plain.shown(b)
     chunks = word_diff(a, b)
     cells = []
     for side, text in (("old", a), ("new", b)):
@@ -352,7 +283,7 @@ def marked_html(chunks: list[Chunk], *, side: str) -> str:
     in `<ins>` ('new'), or both ('both').
 
     Example:
-        >>> from kura_magic.run.compare import word_diff
+        >>> from kura_magic.diffs import word_diff
         >>> marked_html(word_diff("a <b> c", "a <i> c"), side="both")
         'a <del class="kura-removed">&lt;b&gt;</del><ins class="kura-added">&lt;i&gt;</ins> c'
     """

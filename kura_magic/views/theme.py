@@ -1,0 +1,31 @@
+"""The colours of every view, defined once: the status badges, the stacked bar, a panel's
+edge, the tint of differing rows. The live widget gets them from here too (`run_widget`)."""
+
+FRESH = "#43a047"
+CACHED = "#1e88e5"
+FAILED = "#e53935"
+WARNING = "#fb8c00"
+QUIET_GREY = "#616161"
+NEUTRAL = "#757575"
+
+BADGE_COLOURS = {"fresh": FRESH, "cached": CACHED, "error": FAILED, "skipped": NEUTRAL,
+                 "unfinished": WARNING}
+
+
+# The stacked progress bar's parts: the count of RunStats each shows, and its colour.
+BAR_PARTS = (("cached", CACHED), ("fresh", FRESH), ("errors", FAILED))
+
+
+# A panel's edge colour: failed, with errors or skips, or fine.
+EDGES = {"failed": FAILED, "warning": WARNING, "ok": FRESH}
+
+
+RUNNING_EDGE = CACHED  # a live panel: a run going (its fallback HTML), the cache panel
+
+
+# Rows whose outputs differ: a tint of the theme's warning colour over its background, so it
+# reads in light and dark themes (the rgba is for browsers without color-mix).
+DIFFERS_CSS = (
+    ".kura-comparison tr.kura-differs>td{background:rgba(255,152,0,.16)!important;"
+    "background:color-mix(in srgb,var(--jp-warn-color1,#ff9800) 16%,var(--jp-layout-color0,#fff))!important}"
+)
