@@ -10,7 +10,7 @@ from typing_extensions import Unpack
 from kura_magic.background import blocking
 from kura_magic.calls.calls import CallOptions, CallSetup
 from kura_magic.errors import DataError, ResponseError
-from kura_magic.run.results import Completion
+from kura_magic.run.results import Completion, result_from_entry
 from kura_magic.types import CacheEntry, ChatRequest, lone_surrogate
 
 MessagesOrText = str | Sequence[Mapping[str, Any]]
@@ -51,16 +51,17 @@ def _completion(request: ChatRequest, entry: CacheEntry, *, cached: bool) -> Com
             f"{request.model} could not answer ({entry.error_type}): {entry.error}",
             error_type=entry.error_type or "error", cached=cached,
         )
-    text = entry.response or ""
-    cost, latency = entry.charged(cached=cached)
+    schema = request.schema
+    result = result_from_entry(entry, conversation_id="", key=request.key, cached=cached,
+                               parse=schema.model_validate_json if schema is not None else None)
     return Completion(
-        text=text,
-        parsed=request.schema.model_validate_json(text) if request.schema else None,
+        text=entry.response or "",
+        parsed=result.summary if schema is not None else None,
         cached=cached,
-        cost=cost,
-        latency_s=latency,
-        saved_cost=entry.cost if cached else 0.0,
-        usage=entry.usage,
+        cost=result.cost,
+        latency_s=result.latency_s,
+        saved_cost=result.fresh_cost if cached else 0.0,
+        usage=result.usage,
         model=request.model,
         key=request.key,
     )

@@ -23,7 +23,7 @@ from kura_magic.diffs import changed_words
 from kura_magic.errors import CacheError, CacheWarning, ConfigError
 from kura_magic.formatting import counted
 from kura_magic.run.compare import Comparison, run_settings, setting_changes
-from kura_magic.run.results import SummaryResult, SummaryRun
+from kura_magic.run.results import SummaryResult, SummaryRun, result_from_entry
 from kura_magic.storage.base import Store
 from kura_magic.storage.opening import open_store
 from kura_magic.storage.runlog import (
@@ -230,22 +230,22 @@ def _shell_run(record: RunRecord) -> SummaryRun:
 
 
 def _result(row: RecordedRow, entry: CacheEntry | None, *, structured: bool, missing: str) -> SummaryResult:
-    base: dict[str, Any] = {"conversation_id": row.conversation_id, "key": row.key, "cached": row.cached}
     if row.error is not None:
-        return SummaryResult(**base, status=row.status, error=row.error)
+        return SummaryResult(conversation_id=row.conversation_id, key=row.key, cached=row.cached,
+                             status=row.status, error=row.error)
     if entry is None:
-        return SummaryResult(**base, status="error", error=missing)
-    cost, latency = entry.charged(cached=row.cached)
-    facts = {**base, "cost": cost, "latency_s": latency, "fresh_cost": entry.cost, "usage": entry.usage}
-    if entry.error is not None:
-        return SummaryResult(**facts, status="error", error=f"{entry.error_type}: {entry.error}")
-    summary: Any = entry.response
-    if structured:
-        try:
-            summary = RecordedSummary.model_validate_json(entry.response or "")
-        except ValidationError:
-            pass  # shown as the text it was
-    return SummaryResult(**facts, summary=summary)
+        return SummaryResult(conversation_id=row.conversation_id, key=row.key, cached=row.cached,
+                             status="error", error=missing)
+    return result_from_entry(entry, conversation_id=row.conversation_id, key=row.key, cached=row.cached,
+                             parse=_recorded_summary if structured else None)
+
+
+def _recorded_summary(text: str) -> Any:
+    """A structured answer as its fields, without its schema class; unparseable, the text it was."""
+    try:
+        return RecordedSummary.model_validate_json(text)
+    except ValidationError:
+        return text
 
 
 def _run_of(ref: str | int | SummaryRun, store: Store) -> SummaryRun:

@@ -20,7 +20,7 @@ from kura_magic.run.checkpoints import checkpoint_path, load_checkpoint, save_ch
 from kura_magic.errors import ConfigError
 from kura_magic.keys import schema_json
 from kura_magic.inputs.loaders import ConversationSource, load_conversations
-from kura_magic.run.results import Estimate, SummaryResult, SummaryRun
+from kura_magic.run.results import Estimate, SummaryResult, SummaryRun, result_from_entry
 from kura_magic.inputs.templates import PromptTemplate
 from kura_magic.types import CacheEntry, ChatRequest, Conversation, RunStats
 
@@ -283,24 +283,10 @@ def estimate(
 
 
 def _result(plan: _Plan, row: int, entry: CacheEntry, *, cached: bool) -> SummaryResult:
-    conversation = plan.conversations[row]
-    cost, latency = entry.charged(cached=cached)
-    summary: Any = entry.response
-    if entry.error is None and plan.setup.schema is not None:
-        summary = plan.setup.schema.model_validate_json(entry.response or "")
-    return SummaryResult(
-        conversation_id=conversation.chat_id,
-        summary=summary if entry.error is None else None,
-        cached=cached,
-        cost=cost,
-        latency_s=latency,
-        fresh_cost=entry.cost,
-        error=None if entry.error is None else f"{entry.error_type}: {entry.error}",
-        status="ok" if entry.error is None else "error",
-        key=plan.requests[row].key,
-        usage=entry.usage,
-        metadata=conversation.metadata,
-    )
+    conversation, schema = plan.conversations[row], plan.setup.schema
+    return result_from_entry(entry, conversation_id=conversation.chat_id, key=plan.requests[row].key, cached=cached,
+                             parse=schema.model_validate_json if schema is not None else None,
+                             metadata=conversation.metadata)
 
 
 def _unresolved(plan: _Plan, row: int, status: Any, why: str) -> SummaryResult:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kura_magic import formatting
-from kura_magic.types import CacheMode, ResultStatus, RunStats, Usage
+from kura_magic.types import CacheEntry, CacheMode, ResultStatus, RunStats, Usage
 
 if TYPE_CHECKING:
     import pandas
@@ -44,6 +44,28 @@ class SummaryResult(BaseModel):
         if isinstance(self.summary, BaseModel):
             return self.summary.model_dump(mode="json")
         return {"summary": self.summary}
+
+
+def result_from_entry(entry: CacheEntry, *, conversation_id: str, key: str, cached: bool,
+                      parse: Callable[[str], Any] | None = None,
+                      metadata: dict[str, Any] | None = None) -> SummaryResult:
+    """One conversation's result from its stored entry (the one place this is done): what
+    it cost now (nothing on a hit) and when fresh, then its answer, parsed by `parse` (a
+    schema's `model_validate_json`), or its error.
+
+    Example:
+        >>> entry = CacheEntry(model="m", response="Refund issued.", cost=0.002, latency_s=1.5)
+        >>> hit = result_from_entry(entry, conversation_id="c1", key="k", cached=True)
+        >>> hit.summary, hit.cost, hit.fresh_cost
+        ('Refund issued.', 0.0, 0.002)
+    """
+    cost, latency = entry.charged(cached=cached)
+    facts: dict[str, Any] = {"conversation_id": conversation_id, "key": key, "cached": cached, "cost": cost,
+                             "latency_s": latency, "fresh_cost": entry.cost, "usage": entry.usage,
+                             "metadata": metadata or {}}
+    if entry.error is not None:
+        return SummaryResult(**facts, status="error", error=f"{entry.error_type}: {entry.error}")
+    return SummaryResult(**facts, summary=entry.response if parse is None else parse(entry.response or ""))
 
 
 class SummaryRun:
