@@ -105,7 +105,7 @@ def fresh(n: int, dims: int, rounds: int, latency_s: float, batch: int, tmp: Pat
     from bench_fresh import API_KEY, server_process, under_semaphore
     from kura_magic.calls.gateway import litellm
 
-    lib, limit = litellm(), kura_magic.settings().max_concurrency  # imported before any timing
+    lib, limit = litellm(), kura_magic.config.settings().max_concurrency  # imported before any timing
     bare = bare_store(tmp / "fresh-floor")
 
     async def litellm_alone(api_base: str, texts: list[str], store: bool) -> None:

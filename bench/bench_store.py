@@ -125,7 +125,7 @@ def measure(directory: Path, n: int, rounds: int) -> dict[str, list[float]]:
     import kura_magic
     from kura_magic.storage import open_store
 
-    store = open_store(kura_magic.settings())
+    store = open_store(kura_magic.config.settings())
     fill(store, n)
     exported, reader, writer = directory / "export.jsonl", bare(directory / "cache"), bare(directory / "cache")
     reader.reset("eviction_policy", "none", update=False)  # reads without an access-time update

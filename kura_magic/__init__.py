@@ -14,40 +14,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from kura_magic.run.completion import acomplete, complete
-from kura_magic.config import Settings, configure, settings
-from kura_magic.run.embeddings import (
-    Embedding,
-    Embeddings,
-    aembed,
-    clear_embedding_cache,
-    embed,
-    embedding_cache_info,
-    embedding_key,
-)
+from kura_magic.config import configure
 from kura_magic.errors import (
-    AuthenticationError,
     BudgetError,
     CacheError,
-    CacheMissError,
     CacheWarning,
     ConfigError,
     DataError,
     KuraMagicError,
-    LocalModelError,
-    MissingAPIKeyError,
     ModelError,
     ResponseError,
-    SchemaError,
-    TemplateError,
-    UnknownModelError,
 )
-from kura_magic.run.history import compare, load_run, runs
-from kura_magic.keys import cache_key
 from kura_magic.inputs.loaders import load_conversations
-from kura_magic.run.pipeline import asummarise, estimate, summarise
-from kura_magic.run.results import Completion, Estimate, SummaryResult, SummaryRun
 from kura_magic.inputs.schemas import KuraSummary
+from kura_magic.keys import cache_key
+from kura_magic.run.completion import acomplete, complete
+from kura_magic.run.embeddings import Embedding, Embeddings, aembed, embed
+from kura_magic.run.history import compare, load_run, runs
+from kura_magic.run.pipeline import asummarise, estimate, summarise
+from kura_magic.run.results import Completion, SummaryResult, SummaryRun
 from kura_magic.run.session import (
     active_experiment,
     cache_info,
@@ -58,34 +43,28 @@ from kura_magic.run.session import (
     import_experiment,
     set_experiment,
 )
-from kura_magic.storage.disk import DiskStore
-from kura_magic.storage.base import MemoryStore, Store
-from kura_magic.types import (
-    CacheEntry,
-    CacheInfo,
-    CacheMode,
-    ChatRequest,
-    Conversation,
-    ExperimentInfo,
-    Message,
-    RunStats,
-    Usage,
-)
+from kura_magic.types import CacheInfo, RunStats
 
 __version__ = "0.1.0"
 
+# The public surface. Everything else is reachable from its wing: storage types from
+# `kura_magic.storage`, every error from `kura_magic.errors`, plain data from `kura_magic.types`,
+# settings from `kura_magic.config`.
 __all__ = [
-    "AuthenticationError", "BudgetError", "CacheEntry", "CacheError", "CacheInfo",
-    "CacheMissError", "CacheMode", "CacheWarning", "ChatRequest", "Completion", "ConfigError",
-    "Conversation", "DataError", "DiskStore", "Embedding", "Embeddings", "Estimate",
-    "ExperimentInfo", "KuraMagicError", "KuraSummary", "LocalModelError", "MemoryStore",
-    "Message", "MissingAPIKeyError", "ModelError", "ResponseError", "RunStats", "SchemaError",
-    "Settings", "Store", "SummaryResult", "SummaryRun", "TemplateError", "UnknownModelError",
-    "Usage", "acomplete", "active_experiment", "aembed", "asummarise", "cache_info",
-    "cache_key", "clear_all_caches", "clear_cache", "clear_embedding_cache", "compare", "complete",
-    "configure", "embed", "embedding_cache_info", "embedding_key", "estimate", "experiment",
-    "export_experiment", "import_experiment", "load_conversations", "load_run", "runs",
-    "set_experiment", "settings", "summarise",
+    # runs and calls
+    "summarise", "asummarise", "estimate", "complete", "acomplete", "embed", "aembed",
+    "load_conversations", "cache_key", "configure",
+    # the cache and experiments
+    "cache_info", "clear_cache", "clear_all_caches", "experiment", "set_experiment", "active_experiment",
+    "export_experiment", "import_experiment",
+    # the run history
+    "runs", "load_run", "compare",
+    # what they give back
+    "SummaryRun", "SummaryResult", "RunStats", "Completion", "Embeddings", "Embedding", "CacheInfo",
+    "KuraSummary",
+    # errors
+    "KuraMagicError", "ConfigError", "DataError", "CacheError", "CacheWarning", "ModelError",
+    "ResponseError", "BudgetError",
 ]
 
 

@@ -35,10 +35,10 @@ def trips(backend: str, scope: StoreScope = "responses") -> Iterator[Counter[str
     transactions begun ("BEGIN"), on Redis the commands by name ("mget", "exec", "set")."""
     seen: Counter[str] = Counter()
     if backend == "disk":
-        with traced(open_store(km.settings(), scope)._cache._con, seen):
+        with traced(open_store(km.config.settings(), scope)._cache._con, seen):
             yield seen
         return
-    client = redis_py.Redis.from_url(km.settings().cache)
+    client = redis_py.Redis.from_url(km.config.settings().cache)
     client.config_resetstat()
     yield seen
     stats = client.info("commandstats")
@@ -90,7 +90,7 @@ def test_a_runs_answers_and_lease_releases_are_stored_together(backend, llm, mon
 
     with trips(backend) as seen:
         if backend == "disk":
-            with traced(open_store(km.settings())._leases._con, leases):
+            with traced(open_store(km.config.settings())._leases._con, leases):
                 run = asyncio.run(km.asummarise(conversations, PROMPT, max_concurrency=40))
         else:
             run = asyncio.run(km.asummarise(conversations, PROMPT, max_concurrency=40))
@@ -169,7 +169,7 @@ def test_each_embedding_batch_is_written_at_once(backend, llm, monkeypatch):
 
 
 def test_a_corrupt_entry_in_a_batch_is_a_miss_and_is_dropped(backend, tmp_path):
-    store = open_store(km.settings())
+    store = open_store(km.config.settings())
     entries = {f"k{i}": CacheEntry(model="m", response=f"r{i}") for i in range(3)}
     assert store.set_many(entries, experiment="x") == 3
     store.write_bytes("k1", b"{not json", experiment="x")
@@ -194,7 +194,7 @@ def store_down(backend, tmp_path, monkeypatch) -> Iterator[None]:
         return
     monkeypatch.setattr(disk_store, "STORAGE_TIMEOUT_S", 0.2)  # wait less for the lock
     for scope in ("responses", "embeddings"):
-        open_store(km.settings(), scope)
+        open_store(km.config.settings(), scope)
     cache = tmp_path / "cache"
     with write_locked(cache / "cache.db"), write_locked(cache / "embeddings" / "cache.db"):
         yield

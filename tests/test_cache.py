@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("backend")  # each test runs on disk and on
 def store(request, backend):
     """The store this run is for (disk or Redis), and the in-memory one."""
     if request.param == "selected":
-        return open_store(km.settings())
+        return open_store(km.config.settings())
     return MemoryStore(size_limit=10**7)
 
 

@@ -30,7 +30,7 @@ def test_a_run_without_a_limit_gets_the_process_wide_default(llm):
 
     km.summarise(make_conversations(60), PROMPT)
 
-    assert llm.peak_in_flight == km.settings().max_concurrency == 20
+    assert llm.peak_in_flight == km.config.settings().max_concurrency == 20
 
 
 def test_runs_with_their_own_limits_each_get_theirs(llm):

@@ -36,7 +36,7 @@ def test_cache_info_has_an_embeddings_line_and_clear_cache_can_empty_it(llm):
     km.summarise(make_conversations(1), "{{ transcript }}")
     assert km.cache_info().embeddings.entries == 3
 
-    assert km.clear_embedding_cache() == 3
+    assert km.run.embeddings.clear_embedding_cache() == 3
     info = km.cache_info()
     assert info.embeddings.entries == 0
     assert info.for_experiment("default").entries == 1, "chat entries are kept"

@@ -31,7 +31,7 @@ def test_a_key_the_provider_echoes_is_in_no_part_of_the_error_or_its_traceback(l
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     llm.fail_next(1, status=401)
 
-    with pytest.raises(km.AuthenticationError) as raised:
+    with pytest.raises(km.errors.AuthenticationError) as raised:
         call()
 
     shown = "".join(traceback.format_exception(raised.value))
@@ -72,7 +72,7 @@ def claimed_elsewhere(llm, conversations: list[dict], *, ttl_s: float) -> tuple[
     (the answer is made once in a probe experiment, so it can be planted later)."""
     key = km.summarise(conversations, PROMPT, experiment="probe")[0].key
     llm.reset()
-    shared = store.open_store(km.settings())
+    shared = store.open_store(km.config.settings())
     assert shared.claim(key, experiment="default", token="another process", ttl_s=ttl_s)
     return shared, key
 
@@ -110,7 +110,7 @@ def test_a_call_outlasting_its_lease_keeps_renewing_it_so_no_other_process_makes
     llm.reset()
     monkeypatch.setattr(calls, "LEASE_S", 0.3)  # renewed every 0.1 s
     llm.latency_s = 1.0
-    shared = store.open_store(km.settings())
+    shared = store.open_store(km.config.settings())
     taken = []
 
     def another_process_tries() -> None:
@@ -152,9 +152,9 @@ def test_unusable_model_parameters_are_refused_before_any_call(llm, options, mes
 
 def damaged_cache_file(where: str) -> Path:
     """A cache written by an earlier session, then damaged where a crash or a bad disk would."""
-    earlier = DiskStore(Path(km.settings().cache))
+    earlier = DiskStore(Path(km.config.settings().cache))
     for number in range(200):
-        earlier.set(f"km1-chat-{number}", km.CacheEntry(model="m", response="x" * 400), experiment="default")
+        earlier.set(f"km1-chat-{number}", km.types.CacheEntry(model="m", response="x" * 400), experiment="default")
     earlier.close()
     database = earlier.directory / "cache.db"
     with database.open("r+b") as file:

@@ -112,7 +112,7 @@ def test_the_history_keeps_the_newest_runs_up_to_its_limit(backend, llm, monkeyp
     assert km.runs()["label"].tolist() == ["run2", "run3", "run4"]
     with pytest.raises(ConfigError, match="no recorded run 'run0'"):
         km.load_run("run0")
-    leftover = store.open_store(km.settings(), "runs").keys(experiment="default")
+    leftover = store.open_store(km.config.settings(), "runs").keys(experiment="default")
     assert len(leftover) == 6, "a pruned run leaves neither its record nor its rows"
 
 
@@ -221,7 +221,7 @@ def test_a_redis_that_is_down_is_one_history_warning_and_the_run_is_whole(llm, m
 
 
 def test_a_run_made_with_its_own_store_is_loaded_from_that_store_after_a_restart(llm, tmp_path):
-    own = store.open_store(km.Settings(cache=str(tmp_path / "own")))
+    own = store.open_store(km.config.Settings(cache=str(tmp_path / "own")))
     run = km.summarise(make_conversations(3), PROMPT, store=own)
     history.record_run(run, answers=own)  # what summarise does, given the store it answered into
     fresh_process()
@@ -235,7 +235,7 @@ def test_a_run_made_with_its_own_store_is_loaded_from_that_store_after_a_restart
 
 
 def test_a_store_the_record_cannot_reopen_is_said_and_can_be_passed_again(llm):
-    own = km.MemoryStore()
+    own = km.storage.MemoryStore()
     run = km.summarise(make_conversations(2), PROMPT, store=own)
     history.record_run(run, answers=own)
 

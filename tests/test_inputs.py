@@ -107,7 +107,7 @@ def test_a_bad_file_names_the_file_and_line(tmp_path):
     ],
 )
 def test_bad_templates_name_the_problem_before_any_call(llm, prompt, message):
-    with pytest.raises(km.TemplateError, match=message):
+    with pytest.raises(km.errors.TemplateError, match=message):
         km.summarise(make_conversations(2), prompt)
     assert llm.request_count == 0
 
@@ -123,20 +123,20 @@ def test_template_sees_user_variables_and_the_conversation(llm):
 
 
 def test_unknown_model_is_refused_before_any_call(llm):
-    with pytest.raises(km.UnknownModelError, match="'not-a-provider-model'"):
+    with pytest.raises(km.errors.UnknownModelError, match="'not-a-provider-model'"):
         km.summarise(make_conversations(2), PROMPT, model="not-a-provider-model")
     assert llm.request_count == 0
 
 
 def test_missing_api_key_is_refused_before_anything_is_spent(llm, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY")
-    with pytest.raises(km.MissingAPIKeyError, match="set OPENAI_API_KEY"):
+    with pytest.raises(km.errors.MissingAPIKeyError, match="set OPENAI_API_KEY"):
         km.summarise(make_conversations(2), PROMPT)
     assert llm.request_count == 0
 
 
 def test_unknown_schema_name_says_what_exists():
-    with pytest.raises(km.SchemaError, match="KuraSummary"):
+    with pytest.raises(km.errors.SchemaError, match="KuraSummary"):
         km.summarise(make_conversations(1), PROMPT, schema="NoSuchSchema")
 
 
@@ -167,7 +167,7 @@ def test_configure_rejects_unknown_settings():
 
 def test_api_key_never_appears_in_settings_repr(monkeypatch):
     monkeypatch.setenv("KURA_MAGIC_API_KEY", "sk-very-secret-value")
-    assert "sk-very-secret-value" not in repr(km.settings())
+    assert "sk-very-secret-value" not in repr(km.config.settings())
 
 
 LONE_SURROGATE = "\ud83d"  # half of an emoji, as left by cutting a string in the middle
@@ -189,7 +189,7 @@ def test_a_lone_surrogate_in_a_file_or_a_variable_is_refused(llm, tmp_path):
     where = rf"row 1 of {re.escape(str(path))}, field 'messages\[0\].content'"
     with pytest.raises(km.DataError, match=rf"{where}: contains a {SURROGATE_HINT}"):
         km.load_conversations(path)
-    with pytest.raises(km.TemplateError, match=rf"conversation 'c0' contains a {SURROGATE_HINT}"):
+    with pytest.raises(km.errors.TemplateError, match=rf"conversation 'c0' contains a {SURROGATE_HINT}"):
         km.summarise(
             make_conversations(1), "{{ transcript }} {{ tag }}", variables={"tag": LONE_SURROGATE}
         )
@@ -239,6 +239,6 @@ def test_an_export_that_is_not_utf8_names_the_line(tmp_path):
 def test_a_prompt_that_is_not_a_string_is_a_template_error(llm, prompt):
     kind = type(prompt).__name__
     for run in (km.summarise, km.estimate):
-        with pytest.raises(km.TemplateError, match=f"the prompt is a {kind}, not a string"):
+        with pytest.raises(km.errors.TemplateError, match=f"the prompt is a {kind}, not a string"):
             run(make_conversations(2), prompt)
     assert llm.request_count == 0

@@ -121,7 +121,7 @@ def test_dry_run_calls_nothing_and_says_what_a_run_would_do(shell, llm):
     report = summarise(shell, "convs --dry-run --out ignored")
 
     assert llm.request_count == 0
-    assert isinstance(report, km.Estimate)
+    assert isinstance(report, km.run.results.Estimate)
     assert (report.total, report.cached, report.fresh) == (5, 2, 3)
     assert "ignored" not in shell.user_ns
 
@@ -287,9 +287,9 @@ def test_kura_config_sets_settings_and_never_shows_the_key(shell):
     assert "sk-very-secret" not in shown
     assert "api_key = **********  (%kura config)" in shown
     assert "max_concurrency = 3  (%kura config)" in shown
-    assert km.settings().api_key.get_secret_value() == "sk-very-secret"
+    assert km.config.settings().api_key.get_secret_value() == "sk-very-secret"
     shown = shell.run_line_magic("kura", "config max_concurrency= api_key=")
-    assert km.settings().max_concurrency == 20
+    assert km.config.settings().max_concurrency == 20
     assert "max_concurrency = 20  (default)" in shown
 
 
@@ -312,7 +312,7 @@ def test_kura_config_says_where_each_value_comes_from_including_litellm_s_variab
 def test_a_password_in_our_own_api_base_is_masked_in_the_settings_and_config(shell, monkeypatch):
     monkeypatch.setenv("KURA_MAGIC_API_BASE", "http://team:base-secret@127.0.0.1:9/v1")
 
-    shown = [repr(km.settings()), shell.run_line_magic("kura", "config")]
+    shown = [repr(km.config.settings()), shell.run_line_magic("kura", "config")]
 
     assert all("base-secret" not in text for text in shown)
     assert "http://team:***@127.0.0.1:9/v1" in shown[0]

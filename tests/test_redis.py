@@ -27,7 +27,7 @@ def raw_client(url: str) -> redis_py.Redis:
 
 
 def our_keys(client: redis_py.Redis) -> list[bytes]:
-    return sorted(client.scan_iter(match=f"{km.settings().redis_prefix}:*"))
+    return sorted(client.scan_iter(match=f"{km.config.settings().redis_prefix}:*"))
 
 
 class Planted:
@@ -71,7 +71,7 @@ def test_redis_holds_json_and_float32_bytes_and_never_the_api_key(llm, redis_cac
         if b":v:" in key:
             assert len(value) == 8 * 4, "a vector is 8 little-endian float32s"
         elif b":r:" in key:
-            km.CacheEntry.model_validate_json(value)
+            km.types.CacheEntry.model_validate_json(value)
         else:
             json.loads(value)
 
@@ -86,7 +86,7 @@ def test_a_runs_hits_come_back_in_one_round_trip(llm, redis_cache):
 
     run = km.summarise(conversations, PROMPT)
 
-    answers = f"{km.settings().redis_prefix}:r:".encode()
+    answers = f"{km.config.settings().redis_prefix}:r:".encode()
     reads = [entry["command"] for entry in client.slowlog_get(10_000) if answers in entry["command"]]
     client.config_set("slowlog-log-slower-than", 10_000)
     assert run.stats.cached == 120
@@ -100,7 +100,7 @@ def test_the_password_is_shown_nowhere(llm, monkeypatch, shell):
         shell.run_line_magic("config", "KuraMagics.panel = 'text'")
 
         shown = [
-            km.cache_info().url, repr(km.settings()), str(shell.run_line_magic("kura", "config")),
+            km.cache_info().url, repr(km.config.settings()), str(shell.run_line_magic("kura", "config")),
             repr(shell.run_line_magic("kura", "")), repr(km.cache_info()),
         ]
 
@@ -191,7 +191,7 @@ def test_redis_killed_mid_run_the_run_completes_and_counts_what_was_not_stored(l
 def test_the_prefix_keeps_other_data_and_other_prefixes_whole(llm, redis_cache, monkeypatch):
     client = raw_client(redis_cache)
     client.set("someone-else:user:42", b"keep me")
-    ours = km.settings().redis_prefix
+    ours = km.config.settings().redis_prefix
     km.summarise(make_conversations(2), PROMPT)
     monkeypatch.setenv("KURA_MAGIC_REDIS_PREFIX", f"{ours}-other-team")
     km.summarise(make_conversations(3), PROMPT)

@@ -279,7 +279,7 @@ def test_offline_mode_raises_with_the_number_of_missing_calls(llm, monkeypatch):
     km.summarise(conversations[:1], PROMPT)
     monkeypatch.setenv("KURA_MAGIC_OFFLINE", "1")
 
-    with pytest.raises(km.CacheMissError, match="3 of 4 calls"):
+    with pytest.raises(km.errors.CacheMissError, match="3 of 4 calls"):
         km.summarise(conversations, PROMPT)
     assert llm.request_count == 1
     assert km.summarise(conversations[:1], PROMPT).stats.cached == 1

@@ -29,42 +29,16 @@ Example:
 
 from __future__ import annotations
 
+# What a user (and scripts/) needs; the launcher's other names stay in `launcher`.
 from kura_magic.local.launcher import (
-    ALIAS,
     API_KEY,
-    CONTEXT_TOKENS,
-    INSTALL_HINT,
     MAX_CONCURRENCY,
     MODEL,
-    SERVER_MODULES,
-    START_TIMEOUT_S,
-    STOP_TIMEOUT_S,
-    WEIGHTS_PACKAGE,
     LocalModel,
     find_weights,
-    free_port,
-    server_command,
     start,
     status,
     stop,
 )
 
-__all__ = [
-    "ALIAS",
-    "API_KEY",
-    "CONTEXT_TOKENS",
-    "INSTALL_HINT",
-    "MAX_CONCURRENCY",
-    "MODEL",
-    "SERVER_MODULES",
-    "START_TIMEOUT_S",
-    "STOP_TIMEOUT_S",
-    "WEIGHTS_PACKAGE",
-    "LocalModel",
-    "find_weights",
-    "free_port",
-    "server_command",
-    "start",
-    "status",
-    "stop",
-]
+__all__ = ["API_KEY", "MAX_CONCURRENCY", "MODEL", "LocalModel", "find_weights", "start", "status", "stop"]

@@ -45,7 +45,7 @@ from jupyter_e2e import (
     write_notebook,
 )
 
-from kura_magic.local import free_port
+from kura_magic.local.launcher import free_port
 from kura_magic.testing import LoopbackLLM
 
 if TYPE_CHECKING:
