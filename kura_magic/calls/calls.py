@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from kura_magic.calls import gateway
 from kura_magic.config import Settings, check_experiment_name, settings
 from kura_magic.errors import ConfigError
-from kura_magic.keys import KeyRecipe
 from kura_magic.inputs.schemas import resolve_schema
+from kura_magic.keys import KeyRecipe
 from kura_magic.storage.base import Store
 from kura_magic.storage.opening import open_store
 from kura_magic.types import CACHE_MODES, CacheEntry, CacheMode, ChatRequest

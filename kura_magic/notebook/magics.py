@@ -23,16 +23,27 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Enum
 
 from kura_magic import formatting
-from kura_magic.run import history, session
 from kura_magic.calls.calls import CallOptions
-from kura_magic.run.compare import Comparison
 from kura_magic.config import ENV_VARS, Settings, configure, settings
 from kura_magic.errors import (
-    AuthenticationError, BudgetError, CacheError, CacheMissError, ConfigError, DataError, KuraMagicError,
-    LocalModelError, MissingAPIKeyError, ModelError, ResponseError, SchemaError, TemplateError,
+    AuthenticationError,
+    BudgetError,
+    CacheError,
+    CacheMissError,
+    ConfigError,
+    DataError,
+    KuraMagicError,
+    LocalModelError,
+    MissingAPIKeyError,
+    ModelError,
+    ResponseError,
+    SchemaError,
+    TemplateError,
     UnknownModelError,
 )
 from kura_magic.notebook.panel import Panel, open_panel
+from kura_magic.run import history, session
+from kura_magic.run.compare import Comparison
 from kura_magic.run.pipeline import estimate, summarise
 from kura_magic.run.results import Estimate, SummaryRun
 from kura_magic.types import CacheMode

@@ -31,13 +31,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from kura_magic import formatting
+from kura_magic.errors import KuraMagicError
 from kura_magic.run import session
 from kura_magic.run.embeddings import clear_embedding_cache
-from kura_magic.errors import KuraMagicError
-from kura_magic.views import html as views
-from kura_magic.views.text import budget_text, cache_texts, progress_line, run_texts
 from kura_magic.run.session import active_experiment, cache_info, clear_all_caches, clear_cache
 from kura_magic.types import CacheInfo, RunStats
+from kura_magic.views import html as views
+from kura_magic.views.text import budget_text, cache_texts, progress_line, run_texts
 
 THROTTLE_S = 0.1
 CONFIRM_WINDOW_S = 5.0  # a second click later than this after the first only asks again

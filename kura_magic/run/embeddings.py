@@ -18,8 +18,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, overload
 
 from kura_magic import formatting
-from kura_magic.calls import gateway
 from kura_magic.background import blocking
+from kura_magic.calls import gateway
 from kura_magic.calls.calls import check_cache_mode
 from kura_magic.config import Settings, settings
 from kura_magic.errors import CacheWarning, DataError

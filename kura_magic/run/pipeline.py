@@ -12,16 +12,16 @@ from typing import Any
 
 from typing_extensions import Unpack
 
-from kura_magic.calls import budget
-from kura_magic.run import history
 from kura_magic.background import blocking, on_interrupt
+from kura_magic.calls import budget
 from kura_magic.calls.calls import CallContext, CallOptions, CallSetup
-from kura_magic.run.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from kura_magic.errors import ConfigError
-from kura_magic.keys import schema_json
 from kura_magic.inputs.loaders import ConversationSource, load_conversations
-from kura_magic.run.results import Estimate, SummaryResult, SummaryRun, result_from_entry
 from kura_magic.inputs.templates import PromptTemplate
+from kura_magic.keys import schema_json
+from kura_magic.run import history
+from kura_magic.run.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from kura_magic.run.results import Estimate, SummaryResult, SummaryRun, result_from_entry
 from kura_magic.types import CacheEntry, ChatRequest, Conversation, RunStats
 
 ProgressCallback = Callable[[RunStats], None]

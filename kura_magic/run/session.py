@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from kura_magic.config import check_experiment_name, configure, settings
-from kura_magic.run.embeddings import clear_embedding_cache, embedding_cache_info
 from kura_magic.errors import CacheWarning, DataError
 from kura_magic.inputs.loaders import read_utf8
+from kura_magic.run.embeddings import clear_embedding_cache, embedding_cache_info
 from kura_magic.storage.base import Store
 from kura_magic.storage.opening import open_store
 from kura_magic.storage.runlog import clear_history, export_rows, import_row
