@@ -21,9 +21,9 @@ from kura_magic.run.embeddings import (
     embed,
     embedding_cache_info,
     embedding_key,
-    open_embedding_store,
 )
 from kura_magic.errors import AuthenticationError, CacheMissError, ConfigError, DataError, ResponseError
+from kura_magic.storage.vectors import open_embedding_store
 from kura_magic.testing import embedding_for
 
 from helpers import UNPRICED_MODEL
