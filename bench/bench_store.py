@@ -38,6 +38,7 @@ SOURCE, COPY = "bench", "bench-copy"
 
 def fill(store, n: int) -> None:
     """`n` entries of the size a one-line summary has, in experiment SOURCE."""
+    from kura_magic.storage.responses import ResponseStore
     from kura_magic.types import CacheEntry, Usage
 
     entries = {
@@ -47,26 +48,29 @@ def fill(store, n: int) -> None:
         )
         for i in range(n)
     }
-    store.set_many(entries, experiment=SOURCE)
+    ResponseStore(store).set_many(entries, experiment=SOURCE)
 
 
 def export_one_by_one(store, path: Path) -> int:
-    count = 0
+    from kura_magic.storage.responses import ResponseStore
+
+    responses, count = ResponseStore(store), 0
     with path.open("w", encoding="utf-8") as out:
         for key in store.keys(experiment=SOURCE):
-            entry = store.get(key, experiment=SOURCE)
+            entry = responses.get(key, experiment=SOURCE)
             out.write(json.dumps({"key": key, "entry": entry.model_dump(mode="json")}) + "\n")
             count += 1
     return count
 
 
 def import_one_by_one(store, path: Path) -> int:
+    from kura_magic.storage.responses import ResponseStore
     from kura_magic.types import CacheEntry
 
     lines = path.read_text(encoding="utf-8").splitlines()
     for line in lines:
         row = json.loads(line)
-        store.set(row["key"], CacheEntry.model_validate(row["entry"]), experiment=COPY)
+        ResponseStore(store).set(row["key"], CacheEntry.model_validate(row["entry"]), experiment=COPY)
     return len(lines)
 
 

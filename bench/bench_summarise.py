@@ -84,7 +84,7 @@ def fill_directly(data: list[dict]) -> float:
         )
         for request in requests
     }
-    stored = setup.context.store.set_many(entries, experiment=setup.context.experiment)
+    stored = setup.context.responses.set_many(entries, experiment=setup.context.experiment)
     if stored != len(data):
         raise SystemExit(f"fill failed: {stored} of {len(data)} entries stored")
     return time.perf_counter() - started

@@ -23,6 +23,7 @@ from helpers import EMBEDDING_MODEL, PROMPT, make_conversations
 from kura_magic.calls import calls
 from kura_magic.storage import disk as disk_store
 from kura_magic.storage import StoreScope, open_store
+from kura_magic.storage.responses import ResponseStore
 from kura_magic.testing import RedisServer, embedding_for
 from kura_magic.types import CacheEntry
 
@@ -171,11 +172,11 @@ def test_each_embedding_batch_is_written_at_once(backend, llm, monkeypatch):
 def test_a_corrupt_entry_in_a_batch_is_a_miss_and_is_dropped(backend, tmp_path):
     store = open_store(km.config.settings())
     entries = {f"k{i}": CacheEntry(model="m", response=f"r{i}") for i in range(3)}
-    assert store.set_many(entries, experiment="x") == 3
+    assert ResponseStore(store).set_many(entries, experiment="x") == 3
     store.write_bytes("k1", b"{not json", experiment="x")
 
     with pytest.warns(km.CacheWarning, match="k1 was unreadable"):
-        found = store.get_many(list(entries), experiment="x")
+        found = ResponseStore(store).get_many(list(entries), experiment="x")
 
     assert sorted(found) == ["k0", "k2"]
     assert sorted(store.keys(experiment="x")) == ["k0", "k2"], "the corrupt entry is gone"

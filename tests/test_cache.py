@@ -12,6 +12,7 @@ import pytest
 import kura_magic as km
 from kura_magic.errors import CacheWarning
 from kura_magic.storage.disk import DiskStore
+from kura_magic.storage.responses import ResponseStore
 from kura_magic.run.embeddings import embedding_key
 from kura_magic.inputs.schemas import resolve_schema
 from kura_magic.storage import MemoryStore, open_store
@@ -34,23 +35,23 @@ def entry(text: str = "hi", cost: float | None = 0.01) -> CacheEntry:
 
 
 def test_entries_round_trip_per_experiment(store):
-    store.set("k1", entry("one"), experiment="a")
-    store.set("k2", entry("two"), experiment="b")
+    ResponseStore(store).set("k1", entry("one"), experiment="a")
+    ResponseStore(store).set("k2", entry("two"), experiment="b")
 
-    assert store.get("k1", experiment="a").response == "one"
-    assert store.get("k1", experiment="b") is None
+    assert ResponseStore(store).get("k1", experiment="a").response == "one"
+    assert ResponseStore(store).get("k1", experiment="b") is None
     info = store.info()
     assert info.for_experiment("a").entries == 1 and info.for_experiment("b").entries == 1
     assert info.for_experiment("a").bytes > 0
 
 
 def test_clearing_one_experiment_keeps_the_others(store):
-    store.set("k", entry(), experiment="a")
-    store.set("k", entry(), experiment="b")
+    ResponseStore(store).set("k", entry(), experiment="a")
+    ResponseStore(store).set("k", entry(), experiment="b")
 
     assert store.clear("a") == 1
-    assert store.get("k", experiment="a") is None
-    assert store.get("k", experiment="b") is not None
+    assert ResponseStore(store).get("k", experiment="a") is None
+    assert ResponseStore(store).get("k", experiment="b") is not None
     assert store.clear() == 1
     assert store.info().entries == 0
 
@@ -60,7 +61,7 @@ def test_lru_eviction_keeps_the_store_under_its_limit(tmp_path):
     store = DiskStore(tmp_path / "small", size_limit=200_000)
     big = "x" * 20_000
     for i in range(40):
-        store.set(f"k{i}", entry(big), experiment="default")
+        ResponseStore(store).set(f"k{i}", entry(big), experiment="default")
     sizes = store.info().for_experiment("default")
     assert sizes.entries < 40
     assert sizes.bytes <= 200_000
@@ -70,11 +71,11 @@ def test_memory_store_evicts_least_recently_used():
     one = len(entry("y" * 200).model_dump_json())
     store = MemoryStore(size_limit=int(one * 3.5))
     for i in range(3):
-        store.set(f"k{i}", entry("y" * 200), experiment="e")
-    store.get("k0", experiment="e")  # k0 is now the most recently used
-    store.set("k3", entry("y" * 200), experiment="e")
-    assert store.get("k0", experiment="e") is not None
-    assert store.get("k1", experiment="e") is None
+        ResponseStore(store).set(f"k{i}", entry("y" * 200), experiment="e")
+    ResponseStore(store).get("k0", experiment="e")  # k0 is now the most recently used
+    ResponseStore(store).set("k3", entry("y" * 200), experiment="e")
+    assert ResponseStore(store).get("k0", experiment="e") is not None
+    assert ResponseStore(store).get("k1", experiment="e") is None
 
 
 @pytest.mark.disk_only
@@ -106,7 +107,7 @@ def test_a_pickled_value_is_never_loaded(tmp_path):
     evil.close()
 
     with pytest.warns(CacheWarning):
-        assert store.get("k", experiment="default") is None
+        assert ResponseStore(store).get("k", experiment="default") is None
     assert not (tmp_path / "pwned").exists()
 
 

@@ -16,6 +16,7 @@ import kura_magic as km
 from kura_magic.calls import calls
 from kura_magic import storage as store
 from kura_magic.storage.disk import DiskStore
+from kura_magic.storage.responses import ResponseStore
 from helpers import EMBEDDING_MODEL, PROMPT, make_conversations, race_two_processes
 
 SECRET = "sk-live-do-not-leak-0123456789"
@@ -91,8 +92,8 @@ def test_a_dead_owners_claim_lapses_and_the_waiting_run_makes_the_call(llm, back
 def test_a_waiting_run_takes_the_owners_answer_as_soon_as_it_is_stored(llm, backend):
     conversations = make_conversations(1)
     shared, key = claimed_elsewhere(llm, conversations, ttl_s=30)
-    entry = shared.get(key, experiment="probe")
-    threading.Timer(0.3, shared.set, (key, entry), {"experiment": "default"}).start()
+    entry = ResponseStore(shared).get(key, experiment="probe")
+    threading.Timer(0.3, ResponseStore(shared).set, (key, entry), {"experiment": "default"}).start()
 
     started = time.monotonic()
     run = km.summarise(conversations, PROMPT)
@@ -154,7 +155,7 @@ def damaged_cache_file(where: str) -> Path:
     """A cache written by an earlier session, then damaged where a crash or a bad disk would."""
     earlier = DiskStore(Path(km.config.settings().cache))
     for number in range(200):
-        earlier.set(f"km1-chat-{number}", km.types.CacheEntry(model="m", response="x" * 400), experiment="default")
+        ResponseStore(earlier).set(f"km1-chat-{number}", km.types.CacheEntry(model="m", response="x" * 400), experiment="default")
     earlier.close()
     database = earlier.directory / "cache.db"
     with database.open("r+b") as file:

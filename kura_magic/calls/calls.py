@@ -23,6 +23,7 @@ from kura_magic.inputs.schemas import resolve_schema
 from kura_magic.keys import KeyRecipe
 from kura_magic.storage.base import Store
 from kura_magic.storage.opening import open_store
+from kura_magic.storage.responses import ResponseStore
 from kura_magic.types import CACHE_MODES, CacheEntry, CacheMode, ChatRequest
 
 # A lease lapses this long after its owner stops renewing it (a process that died).
@@ -99,6 +100,11 @@ class CallContext:
         return cls(store or open_store(config), name, check_cache_mode(cache_mode), config)
 
     @property
+    def responses(self) -> ResponseStore:
+        """The store's cache entries (JSON over its bytes)."""
+        return ResponseStore(self.store)
+
+    @property
     def reads(self) -> bool:
         return self.mode in ("read_write", "read_only")
 
@@ -108,11 +114,11 @@ class CallContext:
 
     def lookup(self, key: str) -> CacheEntry | None:
         """The cached entry for `key`, unless this mode does not read the cache."""
-        return self.store.get(key, experiment=self.experiment) if self.reads else None
+        return self.responses.get(key, experiment=self.experiment) if self.reads else None
 
     def lookup_many(self, keys: list[str]) -> dict[str, CacheEntry]:
         """The cached entries of `keys`, fetched in as few trips as the store allows."""
-        return self.store.get_many(keys, experiment=self.experiment) if self.reads else {}
+        return self.responses.get_many(keys, experiment=self.experiment) if self.reads else {}
 
     async def fetch(self, request: ChatRequest, *, own_limit: bool = False) -> tuple[CacheEntry, bool]:
         """The entry for `request`: joined from the identical call in flight in this process,
@@ -212,7 +218,7 @@ class CallContext:
             self._batch.give_back()
 
     def _look_again(self, key: str) -> CacheEntry | None:
-        return self.store.get_many([key], experiment=self.experiment, use=False).get(key)
+        return self.responses.get_many([key], experiment=self.experiment, use=False).get(key)
 
     async def _call(self, request: ChatRequest, own_limit: bool) -> tuple[CacheEntry, bool]:
         """The call's entry, and whether this mode stores it (an answer, not a hiccup)."""
@@ -234,7 +240,7 @@ class CallContext:
             self._batch.add(key, entry, lease)
             return
         if entry is not None:
-            self.unsaved += not self.store.set(key, entry, experiment=self.experiment)
+            self.unsaved += not self.responses.set(key, entry, experiment=self.experiment)
         if lease is not None:
             lease.let_go()
 
@@ -272,7 +278,8 @@ class _Batch:
         stored its entry and let go moments ago)."""
         store, experiment, token = self.context.store, self.context.experiment, uuid.uuid4().hex
         claimed = store.claim_many(keys, experiment=experiment, token=token, ttl_s=LEASE_S)
-        found = store.get_many([key for key in keys if key in claimed], experiment=experiment, use=False)
+        responses = self.context.responses
+        found = responses.get_many([key for key in keys if key in claimed], experiment=experiment, use=False)
         if found:
             store.release(dict.fromkeys(found, token), experiment=experiment)
         self.ahead.update(found)
@@ -325,7 +332,7 @@ class _Batch:
         context, entries, releases = self.context, self.entries, self.releases
         self.entries, self.releases = {}, {}
         if entries:
-            context.unsaved += len(entries) - context.store.set_many(entries, experiment=context.experiment)
+            context.unsaved += len(entries) - context.responses.set_many(entries, experiment=context.experiment)
         if releases:
             context.store.release(releases, experiment=context.experiment)
 

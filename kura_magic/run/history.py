@@ -26,6 +26,7 @@ from kura_magic.run.compare import Comparison, run_settings, setting_changes
 from kura_magic.run.results import SummaryResult, SummaryRun, result_from_entry
 from kura_magic.storage.base import Store
 from kura_magic.storage.opening import open_store
+from kura_magic.storage.responses import ResponseStore
 from kura_magic.storage.runlog import (
     AnswerStore,
     RecordedRow,
@@ -197,7 +198,7 @@ def load_run(ref: str | int, *, store: Store | None = None, answers: Store | Non
     rows = read_rows(record, store)
     keys = list(dict.fromkeys(row.key for row in rows if row.error is None))
     found, why = (answers, MISSING) if answers is not None else _answers_of(record)
-    entries = found.get_many(keys, experiment=record.experiment) if found is not None else {}
+    entries = ResponseStore(found).get_many(keys, experiment=record.experiment) if found is not None else {}
     run = _shell_run(record)
     run.results = [_result(row, entries.get(row.key), structured=record.json_schema is not None, missing=why)
                    for row in rows]

@@ -18,6 +18,7 @@ from kura_magic.inputs.loaders import read_utf8
 from kura_magic.run.embeddings import clear_embedding_cache, embedding_cache_info
 from kura_magic.storage.base import Store
 from kura_magic.storage.opening import open_store
+from kura_magic.storage.responses import ResponseStore
 from kura_magic.storage.runlog import clear_history, export_rows, import_row
 from kura_magic.types import CacheEntry, CacheInfo, ExportedEntry, Problem
 
@@ -131,7 +132,7 @@ def export_experiment(path: str | Path, experiment: str | None = None, *, store:
     name = check_experiment_name(experiment or active_experiment())
     count = 0
     with Path(path).open("w", encoding="utf-8") as out:
-        for key, data in _store(store).entries(name):
+        for key, data in ResponseStore(_store(store)).entries(name):
             # The entry's stored JSON, spliced in: the same row as json.dumps of its dump, faster.
             out.write(f'{{"key": {json.dumps(key)}, "entry": {data.decode("utf-8")}}}\n')
             count += 1
@@ -157,7 +158,7 @@ def import_experiment(path: str | Path, experiment: str | None = None, *, store:
     name = check_experiment_name(experiment or active_experiment())
     target = _store(store)
     entries, runs, others = _read_export(Path(path))
-    kept = target.set_many(entries, experiment=name)
+    kept = ResponseStore(target).set_many(entries, experiment=name)
     for number, run in runs:
         try:
             import_row(run, experiment=name)

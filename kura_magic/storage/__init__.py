@@ -1,8 +1,9 @@
 """Where answers, vectors and run records are kept: bytes by key, scoped by experiment.
 
-`base` (the `Store` interface with leases; in memory, off), `disk` (diskcache), `redis`,
-`opening` (`open_store`, the one factory). Redis is imported only when a store uses it:
-`kura_magic.storage.redis.RedisStore`.
+`base` (the `Store` of bytes, with leases; in memory, off), `disk` (diskcache), `redis`,
+`opening` (`open_store`, the one factory), and the three clients that give the bytes a
+meaning: `responses` (`CacheEntry`), `vectors` (float32 embeddings), `runlog` (run records).
+Redis is imported only when a store uses it: `kura_magic.storage.redis.RedisStore`.
 
 Example:
     >>> from kura_magic import storage
@@ -14,5 +15,10 @@ from kura_magic.config import Settings
 from kura_magic.storage.base import MemoryStore, NullStore, Store, StoreScope
 from kura_magic.storage.disk import DiskStore
 from kura_magic.storage.opening import close_all, open_store
+from kura_magic.storage.responses import ResponseStore
+from kura_magic.storage.vectors import EmbeddingStore
 
-__all__ = ["DiskStore", "MemoryStore", "NullStore", "Settings", "Store", "StoreScope", "close_all", "open_store"]
+__all__ = [
+    "DiskStore", "EmbeddingStore", "MemoryStore", "NullStore", "ResponseStore", "Settings", "Store", "StoreScope",
+    "close_all", "open_store",
+]

@@ -16,10 +16,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal, TypeVar
 
-from pydantic import ValidationError
-
 from kura_magic.errors import CacheWarning
-from kura_magic.types import CacheEntry, ExperimentInfo, StoreInfo
+from kura_magic.types import ExperimentInfo, StoreInfo
 
 StoreScope = Literal["responses", "embeddings", "runs"]
 T = TypeVar("T")
@@ -29,10 +27,10 @@ BATCH = 1000  # keys per transaction or round trip: a long run never holds the s
 
 
 class Store(ABC):
-    """A store of `CacheEntry` (or raw bytes) by key, with every entry in one experiment.
+    """Bytes by key, every entry in one experiment, with leases on calls in flight.
 
-    Subclasses move bytes; this class turns them into entries, and reads a
-    corrupt entry as a miss (dropping it so the next write replaces it).
+    Subclasses move bytes; what the bytes mean is their clients' business: cache entries
+    (`responses.ResponseStore`), vectors (`vectors.EmbeddingStore`), run records (`runlog`).
     """
 
     kind: Literal["disk", "memory", "off", "redis"]
@@ -48,56 +46,6 @@ class Store(ABC):
         """
         return None
 
-    def get(self, key: str, *, experiment: str) -> CacheEntry | None:
-        """The entry stored for `key` in `experiment`, or None."""
-        return self._entry(key, self.read_bytes(key, experiment=experiment), experiment)
-
-    def get_many(self, keys: Sequence[str], *, experiment: str, use: bool = True) -> dict[str, CacheEntry]:
-        """The entries stored for `keys` (absent ones left out), in as few trips as the
-        backend allows. `use=False`: a plain read that does not count as a use (on disk no
-        write lock), for looking again at keys that were misses moments ago.
-
-        Example:
-            >>> store = MemoryStore()
-            >>> store.set("a", CacheEntry(model="m", response="hi"), experiment="x")
-            True
-            >>> list(store.get_many(["a", "b"], experiment="x"))
-            ['a']
-        """
-        read = self.read_many if use else self.peek_many
-        return self._entries(read(keys, experiment=experiment), experiment)
-
-    def _entries(self, found: Mapping[str, bytes], experiment: str) -> dict[str, CacheEntry]:
-        entries = {key: self._entry(key, data, experiment) for key, data in found.items()}
-        return {key: entry for key, entry in entries.items() if entry is not None}
-
-    def _entry(self, key: str, data: bytes | None, experiment: str) -> CacheEntry | None:
-        if data is None:
-            return None
-        try:
-            return CacheEntry.model_validate_json(data)
-        except ValidationError:
-            warnings.warn(f"cache entry {key} was unreadable; treating it as a miss", CacheWarning)
-            self.delete(key, experiment=experiment)
-            return None
-
-    def set(self, key: str, entry: CacheEntry, *, experiment: str) -> bool:
-        """Store `entry` under `key` in `experiment`, replacing any older one; False if the
-        store could not keep it (the call's answer is still returned)."""
-        return self.write_bytes(key, entry.model_dump_json().encode("utf-8"), experiment=experiment)
-
-    def set_many(self, entries: Mapping[str, CacheEntry], *, experiment: str) -> int:
-        """Store every (key, entry) of `entries` in as few transactions as the backend allows;
-        returns how many were kept.
-
-        Example:
-            >>> MemoryStore().set_many({"a": CacheEntry(model="m"), "b": CacheEntry(model="m")},
-            ...                        experiment="x")
-            2
-        """
-        encoded = {key: entry.model_dump_json().encode("utf-8") for key, entry in entries.items()}
-        return self.write_many(encoded, experiment=experiment)
-
     def read_many(self, keys: Sequence[str], *, experiment: str) -> dict[str, bytes]:
         """The stored bytes of `keys` that are present (one by one unless a backend batches)."""
         found = {key: self.read_bytes(key, experiment=experiment) for key in keys}
@@ -112,22 +60,6 @@ class Store(ABC):
         """`read_many` that does not count as a use of the entries (for export): a backend
         that evicts the least recently used may read them without refreshing them."""
         return self.read_many(keys, experiment=experiment)
-
-    def entries(self, experiment: str) -> Iterator[tuple[str, bytes]]:
-        """Every readable entry of one experiment as (key, its stored JSON), for export: read
-        `BATCH` at a time without refreshing them, each checked (an unreadable one is dropped)
-        but written out as it is stored, not serialised again.
-
-        Example:
-            >>> store = MemoryStore()
-            >>> store.set("a", CacheEntry(model="m", response="hi"), experiment="x")
-            True
-            >>> [key for key, _ in store.entries("x")]
-            ['a']
-        """
-        for batch in chunks(self.keys(experiment=experiment), BATCH):
-            found = self.peek_many(batch, experiment=experiment)
-            yield from ((key, found[key]) for key in self._entries(found, experiment))
 
     @abstractmethod
     def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
@@ -201,9 +133,9 @@ class MemoryStore(Store):
 
     Example:
         >>> store = MemoryStore()
-        >>> store.set("k", CacheEntry(model="m", response="hi"), experiment="a")
+        >>> store.write_bytes("k", b'{"model": "m"}', experiment="a")
         True
-        >>> store.get("k", experiment="b") is None
+        >>> store.read_bytes("k", experiment="b") is None
         True
     """
 

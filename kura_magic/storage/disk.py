@@ -64,12 +64,11 @@ class DiskStore(Store):
 
     Example:
         >>> import tempfile
-        >>> from kura_magic.types import CacheEntry
         >>> store = DiskStore(tempfile.mkdtemp(), size_limit=10**6)
-        >>> store.set("k", CacheEntry(model="m", response="hi"), experiment="default")
+        >>> store.write_bytes("k", b'{"model": "m"}', experiment="default")
         True
-        >>> store.get("k", experiment="default").response
-        'hi'
+        >>> store.read_bytes("k", experiment="default")
+        b'{"model": "m"}'
     """
 
     kind = "disk"

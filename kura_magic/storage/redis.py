@@ -41,13 +41,12 @@ class RedisStore(Store):
 
     Example:
         >>> from kura_magic.testing import RedisServer
-        >>> from kura_magic.types import CacheEntry
         >>> with RedisServer() as server:
         ...     store = RedisStore(server.url, prefix="demo")
-        ...     store.set("k", CacheEntry(model="m", response="hi"), experiment="a")
-        ...     store.get("k", experiment="a").response, store.get("k", experiment="b")
+        ...     store.write_bytes("k", b'{"model": "m"}', experiment="a")
+        ...     store.read_bytes("k", experiment="a"), store.read_bytes("k", experiment="b")
         True
-        ('hi', None)
+        (b'{"model": "m"}', None)
     """
 
     kind = "redis"
