@@ -36,8 +36,9 @@ from kura_magic.run import session
 from kura_magic.run.embeddings import clear_embedding_cache
 from kura_magic.run.session import active_experiment, cache_info, clear_all_caches, clear_cache
 from kura_magic.types import CacheInfo, RunStats
-from kura_magic.views import html as views
+from kura_magic.views.html import panel_html
 from kura_magic.views.text import budget_text, cache_texts, progress_line, run_texts
+from kura_magic.views.theme import RUNNING_EDGE
 
 THROTTLE_S = 0.1
 CONFIRM_WINDOW_S = 5.0  # a second click later than this after the first only asks again
@@ -213,7 +214,7 @@ class Panel:
     def html(self) -> str:
         """The panel as static HTML: what a saved or exported notebook shows."""
         rows = RUN_VIEW if self.stats is not None else self.rows
-        return views.panel_html(self.texts(), rows, self.stats, state=self.state)
+        return panel_html(self.texts(), rows, self.stats, state=self.state)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return {"text/plain": "\n".join(self.lines()), "text/html": self.html()}
@@ -421,7 +422,7 @@ class WidgetPanel(Panel):
         spaced = {"margin": "0 1.5em 0 0"}
         self.labels = {name: _styled(widgets.Label(layout=spaced), name) for row in self.rows for name in row}
         boxes = [widgets.HBox([self.labels[name] for name in row]) for row in self.rows]
-        edge = {"border_left": f"4px solid {views.RUNNING_EDGE}", "padding": "2px 10px"}  # as a run's panel
+        edge = {"border_left": f"4px solid {RUNNING_EDGE}", "padding": "2px 10px"}  # as a run's panel
         return _styled(widgets.VBox([*boxes, self._controls(widgets)], layout=edge), "kura-panel")
 
     def _controls(self, widgets: Any) -> Any:

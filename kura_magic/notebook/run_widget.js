@@ -65,6 +65,9 @@ function render({ model, el }) {
   const body = element("div", "kura-run-body");
   el.appendChild(body);
   let sentAt = performance.now();
+  for (const [name, colour] of Object.entries(model.get("colours"))) {
+    el.style.setProperty(`--kura-colour-${name}`, colour);
+  }
   const redraw = () => {
     el.dataset.state = model.get("state");
     draw(model, body);

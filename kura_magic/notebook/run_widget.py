@@ -4,7 +4,8 @@ rate, ETA, calls in flight, money, elapsed) and at most three lines under it.
 Python decides every word (`Panel.texts()`) and the layout (`rows`: the header's pieces,
 then one piece per line); the browser only draws them, and ticks the elapsed time from
 the last `elapsed_s` it was sent while the run is going, so it moves between updates.
-The script and its style are `run_widget.js` and `run_widget.css`, next to this file.
+The script and its style are `run_widget.js` and `run_widget.css`, next to this file; the
+colours come from `views.theme`, set as CSS variables (`--kura-colour-ok`, ...).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import anywidget
 import traitlets
 
 from kura_magic.types import RunStats
-from kura_magic.views.theme import BAR_PARTS
+from kura_magic.views.theme import BAR_PARTS, CSS_COLOURS
 
 HERE = Path(__file__).parent
 
@@ -46,6 +47,7 @@ class RunWidget(anywidget.AnyWidget):
     elapsed_s = traitlets.Float(0.0).tag(sync=True)  # the browser counts on from here while running
     state = traitlets.Unicode("running").tag(sync=True)  # running, ok, warning or failed
     running = traitlets.Bool(True).tag(sync=True)
+    colours = traitlets.Dict(CSS_COLOURS).tag(sync=True)  # the theme's, as CSS variables
 
     def __init__(self) -> None:
         super().__init__()

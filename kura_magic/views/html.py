@@ -12,7 +12,7 @@ from kura_magic import formatting
 from kura_magic.diffs import Chunk, cut_chunks, margins, word_diff
 from kura_magic.types import RunStats
 from kura_magic.views import text as plain
-from kura_magic.views.theme import BADGE_COLOURS, BAR_PARTS, DIFFERS_CSS, EDGES, FAILED, QUIET_GREY, RUNNING_EDGE
+from kura_magic.views.theme import BADGE_COLOURS, BAR_PARTS, DIFFERS_CSS, EDGES, FAILED, QUIET_GREY, RUNNING_EDGE, TRACK
 
 if TYPE_CHECKING:
     from kura_magic.run.compare import Comparison
@@ -175,7 +175,7 @@ def _stacked_bar(stats: RunStats) -> str:
         for name, colour in BAR_PARTS if counts[name]
     )
     return ('<div class="kura-bar kura-progress" style="display:flex;height:8px;width:10em;'
-            'background:var(--jp-layout-color3, #e0e0e0);border-radius:4px;overflow:hidden">'
+            f'background:var(--jp-layout-color3, {TRACK});border-radius:4px;overflow:hidden">'
             f"{parts}</div>")
 
 

@@ -7,6 +7,7 @@ FAILED = "#e53935"
 WARNING = "#fb8c00"
 QUIET_GREY = "#616161"
 NEUTRAL = "#757575"
+TRACK = "#e0e0e0"  # the progress bar's empty part, where the theme gives none
 
 BADGE_COLOURS = {"fresh": FRESH, "cached": CACHED, "error": FAILED, "skipped": NEUTRAL,
                  "unfinished": WARNING}
@@ -21,6 +22,9 @@ EDGES = {"failed": FAILED, "warning": WARNING, "ok": FRESH}
 
 
 RUNNING_EDGE = CACHED  # a live panel: a run going (its fallback HTML), the cache panel
+
+# What the live widgets' CSS uses, sent to the browser as `--kura-colour-<name>` variables.
+CSS_COLOURS = {"running": RUNNING_EDGE, **EDGES, "quiet": QUIET_GREY, "track": TRACK}
 
 
 # Rows whose outputs differ: a tint of the theme's warning colour over its background, so it
