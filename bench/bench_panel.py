@@ -21,7 +21,7 @@ PROMPT = "Summarise:\n{{ transcript }}"
 
 def timed_run(n: int, server_url: str, with_panel: bool) -> float:
     import kura_magic
-    from kura_magic.notebook.panel import WidgetPanel
+    from kura_magic.notebook.panels import WidgetPanel
 
     os.environ["KURA_MAGIC_CACHE"] = tempfile.mkdtemp(prefix="kura-bench-panel-")
     data = [f"conversation number {i} about a refund" for i in range(n)]

@@ -17,8 +17,8 @@ from helpers import PROMPT, make_conversations, schema_with_a_bug
 from kura_magic.errors import TemplateError
 from kura_magic.formatting import size
 from kura_magic.notebook import magics as magics_module
-from kura_magic.notebook import panel as panel_module
-from kura_magic.notebook.panel import BUSY, THROTTLE_S, WidgetPanel, experiment_names, widgets_available
+from kura_magic.notebook import panels as panel_module
+from kura_magic.notebook.panels import BUSY, THROTTLE_S, WidgetPanel, experiment_names, widgets_available
 from kura_magic.notebook.run_widget import RunWidget
 from kura_magic.types import CacheInfo, ExperimentInfo
 from kura_magic.views.text import budget_text, cache_table, cache_texts, run_texts

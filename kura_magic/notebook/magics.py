@@ -41,7 +41,7 @@ from kura_magic.errors import (
     TemplateError,
     UnknownModelError,
 )
-from kura_magic.notebook.panel import Panel, open_panel
+from kura_magic.notebook.panels import Panel, open_panel
 from kura_magic.run import history, session
 from kura_magic.run.compare import Comparison
 from kura_magic.run.pipeline import estimate, summarise
