@@ -21,11 +21,11 @@ PROMPT = "Summarise:\n{{ transcript }}"
 
 def timed_run(n: int, server_url: str, with_panel: bool) -> float:
     import kura_magic
-    from kura_magic.notebook.panels import WidgetPanel
+    from kura_magic.notebook.panels import RunPanel
 
     os.environ["KURA_MAGIC_CACHE"] = tempfile.mkdtemp(prefix="kura-bench-panel-")
     data = [f"conversation number {i} about a refund" for i in range(n)]
-    panel = WidgetPanel() if with_panel else None
+    panel = RunPanel.open(widget=True) if with_panel else None
     started = time.perf_counter()
     run = kura_magic.summarise(
         data, PROMPT, model="openai/gpt-4o-mini", api_base=server_url, api_key="sk-bench",

@@ -217,7 +217,7 @@ def test_litellm_is_imported_only_by_the_gateway(path):
 
 def test_notebook_layer_is_where_ipython_is_used_and_views_are_plain():
     used = set().union(*(top_level(imported_modules(path)) for path in files("notebook")))
-    assert {"IPython", "ipywidgets"} <= used
+    assert {"IPython", "anywidget"} <= used
     loaded = in_fresh_process(
         "import json, sys, kura_magic.views.html, kura_magic.views.text, kura_magic.views.history\n"
         "print(json.dumps(sorted(m for m in ('IPython', 'ipywidgets', 'traitlets') if m in sys.modules)))"

@@ -1,10 +1,11 @@
-"""The cache panel: its text, its widgets and buttons against a real cache and the loopback
-server, and the plain-text fallback where no widget front end exists."""
+"""The panels: their text, their widgets and the cache panel's buttons against a real cache and
+the loopback server, and the plain-text fallback where no widget front end exists."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +19,16 @@ from kura_magic.errors import TemplateError
 from kura_magic.formatting import size
 from kura_magic.notebook import magics as magics_module
 from kura_magic.notebook import panels as panel_module
-from kura_magic.notebook.panels import BUSY, THROTTLE_S, WidgetPanel, experiment_names, widgets_available
+from kura_magic.notebook.cache_widget import CacheWidget
+from kura_magic.notebook.panels import (
+    BUSY,
+    THROTTLE_S,
+    CachePanel,
+    RunPanel,
+    experiment_names,
+    run_going,
+    widgets_available,
+)
 from kura_magic.notebook.run_widget import RunWidget
 from kura_magic.types import CacheInfo, ExperimentInfo
 from kura_magic.views.text import budget_text, cache_table, cache_texts, run_texts
@@ -89,25 +99,74 @@ def test_cache_table_has_a_row_per_experiment_and_the_whole_cache():
 # ---------------------------------------------------------------- widgets
 
 
-def find(widget, css_class: str):
-    """The widget under `widget` carrying `css_class` (the contract browser tests use)."""
-    if css_class in widget._dom_classes:
-        return widget
-    for child in getattr(widget, "children", ()):
-        found = find(child, css_class)
-        if found is not None:
-            return found
-    return None
+ACTIONS = {"kura-clear-experiment": "clear_experiment", "kura-clear-all": "clear_all",
+           "kura-clear-embeddings": "clear_embeddings"}
 
 
-def text(panel: WidgetPanel, css_class: str) -> str:
-    """What the panel shows under `css_class`: a run widget's text, or a cache panel's label."""
-    if isinstance(panel.root, RunWidget):
-        return panel.root.texts.get(css_class, "")
-    return find(panel.root, css_class).value
+class Button:
+    """A clear button of a cache widget, as the browser draws it (and clicks it)."""
+
+    def __init__(self, widget: CacheWidget, action: str) -> None:
+        self.widget, self.action = widget, action
+
+    @property
+    def drawn(self) -> dict:
+        return next(button for button in self.widget.buttons if button["action"] == self.action)
+
+    @property
+    def description(self) -> str:
+        return self.drawn["label"]
+
+    @property
+    def disabled(self) -> bool:
+        return self.widget.disabled
+
+    def click(self) -> None:
+        self.widget.click(self.action)
 
 
-def run_with(panel: WidgetPanel, conversations, **options) -> km.SummaryRun:
+class Chooser:
+    """The experiment chooser of a cache widget, as the browser draws it (and types in it)."""
+
+    def __init__(self, widget: CacheWidget) -> None:
+        self.widget = widget
+
+    @property
+    def value(self) -> str:
+        return self.widget.experiment
+
+    @value.setter
+    def value(self, name: str) -> None:
+        self.widget.choose(name)
+
+    @property
+    def options(self) -> list[str]:
+        return self.widget.experiments
+
+    @property
+    def disabled(self) -> bool:
+        return self.widget.disabled
+
+
+def find(widget: CacheWidget, css_class: str):
+    """The control of a cache widget carrying `css_class` (the contract browser tests use)."""
+    return Chooser(widget) if css_class == "kura-experiment-select" else Button(widget, ACTIONS[css_class])
+
+
+def live_run_panel() -> RunPanel:
+    return RunPanel.open(widget=True)
+
+
+def live_cache_panel() -> CachePanel:
+    return CachePanel.open(widget=True)
+
+
+def text(panel: RunPanel | CachePanel, css_class: str) -> str:
+    """What the panel's widget shows under `css_class`."""
+    return panel.widget.texts.get(css_class, "")
+
+
+def run_with(panel: RunPanel, conversations, **options) -> km.SummaryRun:
     """A run with the panel beside it, as `%%summarise` drives it: start, progress, finish."""
     panel.start()
     run = km.summarise(conversations, PROMPT, on_progress=panel.update, **options)
@@ -125,7 +184,7 @@ def disabled(root) -> list[bool]:
 def test_after_a_run_the_labels_show_counts_and_sizes(llm):
     conversations = make_conversations(5)
     conversations.append({**conversations[0], "chat_id": "again"})
-    panel = WidgetPanel()
+    panel = live_run_panel()
 
     run = run_with(panel, conversations)
 
@@ -140,42 +199,42 @@ def test_after_a_run_the_labels_show_counts_and_sizes(llm):
     info = km.cache_info()
     own = size(info.experiments["default"].bytes)
     assert text(panel, "kura-cache") == f"cache at the end of this run: default: 5 entries, {own}"
-    widget = panel.root
+    widget = panel.widget
     assert (widget.done, widget.total, widget.state, widget.running) == (6, 6, "ok", False)
     assert [(part["name"], part["count"]) for part in widget.parts] == [("cached", 1), ("fresh", 5), ("errors", 0)]
     assert {"kura-panel", "kura-run"} <= set(widget._dom_classes)
 
 
 def test_a_run_panel_has_one_line_about_the_cache_and_no_buttons(llm):
-    panel = WidgetPanel()
+    panel = live_run_panel()
 
     run_with(panel, make_conversations(2))
 
-    shown = {name for row in panel.root.rows for name in row}
+    shown = {name for row in panel.widget.rows for name in row}
     assert not shown & {*CONTROLS, "kura-total-size", "kura-experiments", "kura-embeddings-size"}
-    assert not hasattr(panel.root, "children"), "a run panel is one widget, with no buttons in it"
+    assert not hasattr(panel.widget, "children"), "a run panel is one widget, with no buttons in it"
     assert "entries" not in " ".join(panel.lines()[:-1]), "only the last line is about the cache"
 
 
 def test_updates_are_throttled_and_the_last_one_always_shows(llm):
     llm.latency_s = 0.005
-    panel = WidgetPanel()
+    panel = live_run_panel()
     changes = []
-    panel.root.observe(changes.append, names="done")
+    panel.widget.observe(changes.append, names="done")
 
     run = run_with(panel, make_conversations(60), max_concurrency=4)
 
-    assert panel.root.done == 60
+    assert panel.widget.done == 60
     assert len(changes) <= run.stats.elapsed_s / THROTTLE_S + 2
 
 
 def test_clear_experiment_empties_it_and_leaves_the_others(llm):
     conversations = make_conversations(4)
     km.summarise(conversations, PROMPT, experiment="keep")
-    run_with(WidgetPanel(), conversations)
-    panel = WidgetPanel(run=False)
+    run_with(live_run_panel(), conversations)
+    panel = live_cache_panel()
     llm.reset()
-    button = find(panel.root, "kura-clear-experiment")
+    button = find(panel.widget, "kura-clear-experiment")
 
     button.click()
     assert button.description == "Really clear default?"
@@ -187,7 +246,7 @@ def test_clear_experiment_empties_it_and_leaves_the_others(llm):
     assert text(panel, "kura-experiment-size") == "default: 0 entries, 0 B"
     assert text(panel, "kura-status") == "cleared 4 entries of experiment 'default'"
     assert km.cache_info().experiments["keep"].entries == 4
-    assert run_with(WidgetPanel(), conversations).stats.fresh == 4
+    assert run_with(live_run_panel(), conversations).stats.fresh == 4
     assert km.summarise(conversations, PROMPT, experiment="keep").stats.cached == 4
     assert llm.request_count == 4
 
@@ -195,9 +254,9 @@ def test_clear_experiment_empties_it_and_leaves_the_others(llm):
 def test_clear_all_asks_once_then_clears_on_the_second_click(llm):
     conversations = make_conversations(3)
     km.summarise(conversations, PROMPT, experiment="other")
-    run_with(WidgetPanel(), conversations)
-    panel = WidgetPanel(run=False)
-    button = find(panel.root, "kura-clear-all")
+    run_with(live_run_panel(), conversations)
+    panel = live_cache_panel()
+    button = find(panel.widget, "kura-clear-all")
     assert button.description == "Clear all"
 
     button.click()
@@ -209,28 +268,28 @@ def test_clear_all_asks_once_then_clears_on_the_second_click(llm):
     assert km.cache_info().entries == 0
     assert text(panel, "kura-total-size") == f"cache: 0 entries, {size(km.cache_info().bytes)} on disk"
     llm.reset()
-    assert run_with(WidgetPanel(), conversations).stats.fresh == 3
+    assert run_with(live_run_panel(), conversations).stats.fresh == 3
     assert llm.request_count == 3
 
 
 def test_a_clear_in_one_cache_panel_updates_every_other_one(llm):
     km.summarise(make_conversations(3), PROMPT)
-    first, second = WidgetPanel(run=False), WidgetPanel(run=False)
+    first, second = live_cache_panel(), live_cache_panel()
     assert text(second, "kura-experiment-size").startswith("default: 3 entries")
 
     for _ in range(2):
-        find(first.root, "kura-clear-experiment").click()
-    find(first.root, "kura-experiment-select").value = "v2"
+        find(first.widget, "kura-clear-experiment").click()
+    find(first.widget, "kura-experiment-select").value = "v2"
 
     assert text(second, "kura-experiments") == "experiments: none yet"
     assert text(second, "kura-experiment-size") == "v2: 0 entries, 0 B", "it follows the switch too"
-    assert find(second.root, "kura-experiment-select").value == "v2"
+    assert find(second.widget, "kura-experiment-select").value == "v2"
 
 
 def test_any_other_action_cancels_an_armed_confirmation(llm):
     km.summarise(make_conversations(2), PROMPT)
-    panel = WidgetPanel(run=False)
-    clear_all, clear_experiment = find(panel.root, "kura-clear-all"), find(panel.root, "kura-clear-experiment")
+    panel = live_cache_panel()
+    clear_all, clear_experiment = find(panel.widget, "kura-clear-all"), find(panel.widget, "kura-clear-experiment")
 
     clear_all.click()
     clear_experiment.click()
@@ -245,7 +304,7 @@ def test_any_other_action_cancels_an_armed_confirmation(llm):
     assert km.cache_info().experiments == {}
     km.summarise(make_conversations(2), PROMPT, experiment="kept")
     clear_all.click()
-    find(panel.root, "kura-experiment-select").value = "kept"
+    find(panel.widget, "kura-experiment-select").value = "kept"
     assert clear_all.description == "Clear all"
     clear_all.click()
     assert km.cache_info().experiments["kept"].entries == 2
@@ -253,8 +312,8 @@ def test_any_other_action_cancels_an_armed_confirmation(llm):
 
 def test_the_selector_switches_or_starts_an_experiment(llm):
     km.summarise(make_conversations(2), PROMPT, experiment="v2")
-    panel = WidgetPanel(run=False)
-    selector = find(panel.root, "kura-experiment-select")
+    panel = live_cache_panel()
+    selector = find(panel.widget, "kura-experiment-select")
     assert list(selector.options) == ["default", "v2"]
 
     selector.value = "v2"
@@ -269,9 +328,9 @@ def test_the_selector_switches_or_starts_an_experiment(llm):
 
 
 def test_a_bad_experiment_name_is_reported_in_the_panel(llm):
-    panel = WidgetPanel(run=False)
+    panel = live_cache_panel()
 
-    find(panel.root, "kura-experiment-select").value = "x" * 300
+    find(panel.widget, "kura-experiment-select").value = "x" * 300
 
     assert "is not usable" in text(panel, "kura-status")
     assert km.active_experiment() == "default"
@@ -281,8 +340,8 @@ def test_clear_embeddings_empties_the_embedding_cache(llm):
     from kura_magic.run import embeddings
 
     embeddings.embed(["refund", "login"], model="openai/text-embedding-3-small")
-    panel = WidgetPanel(run=False)
-    button = find(panel.root, "kura-clear-embeddings")
+    panel = live_cache_panel()
+    button = find(panel.widget, "kura-clear-embeddings")
 
     button.click()
     assert button.description == "Really clear embeddings?"
@@ -304,8 +363,8 @@ def test_a_second_click_within_half_a_second_is_not_a_confirmation(llm, monkeypa
     monkeypatch.setattr(panel_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
     monkeypatch.setattr(panel_module, "CONFIRM_AFTER_S", 0.5)
     km.summarise(make_conversations(3), PROMPT)
-    panel = WidgetPanel(run=False)
-    button = find(panel.root, "kura-clear-experiment")
+    panel = live_cache_panel()
+    button = find(panel.widget, "kura-clear-experiment")
 
     button.click()
     clock.now += 0.01
@@ -322,8 +381,8 @@ def test_a_confirmation_older_than_the_window_only_asks_again(llm, monkeypatch):
     clock = SimpleNamespace(now=1000.0)
     monkeypatch.setattr(panel_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
     km.summarise(make_conversations(3), PROMPT)
-    panel = WidgetPanel(run=False)
-    button = find(panel.root, "kura-clear-experiment")
+    panel = live_cache_panel()
+    button = find(panel.widget, "kura-clear-experiment")
 
     button.click()
     clock.now += panel_module.CONFIRM_WINDOW_S + 0.5
@@ -341,8 +400,8 @@ def test_a_confirmation_older_than_the_window_only_asks_again(llm, monkeypatch):
 
 def test_in_a_running_loop_an_armed_label_turns_back_by_itself(llm, monkeypatch):
     monkeypatch.setattr(panel_module, "CONFIRM_WINDOW_S", 0.05)
-    panel = WidgetPanel(run=False)
-    button = find(panel.root, "kura-clear-all")
+    panel = live_cache_panel()
+    button = find(panel.widget, "kura-clear-all")
 
     async def click_and_wait() -> str:
         button.click()
@@ -355,34 +414,37 @@ def test_in_a_running_loop_an_armed_label_turns_back_by_itself(llm, monkeypatch)
 
 
 def test_the_clear_buttons_look_destructive(llm):
-    panel = WidgetPanel(run=False)
+    panel = live_cache_panel()
+    style = (Path(panel_module.__file__).parent / "panels.css").read_text(encoding="utf-8")
 
-    assert [find(panel.root, c).button_style for c in CONTROLS[1:]] == ["danger"] * 3
+    assert [button["css"] for button in panel.widget.buttons] == list(CONTROLS[1:]), "every button clears"
+    assert "button.kura-destructive {" in style and "kura-destructive.kura-armed" in style
+    assert "border-color: var(--kura-colour-failed)" in style, "drawn in the failure colour, apart"
 
 
 def test_during_a_run_the_buttons_and_selector_are_off(llm):
-    panel, cache_panel = WidgetPanel(), WidgetPanel(run=False)
+    panel, cache_panel = live_run_panel(), live_cache_panel()
     seen = []
 
     def progress(stats: km.RunStats) -> None:
         panel.update(stats)
-        seen.append(disabled(cache_panel.root))
+        seen.append(disabled(cache_panel.widget))
 
-    assert disabled(cache_panel.root) == [False] * 4
+    assert disabled(cache_panel.widget) == [False] * 4
     panel.start()
     run = km.summarise(make_conversations(3), PROMPT, on_progress=progress, max_concurrency=1)
     panel.finish(run.stats)
 
     assert seen and all(row == [True] * 4 for row in seen)
-    assert disabled(cache_panel.root) == [False] * 4
+    assert disabled(cache_panel.widget) == [False] * 4
 
 
 def test_a_click_during_a_run_changes_nothing_and_says_why(llm):
     km.summarise(make_conversations(2), PROMPT, experiment="other")
     km.summarise(make_conversations(2), PROMPT)
-    run_panel, panel = WidgetPanel(), WidgetPanel(run=False)
-    buttons = [find(panel.root, c) for c in CONTROLS[1:]]
-    selector = find(panel.root, "kura-experiment-select")
+    run_panel, panel = live_run_panel(), live_cache_panel()
+    buttons = [find(panel.widget, c) for c in CONTROLS[1:]]
+    selector = find(panel.widget, "kura-experiment-select")
 
     def click_everything(stats: km.RunStats) -> None:
         run_panel.update(stats)
@@ -442,8 +504,8 @@ def test_the_phase_and_the_time_left_show_only_while_the_run_goes():
 def test_the_widget_starts_at_the_first_report_then_counts_calls_in_flight_and_time_left(llm, monkeypatch):
     monkeypatch.setattr(panel_module, "THROTTLE_S", 0.0)
     llm.latency_s = 0.05
-    panel = WidgetPanel()
-    widget = panel.root
+    panel = live_run_panel()
+    widget = panel.widget
     seen, starting = [], []
 
     def progress(stats: km.RunStats) -> None:
@@ -470,8 +532,8 @@ def test_the_widget_starts_at_the_first_report_then_counts_calls_in_flight_and_t
 
 
 def test_a_held_back_update_and_a_new_phase_show_without_waiting_for_the_next_one():
-    panel = WidgetPanel()
-    widget = panel.root
+    panel = live_run_panel()
+    widget = panel.widget
 
     async def burst() -> tuple[int, str, int]:
         panel.start()
@@ -490,15 +552,15 @@ def test_a_held_back_update_and_a_new_phase_show_without_waiting_for_the_next_on
 
 def test_an_all_cached_rerun_shows_it_saved_everything(llm):
     conversations = make_conversations(4)
-    first = run_with(WidgetPanel(), conversations)
-    panel = WidgetPanel()
+    first = run_with(live_run_panel(), conversations)
+    panel = live_run_panel()
 
     run = run_with(panel, conversations)
 
     assert run.stats.cached == 4 and run.stats.saved_cost == first.stats.cost
     assert text(panel, "kura-saved") == f"saved {km.formatting.money(first.stats.cost)} (100%)"
-    assert "kura-rate" not in panel.root.texts, "no calls, no rate of calls"
-    assert [(part["name"], part["count"]) for part in panel.root.parts] == [("cached", 4), ("fresh", 0), ("errors", 0)]
+    assert "kura-rate" not in panel.widget.texts, "no calls, no rate of calls"
+    assert [(part["name"], part["count"]) for part in panel.widget.parts] == [("cached", 4), ("fresh", 0), ("errors", 0)]
 
 
 def test_a_budget_stop_says_once_what_one_call_was_estimated_to_cost(shell, llm):
@@ -563,13 +625,13 @@ def test_in_widget_mode_the_panel_is_live_then_static_html_of_how_the_run_ended(
 
 def test_the_magic_turns_the_buttons_off_while_it_runs(shell, llm, monkeypatch):
     seen = []
-    update = WidgetPanel.update
+    update = RunPanel.update
 
-    def recording(panel: WidgetPanel, stats: km.RunStats) -> None:
+    def recording(panel: RunPanel, stats: km.RunStats) -> None:
         update(panel, stats)
-        seen.append(disabled(cache_panel.root))
+        seen.append(disabled(cache_panel.widget))
 
-    monkeypatch.setattr(WidgetPanel, "update", recording)
+    monkeypatch.setattr(RunPanel, "update", recording)
     shell.run_line_magic("config", "KuraMagics.panel = 'widgets'")
     shell.user_ns["convs"] = make_conversations(3)
     cache_panel = shell.run_line_magic("kura", "")
@@ -578,8 +640,8 @@ def test_the_magic_turns_the_buttons_off_while_it_runs(shell, llm, monkeypatch):
         shell.run_cell_magic("summarise", "convs", PROMPT)
 
     assert seen and all(row == [True] * 4 for row in seen)
-    assert disabled(cache_panel.root) == [False] * 4
-    assert find(cache_panel.root, "kura-experiment-size").value.startswith("default: 3 entries")
+    assert disabled(cache_panel.widget) == [False] * 4
+    assert text(cache_panel, "kura-experiment-size").startswith("default: 3 entries")
 
 
 def test_an_interrupt_before_any_call_leaves_the_error_alone(shell, llm, monkeypatch):
@@ -621,7 +683,7 @@ def test_an_error_before_any_call_is_the_cells_one_message_and_frees_the_buttons
 
     assert ([final(shown)] if shown.outputs else []) == shown_before, \
         "the error is the one message: no panel, or the one shown emptied"
-    assert disabled(cache_panel.root) == [False] * 4, "the buttons work again after a failed run"
+    assert disabled(cache_panel.widget) == [False] * 4, "the buttons work again after a failed run"
     assert llm.request_count == 0
 
 
@@ -637,14 +699,14 @@ def test_offline_misses_are_an_error_with_the_panel_emptied(shell, llm):
 
 
 def test_a_run_whose_template_fails_never_shows_its_panel(llm):
-    panel = WidgetPanel()
+    panel = live_run_panel()
     panel.start()
     with pytest.raises(TemplateError):
         km.summarise(make_conversations(2), "Summarise {{ transcript", on_progress=panel.update)
     panel.fail("the prompt does not parse")
 
     assert panel.handle is None, "never shown, so nothing to empty"
-    assert not panel.running, "the cache panels' buttons are back on"
+    assert not run_going(), "the cache panels' buttons are back on"
 
 
 def test_a_bug_during_a_run_leaves_a_red_panel_saying_where_it_stopped(shell, llm):

@@ -41,7 +41,7 @@ from kura_magic.errors import (
     TemplateError,
     UnknownModelError,
 )
-from kura_magic.notebook.panels import Panel, open_panel
+from kura_magic.notebook.panels import CachePanel, open_cache_panel, open_run_panel
 from kura_magic.run import history, session
 from kura_magic.run.compare import Comparison
 from kura_magic.run.pipeline import estimate, summarise
@@ -146,8 +146,8 @@ class Subcommand:
     most_words: int | None = 0  # None: the handler checks its own words
 
 
-def _panel(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Panel:
-    return open_panel(mode=magics.panel, run=False)
+def _panel(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> CachePanel:
+    return open_cache_panel(mode=magics.panel)
 
 
 def _experiment(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
@@ -347,7 +347,7 @@ class KuraMagics(Magics):
     ) -> SummaryRun:
         """The run with the panel live beside it from the run's first report, so a run that fails
         its checks shows only its card; the panel stays, showing how the run ended."""
-        panel = open_panel(mode=self.panel, experiment=args.experiment)
+        panel = open_run_panel(mode=self.panel, experiment=args.experiment)
         panel.start()
         try:
             run = summarise(

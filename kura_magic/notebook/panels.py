@@ -1,15 +1,16 @@
-"""The cache panel: a live view of a run and of the cache, as widgets or as plain text.
+"""The panels: a run's, live while it goes, and the cache's (`%kura`), as widgets or as text.
 
-Modelled on tqdm's notebook bar: `Panel` holds the numbers, turns them into text
-and carries out the buttons' actions; it is also the text fallback, printing the
-same lines where no widget front end exists. `WidgetPanel` only builds widgets
-and copies that text into them. The CSS classes (`kura-panel`, `kura-fresh`, ...)
-are a stable contract for browser tests and user styles.
+Modelled on tqdm's notebook bar: `RunPanel` and `CachePanel` are plain classes that hold the
+state, turn it into text and carry out the buttons' actions; they are also the text
+fallback, printing the same lines where no widget front end exists. A widget, where there
+is one, is attached to them (`run_widget.RunWidget`, `cache_widget.CacheWidget`, both
+anywidgets with one look, `panels.css`) and only draws what they send it. The CSS classes
+(`kura-panel`, `kura-fresh`, ...) are a stable contract for browser tests and user styles.
 
 A run's panel is one header line like tqdm's (a stacked bar, counts, rate, ETA, calls in
 flight, money, elapsed: `run_widget.RunWidget`, an anywidget) over at most three lines: what
 changed, one line about the cache, and a status; the cache's details and its buttons live in
-the cache panel (`%kura`, ipywidgets). A run's panel first shows at the run's first report
+the cache panel (`%kura`). A run's panel first shows at the run's first report
 (its template and data read, the cache looked up), so a run that fails before that shows
 only its error; one that fails later with no answer yet has its panel emptied.
 When a run ends its live widget is replaced, in place, by static HTML of how it ended, so a
@@ -28,7 +29,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kura_magic import formatting
 from kura_magic.errors import KuraMagicError
@@ -36,9 +37,12 @@ from kura_magic.run import session
 from kura_magic.run.embeddings import clear_embedding_cache
 from kura_magic.run.session import active_experiment, cache_info, clear_all_caches, clear_cache
 from kura_magic.types import CacheInfo, RunStats
+
+if TYPE_CHECKING:
+    from kura_magic.notebook.cache_widget import CacheWidget
+    from kura_magic.notebook.run_widget import RunWidget
 from kura_magic.views.html import panel_html
 from kura_magic.views.text import budget_text, cache_texts, progress_line, run_texts
-from kura_magic.views.theme import RUNNING_EDGE
 
 THROTTLE_S = 0.1
 CONFIRM_WINDOW_S = 5.0  # a second click later than this after the first only asks again
@@ -51,7 +55,7 @@ BUSY = "ignored: the cache cannot be changed while a run is going"
 class Destructive(NamedTuple):
     """A button that deletes from the cache: the first click arms it, a second one within
     CONFIRM_WINDOW_S carries it out. `question` and `deletes` are formatted with
-    `Panel._numbers()`."""
+    `CachePanel._numbers()`."""
 
     label: str
     question: str  # the label while armed
@@ -59,7 +63,7 @@ class Destructive(NamedTuple):
     deletes: str  # what the second click will delete, for the status line
 
 
-# The destructive buttons, by the name of the `Panel` method each one calls.
+# The destructive buttons, by the name of the `CachePanel` method each one calls.
 BUTTONS = {
     "clear_experiment": Destructive("Clear experiment", "Really clear {experiment}?", "kura-clear-experiment",
                                     "the {own} entries of experiment {experiment!r}"),
@@ -78,7 +82,7 @@ class Armed(NamedTuple):
     prompt: str  # the status line: what a second click will delete
 
 
-# The panel's text, row by row: each name is a CSS class and a key of `Panel.texts()`.
+# The panels' text, row by row: each name is a CSS class and a key of `texts()`.
 RUN_ROWS = (
     ("kura-done", "kura-fresh", "kura-cached", "kura-errors"),
     ("kura-spent", "kura-saved", "kura-elapsed"),
@@ -128,96 +132,83 @@ def widgets_available() -> bool:
 
 
 # The cache panels on the page, re-rendered when the cache changes, and the runs going now.
-_CACHE_PANELS: weakref.WeakSet[Panel] = weakref.WeakSet()
-_RUNS_GOING: weakref.WeakSet[Panel] = weakref.WeakSet()
+_CACHE_PANELS: weakref.WeakSet[CachePanel] = weakref.WeakSet()
+_RUNS_GOING: weakref.WeakSet[RunPanel] = weakref.WeakSet()
 
 
-class Panel:
-    """The panel's state and actions, shown as plain text lines (the fallback view).
+def run_going() -> bool:
+    """A run is going somewhere in this kernel: the cache panels' buttons are off."""
+    return bool(_RUNS_GOING)
 
-    Example:
-        >>> panel = Panel(run=False)
-        >>> panel.lines()[0].startswith("default: ")
-        True
-        >>> panel.clear_all()   # a first click only asks
-        >>> panel.label("clear_all"), panel.texts()["kura-status"]
-        ('Really clear all?', 'click again within 5 s to delete all 0 entries of the whole cache, every experiment')
-    """
 
-    live = False  # a live view is shown at the run's first report; text is shown when it ends
+class _Shown:
+    """What both panels show: their texts as lines (the text view) and as static HTML."""
 
-    def __init__(self, *, experiment: str | None = None, run: bool = True) -> None:
-        self.experiment = experiment or active_experiment()
-        self.stats: RunStats | None = RunStats() if run else None
-        self.info = cache_info()
-        self.status = ""
-        self.failed = False
-        self.changes = ""
-        self.ended = False  # the run finished or failed: the cache line is a snapshot
-        self.handle: Any = None  # the live view's display, replaced by static HTML at the end
-        self._line = 0  # the length of the text view's progress line, to wipe it
-        self._armed: Armed | None = None
-        self._shown_at = 0.0
-        self._calls_from: tuple[float, int] | None = None  # (elapsed_s, fresh) when calls began
-        self._phase = ""  # the phase last shown: a new one shows at once
-        self._pending = False  # a throttled update waits to be shown
-        if not run:
-            _CACHE_PANELS.add(self)
-
-    @property
-    def running(self) -> bool:
-        """A run is going somewhere in this kernel: the cache panels' buttons are off."""
-        return bool(_RUNS_GOING)
+    rows: tuple[tuple[str, ...], ...]
 
     def texts(self) -> dict[str, str]:
-        """Every piece of text, keyed by its CSS class."""
-        texts = cache_texts(self.info, self.experiment)
-        budget = ""
-        if self.stats is not None:
-            texts.update(run_texts(self.stats, self.rate, going=self in _RUNS_GOING))
-            when = "at the end of this run" if self.ended else "before this run"
-            texts["kura-cache"] = f"cache {when}: {texts['kura-experiment-size']}"
-            budget = budget_text(self.stats) if self.stats.skipped else ""
-        if self.changes:
-            texts["kura-changes"] = self.changes
-        status = self._armed.prompt if self._armed and self.armed else self.status or budget
-        return {**texts, "kura-status": status} if status else texts
-
-    @property
-    def rate(self) -> float | None:
-        """Fresh calls per second since the first call went out (None: none answered yet)."""
-        if self.stats is None or self._calls_from is None:
-            return None
-        seconds, calls = self.stats.elapsed_s - self._calls_from[0], self.stats.fresh - self._calls_from[1]
-        return calls / seconds if calls and seconds > 0 else None
+        raise NotImplementedError
 
     @property
     def state(self) -> str:
-        """How the run panel looks: running, failed, warning (errors, skips, an interrupt) or ok."""
-        stats = self.stats
-        if self.failed:
-            return "failed"
-        if self in _RUNS_GOING:
-            return "running"
-        return "warning" if stats and (stats.errors or stats.skipped or stats.interrupted) else "ok"
+        return "ok"
 
     def lines(self) -> list[str]:
         """The text view: one line per row of the panel."""
         texts = self.texts()
         return [" · ".join(texts[n] for n in row if n in texts) for row in self.rows if any(n in texts for n in row)]
 
-    @property
-    def rows(self) -> tuple[tuple[str, ...], ...]:
-        """The CSS classes of the panel's text, row by row."""
-        return RUN_ROWS if self.stats is not None else CACHE_ROWS
-
     def html(self) -> str:
         """The panel as static HTML: what a saved or exported notebook shows."""
-        rows = RUN_VIEW if self.stats is not None else self.rows
-        return panel_html(self.texts(), rows, self.stats, state=self.state)
+        return panel_html(self.texts(), self.rows, None, state=self.state)
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+    def static_bundle(self) -> dict[str, str]:
         return {"text/plain": "\n".join(self.lines()), "text/html": self.html()}
+
+    def __repr__(self) -> str:
+        return "\n".join(self.lines())
+
+
+class CachePanel(_Shown):
+    """The cache panel's state and actions: the sizes, the experiment chooser, and the clear
+    buttons, which ask first. Its text view is the lines; a widget, if attached, draws them.
+
+    Example:
+        >>> panel = CachePanel(experiment="default", info=CacheInfo(entries=0, bytes=0))
+        >>> panel.lines()[0]
+        'default: 0 entries, 0 B · cache: 0 entries, 0 B on disk · embeddings: 0 vectors, 0 B on disk'
+        >>> panel.clear_all()   # a first click only asks
+        >>> panel.label("clear_all"), panel.texts()["kura-status"]
+        ('Really clear all?', 'click again within 5 s to delete all 0 entries of the whole cache, every experiment')
+    """
+
+    rows = CACHE_ROWS
+
+    def __init__(self, *, experiment: str, info: CacheInfo, widget: CacheWidget | None = None) -> None:
+        self.experiment = experiment
+        self.info = info
+        self.status = ""
+        self.widget = widget
+        self._armed: Armed | None = None
+
+    @classmethod
+    def open(cls, *, experiment: str | None = None, widget: bool = False) -> CachePanel:
+        """A cache panel of the cache as it is now (with a widget, where one can be shown),
+        kept up to date with every other one on the page."""
+        panel = cls(experiment=experiment or active_experiment(), info=cache_info())
+        if widget:
+            from kura_magic.notebook.cache_widget import CacheWidget
+
+            panel.widget = CacheWidget(act=panel.act, choose=panel.choose)
+        _CACHE_PANELS.add(panel)
+        panel.render()
+        return panel
+
+    def texts(self) -> dict[str, str]:
+        """Every piece of text, keyed by its CSS class."""
+        texts = cache_texts(self.info, self.experiment)
+        status = self._armed.prompt if self._armed and self.armed else self.status
+        return {**texts, "kura-status": status} if status else texts
 
     @property
     def armed(self) -> str | None:
@@ -231,81 +222,10 @@ class Panel:
         button = BUTTONS[action]
         return button.question.format(**self._numbers()) if self.armed == action else button.label
 
-    # the run
-    def start(self) -> None:
-        """The run begins: the cache panels' buttons are off until it ends. This panel shows at
-        the run's first `update`, so a run whose template or data is wrong shows only its error."""
-        _RUNS_GOING.add(self)
-        for panel in list(_CACHE_PANELS):
-            panel.render()
-
-    def update(self, stats: RunStats) -> None:
-        """`on_progress`: take the run's numbers, re-rendering at most every THROTTLE_S (a new
-        phase at once); an update held back is shown THROTTLE_S later, if none came since."""
-        self.stats = stats
-        if stats.phase == RunStats.CALLING and self._calls_from is None:
-            self._calls_from = (stats.elapsed_s, stats.fresh)
-        if stats.phase != self._phase or time.monotonic() - self._shown_at >= THROTTLE_S:
-            self._show_now()
-        elif not self._pending:
-            self._pending = self._render_later(THROTTLE_S, then=self._show_held)
-
-    def _show_now(self) -> None:
-        self._shown_at, self._phase = time.monotonic(), self.stats.phase if self.stats else ""
-        self.render()
-        if self.live and self.handle is None:
-            self.handle = _display(self)
-
-    def _show_held(self) -> None:
-        """The update the throttle held back (later if another was shown meanwhile), unless
-        the run has ended since."""
-        self._pending = False
-        wait = THROTTLE_S - (time.monotonic() - self._shown_at)
-        if self not in _RUNS_GOING:
-            return
-        if wait > 0:
-            self._pending = self._render_later(wait, then=self._show_held)
-        else:
-            self._show_now()
-
-    def finish(self, stats: RunStats, *, changes: str = "") -> None:
-        """The final update: the run's last numbers, what changed since the previous run of
-        the same cell, and the cache as it is now; buttons back on (the results are the
-        cell's value, in their own text and HTML)."""
-        self.stats = stats
-        self.changes = changes
-        self._end()
-        self._show_final()
-
-    def fail(self, message: str) -> None:
-        """The run raised: a run stopped part-way keeps its panel, red, saying where and why;
-        before any answer there is nothing to show but the error, so a panel shown is emptied
-        (IPython cannot take one display off the page, and clearing the cell would also take
-        the warnings the run printed, such as a cache that cannot be reached)."""
-        self.failed = True
-        done = self.stats.done if self.stats is not None else 0
-        total = self.stats.total if self.stats is not None else 0
-        self.status = f"stopped at {done}/{total}: {message}" if done else message
-        self._end()
-        if done:
-            self._show_final()
-        elif self.handle is not None:
-            self.handle.update({"text/plain": ""}, raw=True)
-
-    def _end(self) -> None:
-        self.ended = True
-        _RUNS_GOING.discard(self)
-        if self._line:
-            _write("\r" + " " * self._line + "\r")
-        self.refresh()
-        _refresh_cache_panels()
-
-    def _show_final(self) -> None:
-        """The final state as static text and HTML: in place of the live view, or printed."""
-        if self.handle is not None:
-            self.handle.update(Panel._repr_mimebundle_(self), raw=True)
-        else:
-            _display(self)
+    def act(self, action: str) -> None:
+        """A click on the button of `action` (a key of BUTTONS)."""
+        if action in BUTTONS:
+            getattr(self, action)()
 
     # the buttons: each clear asks first, and nothing changes the cache during a run
     def clear_experiment(self) -> None:
@@ -322,6 +242,11 @@ class Panel:
         if self._confirmed("clear_embeddings"):
             removed = clear_embedding_cache()
             self._done(f"cleared {removed} vectors from the embedding cache")
+
+    def choose(self, name: str) -> None:
+        """A name chosen or typed in the experiment chooser: switch to it if it is another."""
+        if name and name != self.experiment:
+            self.select_experiment(name)
 
     def select_experiment(self, name: str) -> None:
         """Make `name` the active experiment (a new name starts an empty one)."""
@@ -346,32 +271,21 @@ class Panel:
         prompt = f"click again within {CONFIRM_WINDOW_S:g} s to delete {deletes}"
         self._armed = Armed(action, time.monotonic(), prompt)
         self.render()
-        self._render_later(CONFIRM_WINDOW_S + 0.1, then=self.render)
+        _call_later(CONFIRM_WINDOW_S + 0.1, self.render)
         return False
 
     def _refused(self) -> bool:
         """During a run the buttons change nothing: True, and the status says so."""
-        if self.running:
+        if run_going():
             self.status = BUSY
             self.render()
-        return self.running
+        return run_going()
 
     def _numbers(self) -> dict[str, Any]:
         """What the buttons' questions and warnings are formatted with."""
         info = self.info
         return {"experiment": self.experiment, "own": info.for_experiment(self.experiment).entries,
                 "entries": info.entries, "vectors": info.embeddings.entries}
-
-    def _render_later(self, delay_s: float, *, then: Callable[[], None]) -> bool:
-        """In a running loop (a kernel's, a run's), call `then` after `delay_s`, so an armed
-        button's label turns back by itself and a held update shows; elsewhere that waits
-        for the next render. True if it was scheduled."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        loop.call_later(delay_s, then)
-        return True
 
     def _done(self, status: str) -> None:
         """After a change to the cache: say what happened here; every cache panel re-reads it."""
@@ -380,113 +294,245 @@ class Panel:
         _refresh_cache_panels()
 
     def refresh(self) -> None:
-        """Re-read the cache's sizes (a cache panel: of the active experiment) and re-render."""
-        if self.stats is None:
-            self.experiment = active_experiment()
+        """Re-read the active experiment and the cache's sizes, and re-render."""
+        self.experiment = active_experiment()
         self.info = cache_info()
         self.render()
 
     def render(self) -> None:
-        """Copy the state into the view: in text, rewrite the run's one progress line in place."""
-        if self.stats is None or self not in _RUNS_GOING:
+        """Copy the state into the widget, if one is attached (the text view is `lines`)."""
+        if self.widget is None:
+            return
+        self.widget.show(
+            self.texts(), self.rows,
+            buttons=[{"action": action, "label": self.label(action), "css": button.css_class,
+                      "armed": self.armed == action} for action, button in BUTTONS.items()],
+            experiments=experiment_names(self.info, self.experiment), experiment=self.experiment,
+            disabled=run_going(),
+        )
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        """The widget, with this moment's text and HTML for where widgets do not show."""
+        if self.widget is None:
+            return self.static_bundle()
+        return _with_widget(self.widget, self.static_bundle(), include, exclude)
+
+
+class RunPanel(_Shown):
+    """A run's panel: its numbers as they come (`update`), how it ended (`finish`, `fail`),
+    and a line about the cache. Its text view is one progress line rewritten in place; a
+    widget, if attached, draws the live header and is replaced by static HTML at the end.
+
+    Example:
+        >>> panel = RunPanel(experiment="default", info=CacheInfo(entries=0, bytes=0))
+        >>> panel.finish(RunStats(total=2, done=2, fresh=2, cost=0.01))   # shown as text here
+        2/2 done · 2 fresh · 0 cached · 0 errors
+        spent $0.01 · saved $0.00 · elapsed 0 ms
+        cache at the end of this run: default: 0 entries, 0 B
+    """
+
+    rows = RUN_ROWS
+
+    def __init__(self, *, experiment: str, info: CacheInfo, widget: RunWidget | None = None) -> None:
+        self.experiment = experiment
+        self.info = info
+        self.widget = widget
+        self.stats = RunStats()
+        self.status = ""
+        self.failed = False
+        self.changes = ""
+        self.ended = False  # the run finished or failed: the cache line is a snapshot
+        self.handle: Any = None  # the live view's display, replaced by static HTML at the end
+        self._line = 0  # the length of the text view's progress line, to wipe it
+        self._shown_at = 0.0
+        self._calls_from: tuple[float, int] | None = None  # (elapsed_s, fresh) when calls began
+        self._phase = ""  # the phase last shown: a new one shows at once
+        self._pending = False  # a throttled update waits to be shown
+
+    @classmethod
+    def open(cls, *, experiment: str | None = None, widget: bool = False) -> RunPanel:
+        """A run panel beside the cache as it is before the run (with a live widget, where
+        one can be shown)."""
+        panel = cls(experiment=experiment or active_experiment(), info=cache_info())
+        if widget:
+            from kura_magic.notebook.run_widget import RunWidget
+
+            panel.widget = RunWidget()
+            panel.render()
+        return panel
+
+    @property
+    def live(self) -> bool:
+        """A live view is shown at the run's first report; text is shown when it ends."""
+        return self.widget is not None
+
+    def texts(self) -> dict[str, str]:
+        """Every piece of text, keyed by its CSS class."""
+        texts = cache_texts(self.info, self.experiment)
+        texts.update(run_texts(self.stats, self.rate, going=self in _RUNS_GOING))
+        when = "at the end of this run" if self.ended else "before this run"
+        texts["kura-cache"] = f"cache {when}: {texts['kura-experiment-size']}"
+        if self.changes:
+            texts["kura-changes"] = self.changes
+        status = self.status or (budget_text(self.stats) if self.stats.skipped else "")
+        return {**texts, "kura-status": status} if status else texts
+
+    @property
+    def rate(self) -> float | None:
+        """Fresh calls per second since the first call went out (None: none answered yet)."""
+        if self._calls_from is None:
+            return None
+        seconds, calls = self.stats.elapsed_s - self._calls_from[0], self.stats.fresh - self._calls_from[1]
+        return calls / seconds if calls and seconds > 0 else None
+
+    @property
+    def state(self) -> str:
+        """How the panel looks: running, failed, warning (errors, skips, an interrupt) or ok."""
+        stats = self.stats
+        if self.failed:
+            return "failed"
+        if self in _RUNS_GOING:
+            return "running"
+        return "warning" if stats.errors or stats.skipped or stats.interrupted else "ok"
+
+    def html(self) -> str:
+        return panel_html(self.texts(), RUN_VIEW, self.stats, state=self.state)
+
+    def start(self) -> None:
+        """The run begins: the cache panels' buttons are off until it ends. This panel shows at
+        the run's first `update`, so a run whose template or data is wrong shows only its error."""
+        _RUNS_GOING.add(self)
+        for panel in list(_CACHE_PANELS):
+            panel.render()
+
+    def update(self, stats: RunStats) -> None:
+        """`on_progress`: take the run's numbers, re-rendering at most every THROTTLE_S (a new
+        phase at once); an update held back is shown THROTTLE_S later, if none came since."""
+        self.stats = stats
+        if stats.phase == RunStats.CALLING and self._calls_from is None:
+            self._calls_from = (stats.elapsed_s, stats.fresh)
+        if stats.phase != self._phase or time.monotonic() - self._shown_at >= THROTTLE_S:
+            self._show_now()
+        elif not self._pending:
+            self._pending = _call_later(THROTTLE_S, self._show_held)
+
+    def _show_now(self) -> None:
+        self._shown_at, self._phase = time.monotonic(), self.stats.phase
+        self.render()
+        if self.live and self.handle is None:
+            self.handle = _display(self)
+
+    def _show_held(self) -> None:
+        """The update the throttle held back (later if another was shown meanwhile), unless
+        the run has ended since."""
+        self._pending = False
+        wait = THROTTLE_S - (time.monotonic() - self._shown_at)
+        if self not in _RUNS_GOING:
+            return
+        if wait > 0:
+            self._pending = _call_later(wait, self._show_held)
+        else:
+            self._show_now()
+
+    def finish(self, stats: RunStats, *, changes: str = "") -> None:
+        """The final update: the run's last numbers, what changed since the previous run of
+        the same cell, and the cache as it is now; buttons back on (the results are the
+        cell's value, in their own text and HTML)."""
+        self.stats = stats
+        self.changes = changes
+        self._end()
+        self._show_final()
+
+    def fail(self, message: str) -> None:
+        """The run raised: a run stopped part-way keeps its panel, red, saying where and why;
+        before any answer there is nothing to show but the error, so a panel shown is emptied
+        (IPython cannot take one display off the page, and clearing the cell would also take
+        the warnings the run printed, such as a cache that cannot be reached)."""
+        self.failed = True
+        done, total = self.stats.done, self.stats.total
+        self.status = f"stopped at {done}/{total}: {message}" if done else message
+        self._end()
+        if done:
+            self._show_final()
+        elif self.handle is not None:
+            self.handle.update({"text/plain": ""}, raw=True)
+
+    def _end(self) -> None:
+        self.ended = True
+        _RUNS_GOING.discard(self)
+        if self._line:
+            _write("\r" + " " * self._line + "\r")
+        self.info = cache_info()
+        self.render()
+        _refresh_cache_panels()
+
+    def _show_final(self) -> None:
+        """The final state as static text and HTML: in place of the live view, or printed."""
+        if self.handle is not None:
+            self.handle.update(self.static_bundle(), raw=True)
+        else:
+            _display(self)
+
+    def render(self) -> None:
+        """Copy the state into the widget; in text, rewrite the run's one progress line in place."""
+        if self.widget is not None:
+            self.widget.show(self.texts(), RUN_VIEW, self.stats, state=self.state)
+            return
+        if self not in _RUNS_GOING:
             return
         line = formatting.cut(progress_line(self.stats, self.rate), shutil.get_terminal_size().columns - 1)
         _write("\r" + line.ljust(self._line))
         self._line = len(line)
 
-    def __repr__(self) -> str:
-        return "\n".join(self.lines())
-
-
-class WidgetPanel(Panel):
-    """The panel as widgets: a run's is a `RunWidget`, the cache panel is ipywidgets with
-    its controls; both only copy `Panel`'s state into the widgets."""
-
-    live = True
-
-    def __init__(self, *, experiment: str | None = None, run: bool = True) -> None:
-        super().__init__(experiment=experiment, run=run)
-        self.labels: dict[str, Any] = {}
-        self.buttons: dict[str, Any] = {}
-        if run:
-            from kura_magic.notebook.run_widget import RunWidget
-
-            self.root: Any = RunWidget()
-        else:
-            self.root = self._cache_view()
-        self.render()
-
-    def _cache_view(self) -> Any:
-        import ipywidgets as widgets
-
-        spaced = {"margin": "0 1.5em 0 0"}
-        self.labels = {name: _styled(widgets.Label(layout=spaced), name) for row in self.rows for name in row}
-        boxes = [widgets.HBox([self.labels[name] for name in row]) for row in self.rows]
-        edge = {"border_left": f"4px solid {RUNNING_EDGE}", "padding": "2px 10px"}  # as a run's panel
-        return _styled(widgets.VBox([*boxes, self._controls(widgets)], layout=edge), "kura-panel")
-
-    def _controls(self, widgets: Any) -> Any:
-        self.selector = _styled(widgets.Combobox(
-            value=self.experiment, options=experiment_names(self.info, self.experiment),
-            placeholder="experiment name", description="experiment", ensure_option=False,
-            continuous_update=False,
-        ), "kura-experiment-select")
-        self.buttons = {action: _button(widgets, button, getattr(self, action))
-                        for action, button in BUTTONS.items()}
-        self.selector.observe(self._selected, names="value")
-        return widgets.HBox([self.selector, *self.buttons.values()])
-
-    def _selected(self, change: dict[str, Any]) -> None:
-        if change["new"] and change["new"] != self.experiment:
-            self.select_experiment(change["new"])
-
-    def render(self) -> None:
-        if self.stats is not None:
-            self.root.show(self.texts(), RUN_VIEW, self.stats, state=self.state)
-            return
-        texts = self.texts()
-        for name, label in self.labels.items():
-            label.value = texts.get(name, "")
-            label.layout.display = "" if label.value else "none"  # no gap where a line is empty
-        self._render_controls()
-
-    def _render_controls(self) -> None:
-        for action, button in self.buttons.items():
-            button.description = self.label(action)
-            button.disabled = self.running
-        self.selector.options = experiment_names(self.info, self.experiment)
-        self.selector.value = self.experiment
-        self.selector.disabled = self.running
-
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
-        """The live widget, with this moment's text and HTML for where widgets do not show."""
-        bundle = self.root._repr_mimebundle_(include=include, exclude=exclude)
-        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-        return {**data, **super()._repr_mimebundle_()}, metadata
+        """The live widget, with this moment's text and HTML for where widgets do not show;
+        without a widget (or once ended), the text and HTML."""
+        if self.widget is None or self.ended:
+            return self.static_bundle()
+        return _with_widget(self.widget, self.static_bundle(), include, exclude)
 
 
-def open_panel(*, mode: str = "auto", experiment: str | None = None, run: bool = True) -> Panel:
-    """A widget panel in a Jupyter front end (or when `mode` is 'widgets'), else the text one.
+def open_run_panel(*, mode: str = "auto", experiment: str | None = None) -> RunPanel:
+    """A run's panel: live widgets in a Jupyter front end (or when `mode` is 'widgets'), else text.
 
     Example:
-        >>> type(open_panel(mode="text", run=False)).__name__
-        'Panel'
+        >>> open_run_panel(mode="text").live
+        False
     """
-    use_widgets = mode == "widgets" or (mode == "auto" and widgets_available())
-    return (WidgetPanel if use_widgets else Panel)(experiment=experiment, run=run)
+    return RunPanel.open(experiment=experiment, widget=_use_widgets(mode))
 
 
-def _styled(widget: Any, css_class: str) -> Any:
-    widget.add_class(css_class)
-    return widget
+def open_cache_panel(*, mode: str = "auto", experiment: str | None = None) -> CachePanel:
+    """The cache panel (`%kura`): a widget in a Jupyter front end (or when `mode` is 'widgets'), else text.
+
+    Example:
+        >>> open_cache_panel(mode="text").widget is None
+        True
+    """
+    return CachePanel.open(experiment=experiment, widget=_use_widgets(mode))
 
 
-def _button(widgets: Any, button: Destructive, action: Callable[[], None]) -> Any:
-    """A red button, as wide as its text (an armed one names the experiment), calling `action`."""
-    widget = _styled(widgets.Button(description=button.label, button_style="danger",
-                                    layout={"width": "auto"}), button.css_class)
-    widget.on_click(lambda _: action())
-    return widget
+def _use_widgets(mode: str) -> bool:
+    return mode == "widgets" or (mode == "auto" and widgets_available())
+
+
+def _with_widget(widget: Any, static: dict[str, str], include: Any, exclude: Any) -> Any:
+    """A widget's mime bundle with `static` text and HTML beside it."""
+    bundle = widget._repr_mimebundle_(include=include, exclude=exclude)
+    data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+    return {**data, **static}, metadata
+
+
+def _call_later(delay_s: float, then: Callable[[], None]) -> bool:
+    """In a running loop (a kernel's, a run's), call `then` after `delay_s`, so an armed
+    button's label turns back by itself and a held update shows; elsewhere that waits
+    for the next render. True if it was scheduled."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    loop.call_later(delay_s, then)
+    return True
 
 
 def _write(text: str) -> None:
@@ -499,7 +545,7 @@ def _refresh_cache_panels() -> None:
         panel.refresh()
 
 
-def _display(panel: Panel) -> Any:
+def _display(panel: RunPanel) -> Any:
     """Show `panel`; the handle replaces it in place later."""
     from IPython.display import display
 

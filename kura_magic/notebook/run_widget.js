@@ -61,7 +61,7 @@ function draw(model, body) {
 }
 
 function render({ model, el }) {
-  el.classList.add("kura-panel", "kura-run");
+  el.classList.add("kura-panel", "kura-live", "kura-run");
   const body = element("div", "kura-run-body");
   el.appendChild(body);
   let sentAt = performance.now();

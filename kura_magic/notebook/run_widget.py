@@ -1,10 +1,10 @@
 """The live run panel as an anywidget: one header line like tqdm's (a stacked bar, counts,
 rate, ETA, calls in flight, money, elapsed) and at most three lines under it.
 
-Python decides every word (`Panel.texts()`) and the layout (`rows`: the header's pieces,
+Python decides every word (`RunPanel.texts()`) and the layout (`rows`: the header's pieces,
 then one piece per line); the browser only draws them, and ticks the elapsed time from
 the last `elapsed_s` it was sent while the run is going, so it moves between updates.
-The script and its style are `run_widget.js` and `run_widget.css`, next to this file; the
+The script is `run_widget.js`; its style `panels.css`, shared with the cache panel; the
 colours come from `views.theme`, set as CSS variables (`--kura-colour-ok`, ...).
 """
 
@@ -35,7 +35,7 @@ class RunWidget(anywidget.AnyWidget):
     """
 
     _esm = HERE / "run_widget.js"
-    _css = HERE / "run_widget.css"
+    _css = HERE / "panels.css"
 
     texts = traitlets.Dict().tag(sync=True)  # CSS class -> its text
     rows: traitlets.List[list[str]] = traitlets.List().tag(sync=True)  # the header's CSS classes, then one per line

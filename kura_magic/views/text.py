@@ -192,7 +192,7 @@ def cache_table(info: CacheInfo, active: str) -> pandas.DataFrame:
 
 def progress_line(stats: RunStats, rate: float | None) -> str:
     """The text view's live line, like tqdm's bar: share done, bar, where the run is, elapsed
-    and time left at `rate` (calls per second, as `Panel.rate`), rate, then counts and money.
+    and time left at `rate` (calls per second, as `RunPanel.rate`), rate, then counts and money.
 
     Example:
         >>> progress_line(RunStats(total=4, done=1, fresh=1, elapsed_s=2.0), 0.5)
