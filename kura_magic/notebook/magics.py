@@ -2,17 +2,15 @@
 
 A thin shell in the manner of `%%capture`: parse the arguments, call kura_magic,
 bind the result in the user's namespace and return it as the cell's value. Our
-errors (and mistakes in the magic's arguments) become a `FailureCard`: a `UsageError` shown
-as a compact red card, no traceback; anything else is a bug and propagates.
+errors (and mistakes in the magic's arguments) become a `FailureCard` (`cards`): a
+`UsageError` shown as a compact red card, no traceback; anything else is a bug and propagates.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import textwrap
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,22 +23,8 @@ from traitlets import Enum
 from kura_magic import formatting
 from kura_magic.calls.calls import CallOptions
 from kura_magic.config import ENV_VARS, Settings, configure, settings
-from kura_magic.errors import (
-    AuthenticationError,
-    BudgetError,
-    CacheError,
-    CacheMissError,
-    ConfigError,
-    DataError,
-    KuraMagicError,
-    LocalModelError,
-    MissingAPIKeyError,
-    ModelError,
-    ResponseError,
-    SchemaError,
-    TemplateError,
-    UnknownModelError,
-)
+from kura_magic.errors import CacheError, DataError, KuraMagicError
+from kura_magic.notebook.cards import usage_errors
 from kura_magic.notebook.panels import CachePanel, open_cache_panel, open_run_panel
 from kura_magic.run import history, session
 from kura_magic.run.compare import Comparison
@@ -65,72 +49,6 @@ class Note(str):
 
     def __repr__(self) -> str:
         return str(self)
-
-
-# The first line of a failure's card: what kind of mistake it is (the most specific class wins).
-ERROR_KINDS: dict[type[Exception], str] = {
-    TemplateError: "template error", DataError: "data error", SchemaError: "schema error",
-    MissingAPIKeyError: "missing API key", AuthenticationError: "API key rejected",
-    UnknownModelError: "unknown model", ModelError: "model error", BudgetError: "budget error",
-    CacheMissError: "not in the cache", CacheError: "cache error", ConfigError: "setting error",
-    LocalModelError: "local model error", ResponseError: "no answer", KuraMagicError: "kura_magic error",
-}
-CARD_WIDTH = 100
-# ANSI: the kind white on red, the card's edge red; JupyterLab and terminals render these.
-KIND_STYLE, EDGE_STYLE, RESET = "\x1b[1;97;41m", "\x1b[31m", "\x1b[0m"
-
-
-class FailureCard(UsageError):
-    """A mistake (ours or in the magic's arguments) shown as a compact red card: its kind,
-    then the message; no traceback. Still an exception, so "Run All" stops at the cell.
-
-    Example:
-        >>> FailureCard("Summarise {{ transcript: unexpected end", kind="template error").card(colour=False)
-        ['✖ template error', '│ Summarise {{ transcript: unexpected end']
-    """
-
-    def __init__(self, message: str, *, kind: str = "usage error") -> None:
-        super().__init__(message)
-        self.kind = kind
-
-    def card(self, *, colour: bool) -> list[str]:
-        """The card's lines: the kind, then the message wrapped beside a red edge."""
-        lines = textwrap.wrap(str(self), CARD_WIDTH) or [""]
-        if not colour:
-            return [f"✖ {self.kind}", *(f"│ {line}" for line in lines)]
-        return [f"{KIND_STYLE} ✖ {self.kind} {RESET}", *(f"{EDGE_STYLE}│{RESET} {line}" for line in lines)]
-
-    def _render_traceback_(self) -> list[str]:
-        """What IPython and ipykernel show instead of a traceback (`--colors=NoColor`: no ANSI)."""
-        from IPython import get_ipython
-
-        shell = get_ipython()
-        return self.card(colour=str(getattr(shell, "colors", "")).lower() != "nocolor")
-
-
-def error_kind(exc: KuraMagicError) -> str:
-    """The kind a card names for one of our errors.
-
-    Example:
-        >>> error_kind(MissingAPIKeyError("no API key")), error_kind(ConfigError("bad value"))
-        ('missing API key', 'setting error')
-    """
-    return next(ERROR_KINDS[cls] for cls in type(exc).__mro__ if cls in ERROR_KINDS)
-
-
-@contextmanager
-def usage_errors() -> Iterator[None]:
-    """Show our errors, and IPython's usage errors, as a card without a traceback; bugs
-    propagate untouched. Used as a decorator on the magics.
-    """
-    try:
-        yield
-    except KuraMagicError as exc:
-        raise FailureCard(" ".join(str(exc).split()), kind=error_kind(exc)) from None
-    except UsageError as exc:
-        if isinstance(exc, FailureCard):
-            raise
-        raise FailureCard(" ".join(str(exc).split())) from None
 
 
 Handler = Callable[["KuraMagics", list[str], argparse.Namespace], Any]
