@@ -131,7 +131,7 @@ class ChatRequest:
 
     Example:
         >>> request = ChatRequest("openai/gpt-4o-mini", ({"role": "user", "content": "hi"},))
-        >>> request.key.startswith("km1-chat-")
+        >>> request.key.startswith("km2-chat-")
         True
     """
 

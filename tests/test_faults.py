@@ -153,7 +153,7 @@ def damaged_cache_file(where: str) -> Path:
     """A cache written by an earlier session, then damaged where a crash or a bad disk would."""
     earlier = DiskStore(Path(km.settings().cache))
     for number in range(200):
-        earlier.set(f"km1-chat-{number}", km.CacheEntry(model="m", response="x" * 400), experiment="default")
+        earlier.set(f"km2-chat-{number}", km.CacheEntry(model="m", response="x" * 400), experiment="default")
     earlier.close()
     database = earlier.directory / "cache.db"
     with database.open("r+b") as file:

@@ -24,6 +24,9 @@ from kura_magic.testing.replies import (
     embeddings_body, embeddings_request, error, fault_reply, json_content, models_body,
     parse_json_body, refusal, reply_for, text_of, word_count,
 )
+from kura_magic.testing.provider_shapes import (
+    REFUSE, TOO_LONG, anthropic_error, anthropic_message, chat_marker_reply, messages_marker_reply,
+)
 
 __all__ = ["LoopbackLLM", "RecordedRequest"]
 
@@ -107,8 +110,6 @@ class LoopbackLLM:
         self.embedding_dims = embedding_dims
         self.reply = reply
         self.host = host
-        self.refuse_marker = "[[refuse]]"
-        self.too_long_marker = "[[too-long]]"
         self._port = self._bound_port = port
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -298,8 +299,8 @@ class LoopbackLLM:
     def _marker_error(self, texts: list[str], param: str) -> Reply | None:
         """A refusal or a too-long error if ``texts`` carry that marker, refusals first."""
         joined = "\n".join(texts)
-        for marker, make_error in ((self.refuse_marker, refusal), (self.too_long_marker, context_too_long)):
-            if marker and marker in joined:
+        for marker, make_error in ((REFUSE, refusal), (TOO_LONG, context_too_long)):
+            if marker in joined:
                 return make_error(param)
         return None
 
@@ -309,7 +310,7 @@ class LoopbackLLM:
             return bad_request
         messages: list[dict[str, Any]] = body["messages"]  # a non-empty list of dicts, as just checked
         texts = [text_of(m.get("content")) for m in messages]
-        marked = self._marker_error(texts, "messages")
+        marked = chat_marker_reply("\n".join(texts), body, word_count(texts))
         if marked:
             return marked
         try:
@@ -317,6 +318,15 @@ class LoopbackLLM:
         except Exception as exc:  # the user's reply callable, or an impossible schema
             return error(500, f"The loopback LLM could not answer: {exc!r}", kind="server_error")
         return Reply(200, chat_completion_body(body, content, word_count(texts)))
+
+    def _messages(self, body: dict[str, Any]) -> Reply:
+        """Anthropic's Messages API (``/v1/messages``): the same replies, Anthropic's shapes."""
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return anthropic_error(400, "invalid_request_error", "messages: field required")
+        texts = [text_of(body.get("system"))] + [text_of(m.get("content")) for m in messages]
+        marked = messages_marker_reply("\n".join(texts), body, word_count(texts))
+        return marked or anthropic_message(body, self._content(messages, None), word_count(texts))
 
     def _content(self, messages: list[dict[str, Any]], response_format: Any) -> str:
         if self.reply is not None:
@@ -341,6 +351,7 @@ class LoopbackLLM:
 _ENDPOINTS: dict[tuple[str, str], Callable[[LoopbackLLM, dict[str, Any]], Reply]] = {
     ("POST", "/chat/completions"): LoopbackLLM._chat,
     ("POST", "/embeddings"): LoopbackLLM._embeddings,
+    ("POST", "/messages"): LoopbackLLM._messages,
     ("GET", "/models"): LoopbackLLM._models,
 }
 
