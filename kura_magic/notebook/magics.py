@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
 from traitlets import Enum
 
 from kura_magic import formatting, history, session
@@ -92,6 +93,19 @@ class FailureCard(UsageError):
 
         shell = get_ipython()
         return self.card(colour=str(getattr(shell, "colors", "")).lower() != "nocolor")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (Kernel › Interrupt) during a `%%summarise`: shown as one line under the partial
+    run, and still an interrupt, so Jupyter stops a "Run All" at this cell.
+
+    Example:
+        >>> RunInterrupted("interrupted: 3 of 9 done")._render_traceback_()
+        ['⏹ interrupted: 3 of 9 done']
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"⏹ {self}"]
 
 
 def error_kind(exc: KuraMagicError) -> str:
@@ -306,6 +320,12 @@ class KuraMagics(Magics):
             return estimate(data, cell, **scope, **options)
         run = self._run(data, cell, args, scope, options)
         self._shell.user_ns[args.out] = run
+        if run.stats.interrupted:
+            display(run)  # the partial run; then the interrupt goes on to Jupyter
+            raise RunInterrupted(
+                f"interrupted: {run.stats.done} of {run.stats.total} done, bound to {args.out}; "
+                "every finished call is cached, so running the cell again pays only for the rest"
+            )
         return run
 
     @property
