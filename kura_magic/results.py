@@ -54,7 +54,7 @@ class RunStats(BaseModel):
 
     Example:
         >>> RunStats(total=3, fresh=1, cached=2, cost=0.01).spent_text
-        '$0.01'
+        '$0.0100'
     """
 
     total: int = 0
@@ -143,7 +143,7 @@ class RunStats(BaseModel):
 
         Example:
             >>> RunStats(total=2, done=2, fresh=2, cost=0.01).summary_line()
-            '2/2 done · 2 fresh · 0 cached · 0 errors · spent $0.01 · saved $0.00 · elapsed 0 ms'
+            '2/2 done · 2 fresh · 0 cached · 0 errors · spent $0.0100 · saved $0.00 · elapsed 0 ms'
         """
         return " · ".join(self.texts().values())
 
