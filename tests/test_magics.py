@@ -173,9 +173,11 @@ def test_max_cost_stops_fresh_calls(shell, llm):
         ("convs --refresh --no-cache", PROMPT, "--refresh and --no-cache contradict"),
         ("convs --out 2bad", PROMPT, "not a Python variable name"),
         ("convs --limit 0", PROMPT, "limit must be at least 1"),
+        ("convs --temprature 0.5", PROMPT, "unrecognized arguments: --temprature 0.5 .did you mean --temperature.."),
+        ("convs", "{{ transcript }} for {{ customer }}", "define it in the notebook, in a cell above this one"),
     ],
     ids=["unknown-name", "bad-template", "no-transcript", "undefined-variable", "unknown-schema",
-         "not-conversations", "contradicting-flags", "bad-out", "bad-limit"],
+         "not-conversations", "contradicting-flags", "bad-out", "bad-limit", "mistyped-flag", "undefined-hint"],
 )
 def test_mistakes_are_one_line_usage_errors_and_send_nothing(shell, llm, line, prompt, message):
     shell.user_ns["convs"] = make_conversations(2)

@@ -9,6 +9,7 @@ as a compact red card, no traceback; anything else is a bug and propagates.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import textwrap
 from collections.abc import Callable, Iterator, Mapping
@@ -116,6 +117,25 @@ def error_kind(exc: KuraMagicError) -> str:
         ('missing API key', 'setting error')
     """
     return next(ERROR_KINDS[cls] for cls in type(exc).__mro__ if cls in ERROR_KINDS)
+
+
+def parse_flags(magic: Callable[..., Any], line: str) -> argparse.Namespace:
+    """The magic's arguments; a mistyped flag is refused naming the flags it may have meant.
+
+    Example:
+        >>> parse_flags(KuraMagics.summarise, "convs --temprature 0.5")
+        Traceback (most recent call last):
+        IPython.core.error.UsageError: unrecognized arguments: --temprature 0.5 (did you mean --temperature?)
+    """
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as exc:
+        unknown = [word for word in line.split() if word.startswith("--")]
+        flags = [flag for action in magic.parser._actions for flag in action.option_strings]  # type: ignore[attr-defined]
+        close = [m for word in unknown if word not in flags for m in difflib.get_close_matches(word, flags, n=1)]
+        if not close:
+            raise
+        raise UsageError(f"{exc} (did you mean {' or '.join(close)}?)") from None
 
 
 @contextmanager
@@ -311,7 +331,7 @@ class KuraMagics(Magics):
             Summarise this support chat in one sentence:
             {{ transcript }}
         """
-        args = parse_argstring(self.summarise, line)
+        args = parse_flags(self.summarise, line)
         if not args.out.isidentifier():
             raise UsageError(f"--out {args.out!r} is not a Python variable name")
         data, options = self._data(args.data), _call_options(args)
@@ -386,7 +406,7 @@ class KuraMagics(Magics):
     def kura(self, line: str = "") -> Any:
         """Look at and manage the cache and the session:
         """
-        args = parse_argstring(self.kura, line)
+        args = parse_flags(self.kura, line)
         subcommand = SUBCOMMANDS.get(args.command)
         if subcommand is None:
             raise UsageError(f"unknown %kura subcommand {args.command!r}: use one of {', '.join(SUBCOMMANDS)}")
