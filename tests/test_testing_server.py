@@ -461,3 +461,25 @@ def test_the_module_alone_imports_no_litellm_ipython_or_widgets() -> None:
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("flags", "statuses", "retry_after"), [
+    (["--fail-first", "2", "--fail-status", "503"], [503, 503, 200], None),
+    (["--fail-rate", "1", "--retry-after", "2"], [429, 429, 429], "2"),
+], ids=["fail-first", "fail-rate"])
+def test_the_command_line_server_injects_the_faults_it_is_given(tmp_path, flags, statuses, retry_after) -> None:
+    port_file = tmp_path / "port"
+    process = subprocess.Popen([sys.executable, "-m", "kura_magic.testing", "--port-file", str(port_file), *flags],
+                               stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port_file.read_text().strip()}/v1/chat/completions"
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        replies = [HTTP.post(url, json=body) for _ in statuses]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert [reply.status_code for reply in replies] == statuses
+    assert replies[0].headers.get("retry-after") == retry_after
