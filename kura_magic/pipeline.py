@@ -88,6 +88,7 @@ class _Run:
 
     def __post_init__(self) -> None:
         self.stats.total = len(self.plan.conversations)
+        self.stats.model = self.plan.setup.model
         self.results = [None] * self.stats.total
 
     def stop(self) -> None:

@@ -74,6 +74,7 @@ class RunStats(BaseModel):
     in_flight: int = 0  # provider calls out now
     max_cost: float | None = None  # the budget, once it has refused a call
     skip_estimate: float | None = None  # what one refused call was estimated to cost, on average
+    model: str = ""  # the run's model, named when litellm knows no price for it
     LOADING: ClassVar[str] = "loading the provider library…"  # phases
     CALLING: ClassVar[str] = "calling"
 
@@ -96,6 +97,20 @@ class RunStats(BaseModel):
     @property
     def spent_text(self) -> str:
         return formatting.money(self.cost, unknown=self.cost_unknown)
+
+    @property
+    def spent_label(self) -> str:
+        """Money spent; where no fresh call had a price, that said with the model's name.
+
+        Example:
+            >>> RunStats(fresh=2, cost=0.5).spent_label
+            'spent $0.500'
+            >>> RunStats(fresh=2, cost_unknown=2, model="openai/gpt-4o-mni").spent_label
+            'no price known for openai/gpt-4o-mni — is the name right?'
+        """
+        if self.model and self.cost_unknown and self.cost_unknown == self.fresh and self.cost == 0:
+            return f"no price known for {self.model} — is the name right?"
+        return f"spent {self.spent_text}"
 
     @property
     def saved_text(self) -> str:
@@ -122,7 +137,7 @@ class RunStats(BaseModel):
             "kura-fresh": f"{self.fresh} fresh",
             "kura-cached": f"{self.cached} cached",
             "kura-errors": f"{self.errors} errors",
-            "kura-spent": f"spent {self.spent_text}",
+            "kura-spent": self.spent_label,
             "kura-saved": f"saved {self.saved_text}",
             "kura-elapsed": f"elapsed {formatting.duration(self.elapsed_s)}",
         }
