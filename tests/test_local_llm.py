@@ -134,8 +134,9 @@ def test_text_summaries_then_all_cached(ready: InteractiveShell, server: local.L
     for result in first:
         assert isinstance(result.summary, str) and result.summary.strip()
         assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
-        assert result.cost is None  # litellm knows no price for it: unknown, never a silent 0
-    assert first.stats.cost_unknown == N
+        assert result.cost == 0.0  # it runs here: priced at $0 by model_prices, not "unknown"
+    assert first.stats.cost_unknown == 0 and first.stats.cost == 0.0
+    assert "spent $0.00" in repr(first) and "≥" not in repr(first)
     check_all_cached(first, second, requests_again)
 
 

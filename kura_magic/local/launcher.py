@@ -116,7 +116,7 @@ def stop() -> bool:
     if running is not None:
         atexit.unregister(_stop_at_exit)
         _terminate(running[1])
-    configure(model=None, api_base=None, api_key=None, max_concurrency=None)
+    configure(model=None, api_base=None, api_key=None, max_concurrency=None, model_prices=None)
     return alive
 
 
@@ -279,8 +279,9 @@ def _terminate(process: subprocess.Popen[bytes]) -> None:
 
 
 def _configure(server: LocalModel) -> LocalModel:
+    # It runs on this machine: its calls cost nothing, and say so ($0.00, not "unknown").
     configure(model=server.model, api_base=server.api_base, api_key=API_KEY,
-              max_concurrency=MAX_CONCURRENCY)
+              max_concurrency=MAX_CONCURRENCY, model_prices={server.model: (0.0, 0.0)})
     return server
 
 
