@@ -335,6 +335,7 @@ def test_a_password_in_our_own_api_base_is_masked_in_the_settings_and_config(she
         ("runs latest", "takes how many of the latest runs"),
         ("compare -1 -2", "no run '-1': no runs are recorded yet"),
         ("clear --all --experiment x", "either --experiment NAME or --all"),
+        ("clear --history", "--history goes with --all"),
         ("compare onlyone", "takes two runs"),
         ("experiment a b", "too many arguments"),
     ],
@@ -359,8 +360,14 @@ def test_kura_stats_and_clear_work_per_experiment(shell, llm):
     assert summarise(shell, "convs --limit 2 --experiment other").stats.fresh == 2
     assert llm.request_count == 3 + 2 + 2
 
-    assert shell.run_line_magic("kura", "clear --all") == "cleared 5 entries from the whole cache"
-    assert km.cache_info().entries == 0
+    recorded = len(km.runs())
+    assert shell.run_line_magic("kura", "clear --all") == (
+        "cleared 5 entries from the whole cache; the run history is kept (--history clears it too)")
+    assert km.cache_info().entries == 0 and len(km.runs()) == recorded == 4
+    summarise(shell, "convs --limit 1")
+    assert shell.run_line_magic("kura", "clear --all --history") == (
+        "cleared 1 entries from the whole cache and 5 recorded runs")
+    assert len(km.runs()) == 0
 
 
 def test_kura_alone_shows_the_cache_panel(shell, llm):

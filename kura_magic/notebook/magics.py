@@ -224,8 +224,13 @@ def _stats(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> An
 def _clear(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
     if args.all and args.experiment:
         raise UsageError("give either --experiment NAME or --all, not both")
+    if args.history and not args.all:
+        raise UsageError("--history goes with --all: %kura clear --all --history clears the cache and the run history")
     if args.all:
-        return Note(f"cleared {session.clear_all_caches()} entries from the whole cache")
+        runs = len(history.records()) if args.history else 0
+        removed = session.clear_all_caches(history=args.history)
+        kept = f" and {runs} recorded runs" if args.history else "; the run history is kept (--history clears it too)"
+        return Note(f"cleared {removed} entries from the whole cache{kept}")
     name = args.experiment or session.active_experiment()
     return Note(f"cleared {session.clear_cache(name)} entries of experiment {name!r}")
 
@@ -275,7 +280,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "experiment": Subcommand("%kura experiment [NAME]", "show, or switch to, the active experiment", _experiment, 1),
     "config": Subcommand("%kura config [key=value ...]", "show the settings, or set some (key= removes an override)", _config, None),
     "stats": Subcommand("%kura stats", "entries and size per experiment", _stats),
-    "clear": Subcommand("%kura clear [--experiment NAME | --all]", "clear one experiment (default: active) or all", _clear),
+    "clear": Subcommand("%kura clear [--experiment NAME | --all [--history]]",
+                        "clear one experiment (default: active) or all; --history: the run history too", _clear),
     "offline": Subcommand("%kura offline on|off", "forbid (or allow) calls; misses become errors", _offline, 1),
     "runs": Subcommand("%kura runs [N] [--experiment NAME] [--prompt HASH]", "the run history (the latest N)", _runs, 1),
     "compare": Subcommand("%kura compare RUN_A RUN_B [--changed]", "prompt diff, then outputs side by side (a run is "
@@ -397,7 +403,8 @@ class KuraMagics(Magics):
     @argument("command", nargs="?", default="panel", help=f"one of: {', '.join(SUBCOMMANDS)}")
     @argument("words", nargs="*", help="the subcommand's arguments")
     @argument("--experiment", help="clear: the experiment to clear (default: the active one); runs: only its runs")
-    @argument("--all", action="store_true", help="clear: clear the whole cache")
+    @argument("--all", action="store_true", help="clear: clear the whole cache (the run history stays)")
+    @argument("--history", action="store_true", help="clear --all: the run history too")
     @argument("--prompt", help="runs: only runs of this prompt hash")
     @argument("--changed", action="store_true", help="compare: show only the conversations whose output changed")
     @line_magic

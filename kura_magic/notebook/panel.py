@@ -65,7 +65,7 @@ BUTTONS = {
     "clear_experiment": Destructive("Clear experiment", "Really clear {experiment}?", "kura-clear-experiment",
                                     "the {own} entries of experiment {experiment!r}"),
     "clear_all": Destructive("Clear all", "Really clear all?", "kura-clear-all",
-                             "all {entries} entries of the whole cache, every experiment"),
+                             "all {entries} entries of the whole cache, every experiment (the run history stays)"),
     "clear_embeddings": Destructive("Clear embeddings", "Really clear embeddings?", "kura-clear-embeddings",
                                     "the {vectors} vectors of the embedding cache"),
 }
@@ -256,7 +256,7 @@ class Panel:
         True
         >>> panel.clear_all()   # a first click only asks
         >>> panel.label("clear_all"), panel.texts()["kura-status"]
-        ('Really clear all?', 'click again within 5 s to delete all 0 entries of the whole cache, every experiment')
+        ('Really clear all?', 'click again within 5 s to delete all 0 entries of the whole cache, every experiment (the run history stays)')
     """
 
     live = False  # a live view is shown at the run's first report; text is shown when it ends
@@ -431,7 +431,7 @@ class Panel:
     def clear_all(self) -> None:
         if self._confirmed("clear_all"):
             removed = clear_all_caches()
-            self._done(f"cleared {removed} entries from the whole cache")
+            self._done(f"cleared {removed} entries from the whole cache; the run history is kept")
 
     def clear_embeddings(self) -> None:
         if self._confirmed("clear_embeddings"):
