@@ -87,6 +87,21 @@ def cache_info(experiment: str | None = None, *, store: Store | None = None) -> 
     )
 
 
+def in_use_elsewhere(*, store: Store | None = None) -> str:
+    """'' if no process is making calls on the cache now; else a warning for whoever would
+    clear it (the answers of those calls are written when they come back).
+
+    Example:
+        >>> in_use_elsewhere()
+        ''
+    """
+    busy = _store(store).calls_in_flight()
+    if not busy:
+        return ""
+    return (f"{busy} calls are in flight on this cache right now (another kernel or process is running): "
+            "their answers will be stored again as they come back")
+
+
 def clear_cache(experiment: str | None = None, *, store: Store | None = None) -> int:
     """Remove one experiment's entries (the active one if None); others stay whole.
 

@@ -449,3 +449,25 @@ def test_magics_made_without_a_shell_say_how_to_load_them():
         magics.summarise("convs", PROMPT)
     with pytest.raises(UsageError, match="no IPython shell"):
         magics.kura("compare a b")
+
+
+def test_a_clear_says_when_another_process_has_calls_in_flight(shell, llm, backend):
+    from kura_magic.config import settings
+    from kura_magic.notebook.panel import Panel
+    from kura_magic.store import open_store
+
+    shell.user_ns["convs"] = make_conversations(3)
+    summarise(shell, "convs")
+    store = open_store(settings())
+    claimed = store.claim_many(["k1", "k2"], experiment="default", token="another-kernel", ttl_s=30)
+    assert claimed == {"k1", "k2"}  # as a run in another kernel holds the calls it is making
+
+    panel = Panel(run=False)
+    panel.clear_all()  # the first click asks, and says so
+    note = shell.run_line_magic("kura", "clear --experiment default")
+    store.release({"k1": "another-kernel", "k2": "another-kernel"}, experiment="default")
+
+    warning = "2 calls are in flight on this cache right now (another kernel or process is running)"
+    assert warning in panel.texts()["kura-status"]
+    assert note.startswith("cleared 3 entries of experiment 'default'") and warning in note
+    assert "in flight" not in shell.run_line_magic("kura", "clear --all")

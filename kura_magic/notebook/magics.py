@@ -226,13 +226,15 @@ def _clear(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> No
         raise UsageError("give either --experiment NAME or --all, not both")
     if args.history and not args.all:
         raise UsageError("--history goes with --all: %kura clear --all --history clears the cache and the run history")
+    busy = session.in_use_elsewhere()
+    warning = f"\nnote: {busy}" if busy else ""
     if args.all:
         runs = len(history.records()) if args.history else 0
         removed = session.clear_all_caches(history=args.history)
         kept = f" and {runs} recorded runs" if args.history else "; the run history is kept (--history clears it too)"
-        return Note(f"cleared {removed} entries from the whole cache{kept}")
+        return Note(f"cleared {removed} entries from the whole cache{kept}{warning}")
     name = args.experiment or session.active_experiment()
-    return Note(f"cleared {session.clear_cache(name)} entries of experiment {name!r}")
+    return Note(f"cleared {session.clear_cache(name)} entries of experiment {name!r}{warning}")
 
 
 def _offline(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:

@@ -458,7 +458,8 @@ class Panel:
             return time.monotonic() - self._armed.at >= CONFIRM_AFTER_S
         self.info = cache_info()
         deletes = BUTTONS[action].deletes.format(**self._numbers())
-        prompt = f"click again within {CONFIRM_WINDOW_S:g} s to delete {deletes}"
+        busy = session.in_use_elsewhere()
+        prompt = f"click again within {CONFIRM_WINDOW_S:g} s to delete {deletes}" + (f" ({busy})" if busy else "")
         self._armed = Armed(action, time.monotonic(), prompt)
         self.render()
         self._render_later(CONFIRM_WINDOW_S + 0.1, then=self.render)
