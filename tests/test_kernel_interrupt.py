@@ -77,7 +77,7 @@ def test_an_interrupt_under_run_all_stops_the_queue_and_spends_nothing_more(kern
     time.sleep(1.0)
 
     assert first["status"] == "error" and first["ename"] == "RunInterrupted"
-    assert first["traceback"][0].startswith("⏹ interrupted: ") and "bound to summaries" in first["traceback"][0]
+    assert first["traceback"][0].startswith("■ interrupted: ") and "bound to summaries" in first["traceback"][0]
     assert second["status"] == "aborted", "the next queued cell never ran"
     assert llm.request_count == sent < 40, "no call was made after the interrupt"
     shown = [m["content"]["data"]["text/plain"] for m in outputs(client, long_run) if m["msg_type"] == "display_data"]

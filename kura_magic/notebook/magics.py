@@ -102,11 +102,11 @@ class RunInterrupted(KeyboardInterrupt):
 
     Example:
         >>> RunInterrupted("interrupted: 3 of 9 done")._render_traceback_()
-        ['⏹ interrupted: 3 of 9 done']
+        ['■ interrupted: 3 of 9 done']
     """
 
     def _render_traceback_(self) -> list[str]:
-        return [f"⏹ {self}"]
+        return [f"■ {self}"]
 
 
 def error_kind(exc: KuraMagicError) -> str:
