@@ -281,8 +281,11 @@ def test_an_injected_500_is_an_internal_server_error(server: LoopbackLLM) -> Non
 
 
 def test_the_refuse_marker_is_a_content_policy_violation(server: LoopbackLLM) -> None:
-    with pytest.raises(litellm.ContentPolicyViolationError):
+    """OpenAI's body, as OpenAI sends it (litellm 1.110 no longer maps it to its
+    ContentPolicyViolationError; kura_magic reads the code: tests/test_provider_errors.py)."""
+    with pytest.raises(litellm.BadRequestError) as raised:
         chat(server, "please [[refuse]] this")
+    assert (raised.value.status_code, raised.value.code) == (400, "content_policy_violation")
     assert server.request_count == 1
 
 

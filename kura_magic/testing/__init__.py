@@ -12,7 +12,9 @@ the text; see ``provider_shapes``).
 
 Modules: ``server`` (``LoopbackLLM`` and the HTTP plumbing), ``replies`` (what
 it answers), ``provider_shapes`` (each provider's refusal and error bodies),
-``fake_json`` (values valid under a JSON schema), ``cli`` (``--fail-rate``,
+``batches`` (OpenAI's Files and Batch APIs: uploads, batches that complete after a
+delay, output and error files, cancel, expiry), ``fake_json`` (values valid under a JSON
+schema), ``cli`` (``--fail-rate``,
 ``--fail-first`` and ``--retry-after`` inject faults from the command line).
 
 Example::

@@ -24,6 +24,7 @@ from kura_magic.testing.replies import (
     embeddings_body, embeddings_request, error, fault_reply, json_content, models_body,
     parse_json_body, refusal, reply_for, text_of, word_count,
 )
+from kura_magic.testing.batches import BatchDesk
 from kura_magic.testing.provider_shapes import (
     REFUSE, TOO_LONG, anthropic_error, anthropic_message, chat_marker_reply, messages_marker_reply,
 )
@@ -119,6 +120,7 @@ class LoopbackLLM:
         self._wake = threading.Event()  # set by stop() and reset(): ends pauses at once
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.batches = BatchDesk(self._answer_line)  # the Files and Batch APIs
 
     # lifecycle
     def start(self) -> LoopbackLLM:
@@ -206,7 +208,7 @@ class LoopbackLLM:
             time.sleep(quiet_s / 5)
 
     def reset(self) -> None:
-        """Forget requests and the peak, clear injected faults (not ``latency_s``).
+        """Forget requests, batches and the peak, clear injected faults (not ``latency_s`` or the batch delay).
 
         Requests still in flight (say, hanging after their client gave up) are woken and
         no longer counted, and the server settles first, so one test's leftovers never
@@ -219,6 +221,7 @@ class LoopbackLLM:
         with self._lock:
             self._requests.clear()
             self._faults = _Faults()
+            self.batches = BatchDesk(self._answer_line, delay_s=self.batches.delay_s)
             self._generation += 1
             self._in_flight = self._peak = 0
 
@@ -279,7 +282,9 @@ class LoopbackLLM:
                     self._in_flight -= 1
 
     def _respond(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Reply:
-        body, bad_json = parse_json_body(raw) if method != "GET" else ({}, None)
+        route = _route(path)
+        batch_route = self.batches.handles(route)  # multipart uploads and empty POSTs: not JSON
+        body, bad_json = parse_json_body(raw) if method != "GET" and not batch_route else ({}, None)
         redacted = {k: "<redacted>" if k in _SECRET_HEADERS else v for k, v in headers.items()}
         with self._lock:
             self._requests.append(RecordedRequest(path, body, redacted, method))
@@ -291,7 +296,9 @@ class LoopbackLLM:
             return fault
         if bad_json is not None:
             return bad_json
-        endpoint = _ENDPOINTS.get((method, _route(path)))
+        if batch_route:
+            return self.batches.respond(method, route, headers, raw)
+        endpoint = _ENDPOINTS.get((method, route))
         if endpoint is None:
             return error(404, f"Invalid URL ({method} {path})")
         return endpoint(self, body)
@@ -343,6 +350,10 @@ class LoopbackLLM:
             return marked
         as_b64 = body.get("encoding_format") == "base64"
         return Reply(200, embeddings_body(texts, dims=dims, model=body.get("model"), as_b64=as_b64))
+
+    def _answer_line(self, endpoint: str, body: dict[str, Any]) -> Reply:
+        """A batch line's answer: what a call to `endpoint` with `body` would get."""
+        return self._embeddings(body) if endpoint.endswith("/embeddings") else self._chat(body)
 
     def _models(self, body: dict[str, Any]) -> Reply:
         return Reply(200, models_body())
@@ -438,7 +449,7 @@ class _Handler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
     def _send(self, reply: Reply) -> None:
-        data = json.dumps(reply.body).encode("utf-8")
+        data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode("utf-8")
         try:
             self.send_response(reply.status)
             for name, value in {"Content-Type": "application/json", **reply.headers}.items():
