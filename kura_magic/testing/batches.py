@@ -155,7 +155,8 @@ class BatchDesk:
 
     def _end(self, batch: _Batch, how: str, answered: int) -> None:
         """Answer the first `answered` lines, write the output and error files, and end."""
-        output, errors = [], []
+        output: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
         for number, line in enumerate(batch.lines):
             if number < answered:
                 reply = self.answer(batch.endpoint, line.get("body") or {})
@@ -180,7 +181,7 @@ class BatchDesk:
         status = batch.ended or ("validating" if now - batch.created < self.delay_s * VALIDATING_SHARE
                                  else "in_progress")
         done = batch.finished if batch.ended else self._progress(batch)
-        stamps = {f"{name}_at": None for name in ("in_progress", "finalizing", "completed", "failed", "expired",
+        stamps: dict[str, int | None] = {f"{name}_at": None for name in ("in_progress", "finalizing", "completed", "failed", "expired",
                                                    "cancelling", "cancelled")}
         if batch.ended:
             stamps[f"{batch.ended}_at"] = int(batch.ended_at or now)
@@ -217,9 +218,10 @@ def _form_parts(content_type: str, raw: bytes) -> dict[str, tuple[bytes, str | N
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
     if not message.is_multipart():
         return {}
-    parts = {}
+    parts: dict[str, tuple[bytes, str | None]] = {}
     for part in message.iter_parts():  # type: ignore[attr-defined]
         name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
         if name:
-            parts[str(name)] = (part.get_payload(decode=True) or b"", part.get_filename())
+            parts[str(name)] = (payload if isinstance(payload, bytes) else b"", part.get_filename())
     return parts
