@@ -42,7 +42,7 @@ def fill(store, n: int) -> None:
     from kura_magic.types import CacheEntry, Usage
 
     entries = {
-        f"km1-chat-{i:064x}": CacheEntry(
+        f"km2-chat-{i:064x}": CacheEntry(
             model="openai/gpt-4o-mini", response=f"The customer asks where order {i} is; it ships tomorrow.",
             usage=Usage(prompt_tokens=60, completion_tokens=14), cost=0.0000174, latency_s=0.8,
         )

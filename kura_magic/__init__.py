@@ -6,7 +6,7 @@ ipywidgets nor litellm.
 
 Example:
     >>> import kura_magic
-    >>> kura_magic.cache_key(model="openai/gpt-4o-mini", messages=[]).startswith("km1-")
+    >>> kura_magic.cache_key(model="openai/gpt-4o-mini", messages=[]).startswith("km2-")
     True
 """
 

@@ -69,12 +69,25 @@ class Settings(BaseModel):
     redis_prefix: str = Field(default="kura_magic", min_length=1, description="namespace in a shared Redis")
     cache_ttl_s: float | None = Field(default=None, gt=0, description="seconds an entry lives (Redis); None: until evicted")
     history_limit: int = Field(default=200, ge=1, description="runs the run history keeps; the oldest go first")
+    model_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="model -> (dollars per prompt token, per reply token), for models litellm has no "
+                    "price for, e.g. a model served on your own machine: (0, 0)")
 
-    def transport(self, *, api_key: str | None = None, api_base: str | None = None) -> dict[str, Any]:
-        """Where and with which key calls travel: explicit values, else these settings."""
+    def transport(self, model: str, *, api_key: str | None = None, api_base: str | None = None) -> dict[str, Any]:
+        """Where and with which key calls to `model` travel (explicit values, else these
+        settings), and the price litellm is to charge them at if `model_prices` names one.
+
+        Example:
+            >>> Settings(model_prices={"openai/mine": (0, 0)}).transport("openai/mine", api_base="http://h")
+            {'api_base': 'http://h', 'input_cost_per_token': 0.0, 'output_cost_per_token': 0.0}
+        """
         key = api_key or (self.api_key.get_secret_value() if self.api_key else None)
         values = {"api_key": key, "api_base": api_base or self.api_base}
-        return {name: value for name, value in values.items() if value}
+        found: dict[str, Any] = {name: value for name, value in values.items() if value}
+        if model in self.model_prices:
+            found["input_cost_per_token"], found["output_cost_per_token"] = self.model_prices[model]
+        return found
 
     @field_validator("cache")
     @classmethod

@@ -7,17 +7,19 @@ from collections.abc import Sequence
 
 
 def money(amount: float | None, *, unknown: int = 0) -> str:
-    """Dollars in plain decimals, three significant digits below a cent; '≥' when some
-    costs are unknown.
+    """Dollars by one rule everywhere: three significant digits below $1, cents from $1 up;
+    '≥' when some costs are unknown.
 
     Example:
-        >>> money(0.00123), money(0.0000973), money(1.5), money(0.0, unknown=2), money(None)
-        ('$0.00123', '$0.0000973', '$1.50', '≥ $0.00', 'unknown')
+        >>> money(0.014596), money(0.015016), money(0.0000973), money(1.5), money(1234.5)
+        ('$0.0146', '$0.0150', '$0.0000973', '$1.50', '$1,234.50')
+        >>> money(0.0), money(0.0, unknown=2), money(None)
+        ('$0.00', '≥ $0.00', 'unknown')
     """
     if amount is None:
         return "unknown"
     prefix = "≥ " if unknown else ""
-    if amount == 0 or abs(amount) >= 0.01:
+    if amount == 0 or abs(amount) >= 1:
         return f"{prefix}${amount:,.2f}"
     decimals = 2 - math.floor(math.log10(abs(amount)))
     return f"{prefix}${amount:.{decimals}f}"

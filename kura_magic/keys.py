@@ -15,7 +15,8 @@ from pydantic import BaseModel
 from kura_magic.errors import ConfigError, SchemaError
 
 # Changing this number invalidates every entry; bumping the package version does not.
-CACHE_FORMAT = 1
+# 2: numbers that compare equal give one key (temperature=0 and 0.0 were two entries).
+CACHE_FORMAT = 2
 
 CallKind = Literal["chat", "embedding"]
 
@@ -38,6 +39,8 @@ TRANSPORT_PARAMS = frozenset(
         "user",
         "stream",
         "mock_response",
+        "input_cost_per_token",  # what a call is charged at, not what it answers
+        "output_cost_per_token",
     }
 )
 
@@ -50,6 +53,23 @@ def canonical_json(value: Any) -> str:
         '{"a":[1.0,"x"],"b":1}'
     """
     return _CANONICAL.encode(value)
+
+
+def equal_numbers_alike(value: Any) -> Any:
+    """`value` with every integral float made an int, so numbers that compare equal encode
+    alike (bools stay bools; lists, tuples and dicts are walked).
+
+    Example:
+        >>> equal_numbers_alike({"temperature": 0.0, "top_p": 0.5, "stop": [1.0, True]})
+        {'temperature': 0, 'top_p': 0.5, 'stop': [1, True]}
+    """
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, Mapping):
+        return {k: equal_numbers_alike(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [equal_numbers_alike(v) for v in value]
+    return value
 
 
 def _encode_other(value: Any) -> Any:
@@ -100,7 +120,7 @@ def cache_key(
         >>> a = cache_key(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
         >>> b = cache_key(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
         ...               params={"temperature": 0.7})
-        >>> a.startswith("km1-chat-"), a == b
+        >>> a.startswith("km2-chat-"), a == b
         (True, False)
     """
     return KeyRecipe.of(model=model, schema=schema, params=params, kind=kind).key(messages)
@@ -132,16 +152,22 @@ class KeyRecipe:
         params: Mapping[str, Any] | None = None, kind: CallKind = "chat",
     ) -> KeyRecipe:
         """The recipe of calls to `model` with `schema` and `params` (see `cache_key`)."""
-        rest = {
+        rest = equal_numbers_alike({
             "model": model,
             "params": output_params(params or {}),
             "schema": schema_json(schema) if schema is not None else None,
-        }
+        })
         head = f'{{"format":{CACHE_FORMAT},"kind":{canonical_json(kind)},"messages":'
         return cls(kind, head, "," + canonical_json(rest)[1:])
 
     def key(self, messages: Sequence[Mapping[str, Any]]) -> str:
         """The key of one call with these messages (only their role and content count)."""
-        text = canonical_json([{"role": m["role"], "content": m["content"]} for m in messages])
+        text = canonical_json([{"role": m["role"], "content": _content(m["content"])} for m in messages])
         digest = hashlib.sha256(f"{self.head}{text}{self.tail}".encode("utf-8")).hexdigest()
         return f"km{CACHE_FORMAT}-{self.kind}-{digest}"
+
+
+def _content(content: Any) -> Any:
+    """A message's content as the key sees it: text as it is (the common case, kept cheap),
+    structured parts with their numbers made alike."""
+    return content if isinstance(content, str) else equal_numbers_alike(content)

@@ -133,7 +133,7 @@ class ChatRequest:
 
     Example:
         >>> request = ChatRequest("openai/gpt-4o-mini", ({"role": "user", "content": "hi"},))
-        >>> request.key.startswith("km1-chat-")
+        >>> request.key.startswith("km2-chat-")
         True
     """
 
@@ -240,7 +240,7 @@ class RunStats(BaseModel):
 
     Example:
         >>> RunStats(total=3, fresh=1, cached=2, cost=0.01).spent_text
-        '$0.01'
+        '$0.0100'
     """
 
     total: int = 0
@@ -260,6 +260,7 @@ class RunStats(BaseModel):
     in_flight: int = 0  # provider calls out now
     max_cost: float | None = None  # the budget, once it has refused a call
     skip_estimate: float | None = None  # what one refused call was estimated to cost, on average
+    model: str = ""  # the run's model, named when litellm knows no price for it
     LOADING: ClassVar[str] = "loading the provider library…"  # phases
     CALLING: ClassVar[str] = "calling"
 
@@ -282,6 +283,20 @@ class RunStats(BaseModel):
     @property
     def spent_text(self) -> str:
         return formatting.money(self.cost, unknown=self.cost_unknown)
+
+    @property
+    def spent_label(self) -> str:
+        """Money spent; where no fresh call had a price, that said with the model's name.
+
+        Example:
+            >>> RunStats(fresh=2, cost=0.5).spent_label
+            'spent $0.500'
+            >>> RunStats(fresh=2, cost_unknown=2, model="openai/gpt-4o-mni").spent_label
+            'no price known for openai/gpt-4o-mni — is the name right?'
+        """
+        if self.model and self.cost_unknown and self.cost_unknown == self.fresh and self.cost == 0:
+            return f"no price known for {self.model} — is the name right?"
+        return f"spent {self.spent_text}"
 
     @property
     def saved_text(self) -> str:
@@ -308,7 +323,7 @@ class RunStats(BaseModel):
             "kura-fresh": f"{self.fresh} fresh",
             "kura-cached": f"{self.cached} cached",
             "kura-errors": f"{self.errors} errors",
-            "kura-spent": f"spent {self.spent_text}",
+            "kura-spent": self.spent_label,
             "kura-saved": f"saved {self.saved_text}",
             "kura-elapsed": f"elapsed {formatting.duration(self.elapsed_s)}",
         }
@@ -329,6 +344,6 @@ class RunStats(BaseModel):
 
         Example:
             >>> RunStats(total=2, done=2, fresh=2, cost=0.01).summary_line()
-            '2/2 done · 2 fresh · 0 cached · 0 errors · spent $0.01 · saved $0.00 · elapsed 0 ms'
+            '2/2 done · 2 fresh · 0 cached · 0 errors · spent $0.0100 · saved $0.00 · elapsed 0 ms'
         """
         return " · ".join(self.texts().values())

@@ -2,7 +2,8 @@
 # Install what the end-to-end browser test (tests/e2e) needs, idempotently and
 # without asking anything:
 #   - Debian's chromium (/usr/bin/chromium), if it is not there yet;
-#   - JupyterLab 4, Jupyter Notebook 7 and Playwright for Python into the project's venv.
+#   - JupyterLab 4, Jupyter Notebook 7 and Playwright for Python into the project's venv, at
+#     the versions of constraints.txt (KURA_CONSTRAINTS=/dev/null: the newest allowed).
 # Playwright's pip package carries its own driver; the test drives Debian's
 # chromium through executable_path. Never run `playwright install`: it downloads
 # a browser build, which this machine cannot fetch.
@@ -34,7 +35,10 @@ assert version("playwright")
 PY
 }
 if ! have_packages; then
-    "$venv/bin/python" -m pip install -q "jupyterlab>=4,<5" "notebook>=7,<8" "playwright>=1.40" </dev/null
+    # uv where scripts/install_python.sh put it into the venv, else pip; the versions of constraints.txt
+    installer=("$venv/bin/python" -m pip install -q)
+    [ -x "$venv/bin/uv" ] && installer=("$venv/bin/uv" pip install --quiet --python "$venv/bin/python" --compile-bytecode)
+    "${installer[@]}" -c "${KURA_CONSTRAINTS:-$(dirname "${BASH_SOURCE[0]}")/../constraints.txt}" "jupyterlab>=4,<5" "notebook>=7,<8" "playwright>=1.40" </dev/null
 fi
 have_packages || { echo "install_e2e: jupyterlab 4, notebook 7 or playwright missing after pip install" >&2; exit 1; }
 "$venv/bin/python" -c "from importlib.metadata import version as v; print('jupyterlab', v('jupyterlab'), 'notebook', v('notebook'), 'playwright', v('playwright'))"

@@ -2,7 +2,9 @@
 """Run the quickstart notebook headless against a real model, twice, and say what each run did.
 
 The model is the bundled local one (`kura_magic.local`, needs the [local] extra)
-or, with `--backend loopback`, the project's loopback test server. The notebook's
+or, with `--backend loopback`, the project's loopback test server. The local model
+server starts while the first run's kernel starts, answers one warm-up request, and
+the job says how long it took to load. The notebook's
 kernel is configured only the way a user would configure it: environment
 variables (OPENAI_API_BASE, OPENAI_API_KEY, KURA_MAGIC_MODEL, KURA_MAGIC_CACHE, and
 KURA_MAGIC_MAX_CONCURRENCY=1 for the local model, which answers one call at a time).
@@ -24,9 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +54,21 @@ ROUTING_VARS = ("OPENAI_BASE_URL", "KURA_MAGIC_API_BASE", "KURA_MAGIC_API_KEY", 
 STAT_FIELDS = ("total", "fresh", "cached", "errors", "cost", "cost_unknown", "elapsed_s")
 
 
+def _no_wait() -> str | None:
+    """A backend that is ready at once: nothing to wait for, nothing to say."""
+    return None
+
+
 @dataclass(frozen=True)
 class Backend:
-    """Where the kernel's model calls go."""
+    """Where the kernel's model calls go; `ready()` blocks until the model answers and
+    returns a line saying how long it took to load (None if there is nothing to say)."""
 
     api_base: str
     api_key: str
     model: str
     max_concurrency: int | None = None
+    ready: Callable[[], str | None] = field(default=_no_wait)
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     with _backend(args.backend) as backend:
         env = kernel_env(backend, cache_dir)
         print(f"model {backend.model} at {backend.api_base}; cache {cache_dir}", flush=True)
-        reports = [_run(args.notebook, n, env, args.runs) for n in (1, 2)]
+        reports = [_run(args.notebook, n, env, args.runs, backend.ready if n == 1 else _no_wait)
+                   for n in (1, 2)]
     return _verdict(reports)
 
 
@@ -118,13 +129,24 @@ def _backend(name: str) -> Iterator[Backend]:
         with _loopback() as backend:
             yield backend
         return
-    from kura_magic import local
+    from kura_magic.local import launcher as local
 
-    server = local.start()
-    try:
-        yield Backend(server.api_base, local.API_KEY, server.model, local.MAX_CONCURRENCY)
-    finally:
-        local.stop()
+    port = local.free_port()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-model") as pool:
+        starting = pool.submit(local.start, port=port)
+        try:
+            yield Backend(f"{local.address(port)}/v1", local.API_KEY, local.MODEL,
+                          local.MAX_CONCURRENCY, ready=lambda: _loaded(starting))
+        finally:
+            wait([starting])
+            local.stop()
+
+
+def _loaded(starting: Future[Any]) -> str:
+    """Wait for the local model server; say how long it took to load and warm up."""
+    server = starting.result()
+    return (f"local model loaded in {server.load_s:.1f} s (server start and weights), "
+            f"warmed up in {server.warm_s:.1f} s, while the kernel started")
 
 
 @contextmanager
@@ -170,14 +192,20 @@ def kernel_env(backend: Backend, cache_dir: Path) -> dict[str, str]:
     return env
 
 
-def _run(notebook: Path, number: int, env: dict[str, str], runs: Path) -> RunReport:
-    """Execute `notebook` once, save it and its HTML copy, print and return its report."""
+def _run(notebook: Path, number: int, env: dict[str, str], runs: Path,
+         ready: Callable[[], str | None]) -> RunReport:
+    """Start a kernel, wait for `ready()` (printing what it says), execute `notebook` once,
+    save it and its HTML copy, print and return its report."""
     nb = nbformat.read(notebook, as_version=4)
     client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                             resources={"metadata": {"path": str(notebook.parent)}})
     started = time.perf_counter()
     try:
-        client.execute(env=env)
+        with client.setup_kernel(env=env):  # the kernel starts while the model loads
+            note = ready()
+            if note:
+                print(note, flush=True)
+            client.execute(cleanup_kc=False)  # setup_kernel shuts the kernel down
     finally:
         saved = _save(nb, runs / f"{notebook.stem}-run{number}")
         print(f"  saved {saved[0]} and {saved[1]}", flush=True)

@@ -63,7 +63,7 @@ def batches(seen: Counter[str], backend: str) -> int:
 
 def exported_file(path: Path, n: int) -> Path:
     """An export of `n` entries, as `export_experiment` writes them."""
-    lines = (json.dumps({"key": f"km1-chat-{i:05d}", "entry": {"model": "m", "response": f"r{i}"}})
+    lines = (json.dumps({"key": f"km2-chat-{i:05d}", "entry": {"model": "m", "response": f"r{i}"}})
              for i in range(n))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -142,7 +142,7 @@ def test_an_export_reads_in_batches_and_round_trips(backend, tmp_path):
     else:
         assert seen["mget"] == 3 and "get" not in seen
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert sorted(row["key"] for row in rows) == [f"km1-chat-{i:05d}" for i in range(ENTRIES)]
+    assert sorted(row["key"] for row in rows) == [f"km2-chat-{i:05d}" for i in range(ENTRIES)]
     assert all(CacheEntry.model_validate(row["entry"]).response for row in rows)
 
 

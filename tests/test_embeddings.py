@@ -148,8 +148,8 @@ def test_vectors_are_stored_as_float32_bytes_never_pickle(llm):
         assert len(keys) == 2
         for item in result:
             stored = raw.get(f"embeddings::{embedding_key(item.text, model=MODEL, dimensions=8)}")
-            assert type(stored) is bytes and len(stored) == 4 * 8
-            np.testing.assert_array_equal(np.frombuffer(stored, dtype="<f4"), item.vector)
+            assert type(stored) is bytes and len(stored) == 8 + 4 * 8, "a header, then 8 float32"
+            np.testing.assert_array_equal(np.frombuffer(stored, dtype="<f4", offset=8), item.vector)
     with sqlite3.connect(embeddings_dir() / "cache.db") as db:
         modes = {mode for (mode,) in db.execute("SELECT mode FROM Cache")}
     assert modes == {diskcache.core.MODE_RAW}
@@ -224,17 +224,37 @@ def test_a_refused_batch_raises_response_error(llm):
     assert embedding_cache_info().entries == 0
 
 
-def test_a_corrupt_entry_is_a_miss_and_is_replaced(llm):
-    embed(["good", "broken"], model=MODEL)
-    key = embedding_key("broken", model=MODEL)
-    open_embedding_store().backend.write_bytes(key, b"\x00\x01\x02", experiment="embeddings")
+def damage(texts: list[str], how, *, dimensions: int | None = None) -> None:
+    """Overwrite the stored vectors of `texts` with `how(stored bytes)`."""
+    backend = open_embedding_store().backend
+    for text in texts:
+        key = embedding_key(text, model=MODEL, dimensions=dimensions)
+        backend.write_bytes(key, how(backend.read_bytes(key, experiment="embeddings")), experiment="embeddings")
 
-    with pytest.warns(CacheWarning, match="treating it as a miss"):
-        result = embed(["good", "broken"], model=MODEL)
-    assert sent(llm)[-1] == ["broken"]
-    assert [item.cached for item in result] == [True, False]
-    np.testing.assert_array_equal(result[1].vector, expected("broken"))
-    assert embed(["broken"], model=MODEL)[0].cached
+
+@pytest.mark.parametrize("how", [
+    lambda data: b"",
+    lambda data: data[:8],  # the header alone: an empty vector
+    lambda data: data[: len(data) // 2],  # every damaged one cut to the same length
+    lambda data: data[:-4],  # one value short
+    lambda data: data[8:],  # the values without their header (an older layout)
+    lambda data: b"\x00\x01\x02",
+], ids=["empty", "header-only", "halved", "one-short", "headerless", "junk"])
+@pytest.mark.parametrize("dimensions", [None, 8], ids=["model-dims", "asked-dims"])
+def test_a_damaged_vector_is_a_miss_and_exactly_the_damaged_ones_are_fetched(llm, how, dimensions):
+    words = texts(5)
+    embed(words, model=MODEL, dimensions=dimensions)
+    damage(words[:3], how, dimensions=dimensions)  # most of them: their length is the commonest
+
+    with pytest.warns(CacheWarning, match="3 cached embeddings had the wrong length") as warned:
+        result = embed(words, model=MODEL, dimensions=dimensions)
+
+    assert len([w for w in warned if w.category is CacheWarning]) == 1, "one warning for the batch"
+    assert sent(llm)[-1] == words[:3], "exactly the damaged ones were sent again"
+    assert [item.cached for item in result] == [False, False, False, True, True]
+    np.testing.assert_array_equal(result[1].vector, expected(words[1], dimensions or DEFAULT_DIMS))
+    assert embed(words, model=MODEL, dimensions=dimensions).cached_count == 5, "and they were replaced"
+    assert len(llm.embedding_requests) == 2
 
 
 def test_caching_off_stores_nothing(llm, monkeypatch):

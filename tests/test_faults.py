@@ -155,7 +155,7 @@ def damaged_cache_file(where: str) -> Path:
     """A cache written by an earlier session, then damaged where a crash or a bad disk would."""
     earlier = DiskStore(Path(km.config.settings().cache))
     for number in range(200):
-        ResponseStore(earlier).set(f"km1-chat-{number}", km.types.CacheEntry(model="m", response="x" * 400), experiment="default")
+        ResponseStore(earlier).set(f"km2-chat-{number}", km.types.CacheEntry(model="m", response="x" * 400), experiment="default")
     earlier.close()
     database = earlier.directory / "cache.db"
     with database.open("r+b") as file:

@@ -116,11 +116,13 @@ def test_the_history_keeps_the_newest_runs_up_to_its_limit(backend, llm, monkeyp
     assert len(leftover) == 6, "a pruned run leaves neither its record nor its rows"
 
 
-def test_clearing_all_caches_clears_the_history(backend, llm):
+def test_clearing_all_caches_keeps_the_history_unless_asked(backend, llm):
     km.summarise(make_conversations(2), PROMPT, experiment="a")
     km.summarise(make_conversations(2), PROMPT, experiment="b")
 
     assert km.clear_all_caches() == 4
+    assert km.cache_info().entries == 0 and len(km.runs()) == 2, "the history cannot be rebuilt: it stays"
+    assert km.clear_all_caches(history=True) == 0
     assert len(km.runs()) == 0
     with pytest.raises(ConfigError, match="no runs are recorded yet"):
         km.load_run(-1)
@@ -162,7 +164,7 @@ def test_export_carries_the_history_to_a_teammate(backend, llm, tmp_path):
     run = km.summarise(make_conversations(3), PROMPT, label="v1", experiment="shared")
     exported = tmp_path / "shared.jsonl"
     assert km.export_experiment(exported, "shared") == 3
-    km.clear_all_caches()  # the teammate's machine: nothing cached, no history
+    km.clear_all_caches(history=True)  # the teammate's machine: nothing cached, no history
     llm.reset()
 
     assert km.import_experiment(exported, "replay") == 3

@@ -104,7 +104,11 @@ def test_a_bad_file_names_the_file_and_line(tmp_path):
         ("Summarise the chat.", "never uses"),
         ("", "empty"),
         ("{{ transcript }} for {{ audience }}", "conversation 'c0': 'audience' is undefined"),
+        ("Summarise:\n{{ transcript }", r"line 2 \({{ transcript }\): unexpected '}'"),
+        ("\n\nSummarise:\n{{ transcript }", r"line 4 \({{ transcript }\)"),
+        ("Summarise:\n{{ transcript | shout }}", r"line 2 .*No filter named 'shout'"),
     ],
+    ids=["unclosed", "no-conversation", "empty", "undefined", "line-2", "after-blank-lines", "unknown-filter"],
 )
 def test_bad_templates_name_the_problem_before_any_call(llm, prompt, message):
     with pytest.raises(km.errors.TemplateError, match=message):

@@ -173,9 +173,11 @@ def test_max_cost_stops_fresh_calls(shell, llm):
         ("convs --refresh --no-cache", PROMPT, "--refresh and --no-cache contradict"),
         ("convs --out 2bad", PROMPT, "not a Python variable name"),
         ("convs --limit 0", PROMPT, "limit must be at least 1"),
+        ("convs --temprature 0.5", PROMPT, "unrecognized arguments: --temprature 0.5 .did you mean --temperature.."),
+        ("convs", "{{ transcript }} for {{ customer }}", "define it in the notebook, in a cell above this one"),
     ],
     ids=["unknown-name", "bad-template", "no-transcript", "undefined-variable", "unknown-schema",
-         "not-conversations", "contradicting-flags", "bad-out", "bad-limit"],
+         "not-conversations", "contradicting-flags", "bad-out", "bad-limit", "mistyped-flag", "undefined-hint"],
 )
 def test_mistakes_are_one_line_usage_errors_and_send_nothing(shell, llm, line, prompt, message):
     shell.user_ns["convs"] = make_conversations(2)
@@ -333,6 +335,7 @@ def test_a_password_in_our_own_api_base_is_masked_in_the_settings_and_config(she
         ("runs latest", "takes how many of the latest runs"),
         ("compare -1 -2", "no run '-1': no runs are recorded yet"),
         ("clear --all --experiment x", "either --experiment NAME or --all"),
+        ("clear --history", "--history goes with --all"),
         ("compare onlyone", "takes two runs"),
         ("experiment a b", "too many arguments"),
     ],
@@ -357,8 +360,14 @@ def test_kura_stats_and_clear_work_per_experiment(shell, llm):
     assert summarise(shell, "convs --limit 2 --experiment other").stats.fresh == 2
     assert llm.request_count == 3 + 2 + 2
 
-    assert shell.run_line_magic("kura", "clear --all") == "cleared 5 entries from the whole cache"
-    assert km.cache_info().entries == 0
+    recorded = len(km.runs())
+    assert shell.run_line_magic("kura", "clear --all") == (
+        "cleared 5 entries from the whole cache; the run history is kept (--history clears it too)")
+    assert km.cache_info().entries == 0 and len(km.runs()) == recorded == 4
+    summarise(shell, "convs --limit 1")
+    assert shell.run_line_magic("kura", "clear --all --history") == (
+        "cleared 1 entries from the whole cache and 5 recorded runs")
+    assert len(km.runs()) == 0
 
 
 def test_kura_alone_shows_the_cache_panel(shell, llm):
@@ -440,3 +449,25 @@ def test_magics_made_without_a_shell_say_how_to_load_them():
         magics.summarise("convs", PROMPT)
     with pytest.raises(UsageError, match="no IPython shell"):
         magics.kura("compare a b")
+
+
+def test_a_clear_says_when_another_process_has_calls_in_flight(shell, llm, backend):
+    from kura_magic.config import settings
+    from kura_magic.notebook.panels import CachePanel
+    from kura_magic.storage.opening import open_store
+
+    shell.user_ns["convs"] = make_conversations(3)
+    summarise(shell, "convs")
+    store = open_store(settings())
+    claimed = store.claim_many(["k1", "k2"], experiment="default", token="another-kernel", ttl_s=30)
+    assert claimed == {"k1", "k2"}  # as a run in another kernel holds the calls it is making
+
+    panel = CachePanel(experiment="default", info=km.cache_info())
+    panel.clear_all()  # the first click asks, and says so
+    note = shell.run_line_magic("kura", "clear --experiment default")
+    store.release({"k1": "another-kernel", "k2": "another-kernel"}, experiment="default")
+
+    warning = "2 calls are in flight on this cache right now (another kernel or process is running)"
+    assert warning in panel.texts()["kura-status"]
+    assert note.startswith("cleared 3 entries of experiment 'default'") and warning in note
+    assert "in flight" not in shell.run_line_magic("kura", "clear --all")

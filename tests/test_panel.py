@@ -54,7 +54,7 @@ def test_run_texts_give_counts_money_and_time():
 
     assert stats.texts() == {
         "kura-done": "7/10 done", "kura-fresh": "4 fresh", "kura-cached": "3 cached",
-        "kura-errors": "1 errors", "kura-spent": "spent $0.01", "kura-saved": "saved $0.50",
+        "kura-errors": "1 errors", "kura-spent": "spent $0.0123", "kura-saved": "saved $0.500",
         "kura-elapsed": "elapsed 1.50 s",
     }
 
@@ -62,7 +62,7 @@ def test_run_texts_give_counts_money_and_time():
 def test_unknown_costs_read_as_at_least():
     texts = km.RunStats(cost=0.02, cost_unknown=1, saved_cost=0.0, saved_unknown=2).texts()
 
-    assert texts["kura-spent"] == "spent ≥ $0.02"
+    assert texts["kura-spent"] == "spent ≥ $0.0200"
     assert texts["kura-saved"] == "saved ≥ $0.00"
 
 
@@ -498,7 +498,7 @@ def test_the_phase_and_the_time_left_show_only_while_the_run_goes():
     assert ended["kura-rate"] == "2.0 calls/s"
     assert "kura-phase" not in ended and "kura-eta" not in ended
     assert ended["kura-saved"] == "saved $0.00", "no share of nothing saved"
-    assert budget_text(km.RunStats(skipped=1, max_cost=0.5)) == "--max-cost $0.50 reached: 1 call skipped"
+    assert budget_text(km.RunStats(skipped=1, max_cost=0.5)) == "--max-cost $0.500 reached: 1 call skipped"
 
 
 def test_the_widget_starts_at_the_first_report_then_counts_calls_in_flight_and_time_left(llm, monkeypatch):

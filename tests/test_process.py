@@ -11,7 +11,8 @@ import textwrap
 import pytest
 
 import kura_magic as km
-from kura_magic.calls.gateway import backoff_delay, classify
+from kura_magic.calls.gateway import backoff_delay
+from kura_magic.calls.provider_errors import classify
 from helpers import API_KEY, MODEL, make_conversations
 
 

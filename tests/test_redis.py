@@ -69,7 +69,7 @@ def test_redis_holds_json_and_float32_bytes_and_never_the_api_key(llm, redis_cac
     assert all(API_KEY.encode() not in key + value for key, value in values.items())
     for key, value in values.items():
         if b":v:" in key:
-            assert len(value) == 8 * 4, "a vector is 8 little-endian float32s"
+            assert len(value) == 8 + 8 * 4, "a vector is its length, then 8 little-endian float32s"
         elif b":r:" in key:
             km.types.CacheEntry.model_validate_json(value)
         else:

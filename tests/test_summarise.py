@@ -272,6 +272,7 @@ def test_unknown_price_is_none_and_totals_say_at_least(llm):
     assert all(r.cost is None for r in run)
     assert run.stats.cost_unknown == 2
     assert run.stats.spent_text.startswith("≥")
+    assert f"no price known for {UNPRICED_MODEL} — is the name right?" in repr(run)
 
 
 def test_offline_mode_raises_with_the_number_of_missing_calls(llm, monkeypatch):

@@ -281,8 +281,11 @@ def test_an_injected_500_is_an_internal_server_error(server: LoopbackLLM) -> Non
 
 
 def test_the_refuse_marker_is_a_content_policy_violation(server: LoopbackLLM) -> None:
-    with pytest.raises(litellm.ContentPolicyViolationError):
+    """OpenAI's body, as OpenAI sends it (litellm 1.110 no longer maps it to its
+    ContentPolicyViolationError; kura_magic reads the code: tests/test_provider_errors.py)."""
+    with pytest.raises(litellm.BadRequestError) as raised:
         chat(server, "please [[refuse]] this")
+    assert (raised.value.status_code, raised.value.code) == (400, "content_policy_violation")
     assert server.request_count == 1
 
 
@@ -461,3 +464,25 @@ def test_the_module_alone_imports_no_litellm_ipython_or_widgets() -> None:
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("flags", "statuses", "retry_after"), [
+    (["--fail-first", "2", "--fail-status", "503"], [503, 503, 200], None),
+    (["--fail-rate", "1", "--retry-after", "2"], [429, 429, 429], "2"),
+], ids=["fail-first", "fail-rate"])
+def test_the_command_line_server_injects_the_faults_it_is_given(tmp_path, flags, statuses, retry_after) -> None:
+    port_file = tmp_path / "port"
+    process = subprocess.Popen([sys.executable, "-m", "kura_magic.testing", "--port-file", str(port_file), *flags],
+                               stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port_file.read_text().strip()}/v1/chat/completions"
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        replies = [HTTP.post(url, json=body) for _ in statuses]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert [reply.status_code for reply in replies] == statuses
+    assert replies[0].headers.get("retry-after") == retry_after

@@ -73,7 +73,7 @@ class CallContext:
 
     Example:
         >>> ctx = CallContext.create(experiment="demo", cache_mode="off")
-        >>> ctx.experiment, ctx.lookup("km1-chat-x") is None
+        >>> ctx.experiment, ctx.lookup("km2-chat-x") is None
         ('demo', True)
     """
 
@@ -156,7 +156,7 @@ class CallContext:
 
         Example:
             >>> ctx = CallContext.create(cache_mode="off")
-            >>> with ctx.batched(["km1-chat-x"]):
+            >>> with ctx.batched(["km2-chat-x"]):
             ...     pass
         """
         self._batch = _Batch(self, list(keys))
@@ -343,7 +343,7 @@ class Lease:
 
     Example:
         >>> from kura_magic.storage.base import MemoryStore
-        >>> Lease(MemoryStore(), "km1-chat-x", "default").claim()  # one process: always ours
+        >>> Lease(MemoryStore(), "km2-chat-x", "default").claim()  # one process: always ours
         True
     """
 
@@ -430,10 +430,10 @@ class CallSetup:
         )
         params = _checked_params({"temperature": options.get("temperature", 0.0),
                                   "max_tokens": options.get("max_tokens"), **(options.get("params") or {})})
+        model = options.get("model") or context.config.model
         return cls(
-            context, options.get("model") or context.config.model,
-            resolve_schema(options.get("schema"), variables), params,
-            context.config.transport(api_key=options.get("api_key"), api_base=options.get("api_base")),
+            context, model, resolve_schema(options.get("schema"), variables), params,
+            context.config.transport(model, api_key=options.get("api_key"), api_base=options.get("api_base")),
         )
 
     def request(self, prompt: str | tuple[dict[str, Any], ...]) -> ChatRequest:

@@ -2,25 +2,23 @@
 prices, readiness) is made here, with litellm imported lazily and every setting passed
 per call.
 
-litellm's exceptions are sorted here into three kinds:
-transient (429, 5xx, timeouts, connection: retried with backoff, never cached),
-deterministic (content policy, context too long, schema mismatch: cached as errors),
-and fatal (bad key, unknown model: the run stops, nothing more is spent).
+litellm's exceptions are sorted by `provider_errors.classify` (from what the provider sent)
+into transient (retried with backoff, never cached), deterministic (cached as errors) and
+fatal (the run stops, nothing more is spent); a reply the provider's content filter stopped
+is a deterministic error too, and so is one that fails its schema after re-asks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
 import random
-import re
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -34,6 +32,7 @@ from kura_magic.errors import (
     UnknownModelError,
 )
 from kura_magic.keys import output_params
+from kura_magic.calls.provider_errors import CONTENT_POLICY, Failure, classify
 from kura_magic.types import CacheEntry, ChatRequest, Problem, Usage
 
 if TYPE_CHECKING:
@@ -43,26 +42,6 @@ SCHEMA_RETRIES = 2
 MAX_RETRY_DELAY_S = 60.0
 # A guess at the reply length when a call sets no max_tokens.
 DEFAULT_COMPLETION_TOKENS = 200
-
-ErrorKind = Literal["transient", "deterministic", "fatal", "other"]
-
-# litellm exception class name -> (kind, short error type). Looked up along the
-# exception's MRO, so the most specific class wins.
-_ERROR_TABLE: dict[str, tuple[ErrorKind, str]] = {
-    "ContentPolicyViolationError": ("deterministic", "content_policy"),
-    "ContextWindowExceededError": ("deterministic", "context_window"),
-    "RateLimitError": ("transient", "rate_limit"),
-    "Timeout": ("transient", "timeout"),
-    "APIConnectionError": ("transient", "connection"),
-    "InternalServerError": ("transient", "server_error"),
-    "ServiceUnavailableError": ("transient", "server_error"),
-    "BadGatewayError": ("transient", "server_error"),
-    "AuthenticationError": ("fatal", "authentication"),
-    "PermissionDeniedError": ("fatal", "authentication"),
-    "NotFoundError": ("fatal", "unknown_model"),
-    "BadRequestError": ("other", "bad_request"),
-}
-
 
 # A provider library that loads within this long is not worth a "loading" state.
 QUIET_IMPORT_S = 0.1
@@ -125,62 +104,6 @@ class Outcome:
 
     entry: CacheEntry
     cacheable: bool
-
-
-@dataclass
-class Failure:
-    """A failed provider call, sorted by `classify()`."""
-
-    kind: ErrorKind
-    error_type: str
-    message: str
-    retry_after_s: float | None = None
-
-
-def classify(exc: BaseException) -> Failure:
-    """Sort a provider exception into transient / deterministic / fatal / other."""
-    kind: ErrorKind
-    kind, error_type = "other", type(exc).__name__
-    for cls in type(exc).__mro__:
-        if cls.__name__ in _ERROR_TABLE:
-            kind, error_type = _ERROR_TABLE[cls.__name__]
-            break
-    status = getattr(exc, "status_code", None)
-    if kind == "other" and isinstance(status, int) and status >= 500:
-        kind, error_type = "transient", "server_error"
-    return Failure(kind, error_type, _short_message(exc), _retry_after(exc))
-
-
-_SECRET_PATTERN = re.compile(r"\b(sk|key|token)-[A-Za-z0-9_*\-]{4,}", re.IGNORECASE)
-
-
-def _short_message(exc: BaseException) -> str:
-    """One line of the provider's message, with anything shaped like a key removed."""
-    text = " ".join(str(exc).split())
-    for prefix in ("litellm.", "OpenAIException - "):
-        text = text.replace(prefix, "")
-    return _SECRET_PATTERN.sub(r"\1-<redacted>", text)[:300]
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    """Seconds the provider asked us to wait (retry-after-ms or Retry-After), if any."""
-    response = getattr(exc, "response", None)
-    headers = dict(getattr(response, "headers", None) or {})
-    headers.update(getattr(exc, "litellm_response_headers", None) or {})
-    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
-    if "retry-after-ms" in lowered:
-        return _as_seconds(lowered["retry-after-ms"], scale=0.001)
-    if "retry-after" in lowered:
-        return _as_seconds(lowered["retry-after"], scale=1.0)
-    return None
-
-
-def _as_seconds(value: str, *, scale: float) -> float | None:
-    try:
-        return max(0.0, float(value) * scale)
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
 def backoff_delay(attempt: int, *, base_s: float, retry_after_s: float | None) -> float:
@@ -275,6 +198,9 @@ async def complete_chat(request: ChatRequest, config: Settings) -> Outcome:
         if isinstance(response, Failure):
             return _failed(request, response, started, spent)
         text = spent.add(response)
+        if _filtered(response):
+            entry = _entry(request, started, spent, error=FILTERED, error_type=CONTENT_POLICY[1])
+            return Outcome(entry, cacheable=True)
         problem = _schema_problem(request.schema, text)
         if problem is None:
             return Outcome(_entry(request, started, spent, response=text), cacheable=True)
@@ -304,6 +230,15 @@ class _Spent:
         cost = price(response)
         self.cost = None if self.cost is None or cost is None else self.cost + cost
         return response.choices[0].message.content or ""
+
+
+FILTERED = "the provider's content filter stopped the reply (finish_reason content_filter)"
+
+
+def _filtered(response: Any) -> bool:
+    """True if the provider's content filter stopped the reply: OpenAI's and Azure's output
+    filter, and Anthropic's refusal (which litellm reports as the same finish reason)."""
+    return bool(response.choices) and response.choices[0].finish_reason == "content_filter"
 
 
 def _ask_again(text: str, problem: str) -> list[dict[str, Any]]:
@@ -356,6 +291,10 @@ def _vectors(response: Any, model: str, expected: int, dimensions: int | None) -
     return rows
 
 
+# The per-call prices `Settings.model_prices` puts in a call's transport.
+_PRICE_PARAMS = ("input_cost_per_token", "output_cost_per_token")
+
+
 def estimate_cost(request: ChatRequest, *, reply_tokens: float | None = None) -> float | None:
     """litellm's price for the request's prompt and an expected reply; None if no price is known.
 
@@ -366,9 +305,11 @@ def estimate_cost(request: ChatRequest, *, reply_tokens: float | None = None) ->
     completion_tokens = (
         request.params.get("max_tokens") or reply_tokens or DEFAULT_COMPLETION_TOKENS
     )
+    own_price = {name: request.transport[name] for name in _PRICE_PARAMS if name in request.transport}
     try:
         prompt_cost, completion_cost = lib.cost_per_token(
-            model=request.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+            model=request.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            custom_cost_per_token=own_price or None,
         )
     except Exception:  # litellm raises a bare Exception for unmapped models
         return None

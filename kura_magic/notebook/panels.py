@@ -68,7 +68,7 @@ BUTTONS = {
     "clear_experiment": Destructive("Clear experiment", "Really clear {experiment}?", "kura-clear-experiment",
                                     "the {own} entries of experiment {experiment!r}"),
     "clear_all": Destructive("Clear all", "Really clear all?", "kura-clear-all",
-                             "all {entries} entries of the whole cache, every experiment"),
+                             "all {entries} entries of the whole cache, every experiment (the run history stays)"),
     "clear_embeddings": Destructive("Clear embeddings", "Really clear embeddings?", "kura-clear-embeddings",
                                     "the {vectors} vectors of the embedding cache"),
 }
@@ -179,7 +179,7 @@ class CachePanel(_Shown):
         'default: 0 entries, 0 B · cache: 0 entries, 0 B on disk · embeddings: 0 vectors, 0 B on disk'
         >>> panel.clear_all()   # a first click only asks
         >>> panel.label("clear_all"), panel.texts()["kura-status"]
-        ('Really clear all?', 'click again within 5 s to delete all 0 entries of the whole cache, every experiment')
+        ('Really clear all?', 'click again within 5 s to delete all 0 entries of the whole cache, every experiment (the run history stays)')
     """
 
     rows = CACHE_ROWS
@@ -236,7 +236,7 @@ class CachePanel(_Shown):
     def clear_all(self) -> None:
         if self._confirmed("clear_all"):
             removed = clear_all_caches()
-            self._done(f"cleared {removed} entries from the whole cache")
+            self._done(f"cleared {removed} entries from the whole cache; the run history is kept")
 
     def clear_embeddings(self) -> None:
         if self._confirmed("clear_embeddings"):
@@ -268,7 +268,8 @@ class CachePanel(_Shown):
             return time.monotonic() - self._armed.at >= CONFIRM_AFTER_S
         self.info = cache_info()
         deletes = BUTTONS[action].deletes.format(**self._numbers())
-        prompt = f"click again within {CONFIRM_WINDOW_S:g} s to delete {deletes}"
+        busy = session.in_use_elsewhere()
+        prompt = f"click again within {CONFIRM_WINDOW_S:g} s to delete {deletes}" + (f" ({busy})" if busy else "")
         self._armed = Armed(action, time.monotonic(), prompt)
         self.render()
         _call_later(CONFIRM_WINDOW_S + 0.1, self.render)
@@ -327,7 +328,7 @@ class RunPanel(_Shown):
         >>> panel = RunPanel(experiment="default", info=CacheInfo(entries=0, bytes=0))
         >>> panel.finish(RunStats(total=2, done=2, fresh=2, cost=0.01))   # shown as text here
         2/2 done · 2 fresh · 0 cached · 0 errors
-        spent $0.01 · saved $0.00 · elapsed 0 ms
+        spent $0.0100 · saved $0.00 · elapsed 0 ms
         cache at the end of this run: default: 0 entries, 0 B
     """
 

@@ -21,8 +21,8 @@ def checkpoint_path(directory: str | Path, keys: list[str], ids: list[str]) -> P
     """Where the checkpoint of a run with these keys and ids lives.
 
     Example:
-        >>> checkpoint_path("/tmp/ck", ["km1-chat-a"], ["1"]).name
-        'summaries-8c8054d1a4d5ab17.jsonl'
+        >>> checkpoint_path("/tmp/ck", ["km2-chat-a"], ["1"]).name
+        'summaries-c35e8ba33522ff66.jsonl'
     """
     digest = hashlib.sha256(canonical_json({"keys": keys, "ids": ids}).encode()).hexdigest()
     return Path(directory).expanduser() / f"summaries-{digest[:16]}.jsonl"

@@ -1,8 +1,8 @@
 """`embed`: per-text cached embeddings, where only the misses are sent, in batches.
 
 Each text has its own key (model, dimensions, sha256 of the text). Vectors are
-kept as little-endian float32 bytes, never JSON lists or pickle, in a store of
-their own (`storage.vectors`: `<cache directory>/embeddings`, least-recently-used past
+kept as little-endian float32 bytes behind a header that gives their length, never JSON
+lists or pickle, in a store of their own (`storage.vectors`: `<cache directory>/embeddings`, least-recently-used past
 `KURA_MAGIC_EMBEDDING_SIZE_LIMIT`) that every experiment shares: an embedding
 depends on the model and the text, nothing else. numpy is imported on first use.
 """
@@ -33,7 +33,7 @@ def embedding_key(text: str, *, model: str, dimensions: int | None = None) -> st
     """The cache key of one text's embedding.
 
     Example:
-        >>> embedding_key("hi", model="openai/text-embedding-3-small").startswith("km1-embedding-")
+        >>> embedding_key("hi", model="openai/text-embedding-3-small").startswith("km2-embedding-")
         True
     """
     return _recipe(model, dimensions).key([{"role": "input", "content": text}])
@@ -163,7 +163,7 @@ async def aembed(
     """
     texts = _checked(texts, dimensions, cache_mode)
     config = settings()
-    batch = _Batches(model, dimensions, config, config.transport(api_key=api_key, api_base=api_base))
+    batch = _Batches(model, dimensions, config, config.transport(model, api_key=api_key, api_base=api_base))
     keys = {text: batch.key(text) for text in dict.fromkeys(texts)}
     store = open_embedding_store(config)
     reads, writes = cache_mode in ("read_write", "read_only"), cache_mode in ("read_write", "refresh")

@@ -42,6 +42,13 @@ class _Plan:
     def context(self) -> CallContext:
         return self.setup.context
 
+    def reply_length(self) -> budget.ReplyLength:
+        """The reply length this plan's estimates assume (see `budget.ReplyLength`)."""
+        return budget.ReplyLength.of(
+            max_tokens=self.setup.params.get("max_tokens"), store=self.context.responses,
+            experiment=self.context.experiment, model=self.setup.model,
+        )
+
     def checkpoint_path(self, directory: str | Path | None) -> Path | None:
         """Where this plan's checkpoint lives in `directory` (None: no checkpoint)."""
         if directory is None:
@@ -82,6 +89,7 @@ class _Run:
 
     def __post_init__(self) -> None:
         self.stats.total = len(self.plan.conversations)
+        self.stats.model = self.plan.setup.model
         self.results = [None] * self.stats.total
 
     def stop(self) -> None:
@@ -142,7 +150,8 @@ class _Run:
                 f"experiment {self.plan.context.experiment!r}",
                 while_loading=lambda: self.report(RunStats.LOADING),
             )
-            self.spend = budget.Budget.create(max_cost, self.plan.setup.model)
+            reply = self.plan.reply_length() if max_cost is not None else None
+            self.spend = budget.Budget.create(max_cost, self.plan.setup.model, reply)
             self.own_limit = max_concurrency is not None
             slots = asyncio.Semaphore(max_concurrency or self.plan.context.config.max_concurrency)
             self.report(RunStats.CALLING)
@@ -178,7 +187,7 @@ class _Run:
                 entry, joined = await self.plan.context.fetch(request, own_limit=self.own_limit)
             finally:
                 self.spend.release(estimate)
-        self.spend.record(entry.cost, entry.usage.completion_tokens)
+        self.spend.record(entry.cost)
         self.fill(rows, entry, joined=joined)
         self.report()
 
@@ -270,15 +279,16 @@ def estimate(
     Example:
         >>> _ = summarise(convs[:3], "{{ transcript }}", model="openai/gpt-4o-mini")
         >>> estimate(convs, "{{ transcript }}", model="openai/gpt-4o-mini")  # doctest: +ELLIPSIS
-        estimate: 5 conversations, 3 cached, 2 fresh calls, about $0.000... (openai/gpt-4o-mini, experiment default)
+        estimate: 5 conversations, 3 cached, 2 fresh calls, about $0.0000... (openai/gpt-4o-mini, experiment default; replies at the 14-token mean of 3 cached replies)
     """
     plan = _plan(conversations, prompt, CallSetup.create(options, variables), limit=limit, variables=variables)
     run = _Run(plan)
     misses = run.serve_hits()
+    reply = plan.reply_length()
     return Estimate(
         total=run.stats.total, cached=run.stats.cached, fresh=len(misses),
-        estimated_cost=budget.estimate_total([plan.requests[plan.rows_by_key[k][0]] for k in misses]),
-        model=plan.setup.model, experiment=plan.context.experiment,
+        estimated_cost=budget.estimate_total([plan.requests[plan.rows_by_key[k][0]] for k in misses], reply),
+        model=plan.setup.model, experiment=plan.context.experiment, reply_basis=reply.basis,
     )
 
 

@@ -218,12 +218,14 @@ class Estimate(BaseModel):
     estimated_cost: float | None
     model: str
     experiment: str
+    reply_basis: str = ""  # the reply length the estimate assumes, and why
 
     def describe(self) -> str:
         cost = "cost unknown" if self.estimated_cost is None else f"about {formatting.money(self.estimated_cost)}"
+        basis = f"; {self.reply_basis}" if self.fresh and self.reply_basis else ""
         return (
             f"estimate: {self.total} conversations, {self.cached} cached, {self.fresh} fresh "
-            f"calls, {cost} ({self.model}, experiment {self.experiment})"
+            f"calls, {cost} ({self.model}, experiment {self.experiment}{basis})"
         )
 
     def __repr__(self) -> str:

@@ -89,6 +89,21 @@ def cache_info(experiment: str | None = None, *, store: Store | None = None) -> 
     )
 
 
+def in_use_elsewhere(*, store: Store | None = None) -> str:
+    """'' if no process is making calls on the cache now; else a warning for whoever would
+    clear it (the answers of those calls are written when they come back).
+
+    Example:
+        >>> in_use_elsewhere()
+        ''
+    """
+    busy = _store(store).calls_in_flight()
+    if not busy:
+        return ""
+    return (f"{busy} calls are in flight on this cache right now (another kernel or process is running): "
+            "their answers will be stored again as they come back")
+
+
 def clear_cache(experiment: str | None = None, *, store: Store | None = None) -> int:
     """Remove one experiment's entries (the active one if None); others stay whole.
 
@@ -101,18 +116,21 @@ def clear_cache(experiment: str | None = None, *, store: Store | None = None) ->
     return _store(store).clear(check_experiment_name(experiment or active_experiment()))
 
 
-def clear_all_caches(*, store: Store | None = None) -> int:
-    """Remove every entry of every experiment, every embedding and the run history; returns
-    how many cache entries and embeddings were removed.
+def clear_all_caches(*, history: bool = False, store: Store | None = None) -> int:
+    """Remove every entry of every experiment and every embedding; returns how many were
+    removed. The run history stays (it cannot be rebuilt) unless `history=True`.
 
     Example:
         >>> from kura_magic import runs, summarise
         >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", experiment="a")
         >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", experiment="b")
         >>> clear_all_caches(), cache_info().entries, len(runs())
-        (10, 0, 0)
+        (10, 0, 2)
+        >>> clear_all_caches(history=True), len(runs())
+        (0, 0)
     """
-    clear_history()
+    if history:
+        clear_history()
     return _store(store).clear() + clear_embedding_cache()
 
 

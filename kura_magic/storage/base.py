@@ -104,6 +104,16 @@ class Store(ABC):
         """Give up the claims of `claims` (key -> token) that are still held by their token,
         in one transaction or round trip (their entries are written, or their calls failed)."""
 
+    def calls_in_flight(self) -> int:
+        """Calls being made right now on this store by any process (the leases held): what a
+        clear would pull from under them. 0 for a store no other process shares.
+
+        Example:
+            >>> MemoryStore().calls_in_flight()
+            0
+        """
+        return 0
+
     @abstractmethod
     def info(self) -> StoreInfo:
         """Entries and bytes, per experiment and in total."""

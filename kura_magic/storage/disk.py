@@ -252,6 +252,15 @@ class DiskStore(Store):
             warn_storage("claim", keys[0] if keys else "(none)", exc)
             return frozenset(keys)  # no coordination possible: make the calls (an optimisation)
 
+    def calls_in_flight(self) -> int:
+        """Unexpired claims, from every process using this directory."""
+        try:
+            self._leases.expire()
+            return len(self._leases)
+        except (*PASSING_TROUBLE, sqlite3.Error) as exc:
+            warn_storage("lease count", "(all)", exc)
+            return 0
+
     def renew(self, claims: Mapping[str, str], *, experiment: str, ttl_s: float) -> None:
         self._if_claimed(claims, experiment, lambda slot: self._leases.touch(slot, expire=ttl_s))
 

@@ -6,8 +6,16 @@ the requested JSON schema, and faults (429/5xx, hangs, refusals, too-long
 prompts) can be injected while it runs. ``python -m kura_magic.testing`` serves
 one from the command line.
 
+It also speaks Anthropic's Messages API (``/v1/messages``), and answers refusals and
+too-long prompts exactly as OpenAI, Azure OpenAI and Anthropic send them (markers in
+the text; see ``provider_shapes``).
+
 Modules: ``server`` (``LoopbackLLM`` and the HTTP plumbing), ``replies`` (what
-it answers), ``fake_json`` (values valid under a JSON schema), ``cli``.
+it answers), ``provider_shapes`` (each provider's refusal and error bodies),
+``batches`` (OpenAI's Files and Batch APIs: uploads, batches that complete after a
+delay, output and error files, cancel, expiry), ``fake_json`` (values valid under a JSON
+schema), ``cli`` (``--fail-rate``,
+``--fail-first`` and ``--retry-after`` inject faults from the command line).
 
 Example::
 

@@ -45,11 +45,13 @@ _TOO_LONG = (
 
 
 class Reply(NamedTuple):
-    """One HTTP answer: status, JSON body and extra headers."""
+    """One HTTP answer: status, JSON body and extra headers (`raw`: bytes sent instead of the
+    JSON body, e.g. a file's content)."""
 
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = {}
+    raw: bytes | None = None
 
 
 # ---------------------------------------------------------------- text and vectors

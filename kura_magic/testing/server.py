@@ -24,6 +24,10 @@ from kura_magic.testing.replies import (
     embeddings_body, embeddings_request, error, fault_reply, json_content, models_body,
     parse_json_body, refusal, reply_for, text_of, word_count,
 )
+from kura_magic.testing.batches import BatchDesk
+from kura_magic.testing.provider_shapes import (
+    REFUSE, TOO_LONG, anthropic_error, anthropic_message, chat_marker_reply, messages_marker_reply,
+)
 
 __all__ = ["LoopbackLLM", "RecordedRequest"]
 
@@ -107,8 +111,6 @@ class LoopbackLLM:
         self.embedding_dims = embedding_dims
         self.reply = reply
         self.host = host
-        self.refuse_marker = "[[refuse]]"
-        self.too_long_marker = "[[too-long]]"
         self._port = self._bound_port = port
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -118,6 +120,7 @@ class LoopbackLLM:
         self._wake = threading.Event()  # set by stop() and reset(): ends pauses at once
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.batches = BatchDesk(self._answer_line)  # the Files and Batch APIs
 
     # lifecycle
     def start(self) -> LoopbackLLM:
@@ -205,7 +208,7 @@ class LoopbackLLM:
             time.sleep(quiet_s / 5)
 
     def reset(self) -> None:
-        """Forget requests and the peak, clear injected faults (not ``latency_s``).
+        """Forget requests, batches and the peak, clear injected faults (not ``latency_s`` or the batch delay).
 
         Requests still in flight (say, hanging after their client gave up) are woken and
         no longer counted, and the server settles first, so one test's leftovers never
@@ -218,6 +221,7 @@ class LoopbackLLM:
         with self._lock:
             self._requests.clear()
             self._faults = _Faults()
+            self.batches = BatchDesk(self._answer_line, delay_s=self.batches.delay_s)
             self._generation += 1
             self._in_flight = self._peak = 0
 
@@ -278,7 +282,9 @@ class LoopbackLLM:
                     self._in_flight -= 1
 
     def _respond(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Reply:
-        body, bad_json = parse_json_body(raw) if method != "GET" else ({}, None)
+        route = _route(path)
+        batch_route = self.batches.handles(route)  # multipart uploads and empty POSTs: not JSON
+        body, bad_json = parse_json_body(raw) if method != "GET" and not batch_route else ({}, None)
         redacted = {k: "<redacted>" if k in _SECRET_HEADERS else v for k, v in headers.items()}
         with self._lock:
             self._requests.append(RecordedRequest(path, body, redacted, method))
@@ -290,7 +296,9 @@ class LoopbackLLM:
             return fault
         if bad_json is not None:
             return bad_json
-        endpoint = _ENDPOINTS.get((method, _route(path)))
+        if batch_route:
+            return self.batches.respond(method, route, headers, raw)
+        endpoint = _ENDPOINTS.get((method, route))
         if endpoint is None:
             return error(404, f"Invalid URL ({method} {path})")
         return endpoint(self, body)
@@ -298,8 +306,8 @@ class LoopbackLLM:
     def _marker_error(self, texts: list[str], param: str) -> Reply | None:
         """A refusal or a too-long error if ``texts`` carry that marker, refusals first."""
         joined = "\n".join(texts)
-        for marker, make_error in ((self.refuse_marker, refusal), (self.too_long_marker, context_too_long)):
-            if marker and marker in joined:
+        for marker, make_error in ((REFUSE, refusal), (TOO_LONG, context_too_long)):
+            if marker in joined:
                 return make_error(param)
         return None
 
@@ -309,7 +317,7 @@ class LoopbackLLM:
             return bad_request
         messages: list[dict[str, Any]] = body["messages"]  # a non-empty list of dicts, as just checked
         texts = [text_of(m.get("content")) for m in messages]
-        marked = self._marker_error(texts, "messages")
+        marked = chat_marker_reply("\n".join(texts), body, word_count(texts))
         if marked:
             return marked
         try:
@@ -317,6 +325,15 @@ class LoopbackLLM:
         except Exception as exc:  # the user's reply callable, or an impossible schema
             return error(500, f"The loopback LLM could not answer: {exc!r}", kind="server_error")
         return Reply(200, chat_completion_body(body, content, word_count(texts)))
+
+    def _messages(self, body: dict[str, Any]) -> Reply:
+        """Anthropic's Messages API (``/v1/messages``): the same replies, Anthropic's shapes."""
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return anthropic_error(400, "invalid_request_error", "messages: field required")
+        texts = [text_of(body.get("system"))] + [text_of(m.get("content")) for m in messages]
+        marked = messages_marker_reply("\n".join(texts), body, word_count(texts))
+        return marked or anthropic_message(body, self._content(messages, None), word_count(texts))
 
     def _content(self, messages: list[dict[str, Any]], response_format: Any) -> str:
         if self.reply is not None:
@@ -334,6 +351,10 @@ class LoopbackLLM:
         as_b64 = body.get("encoding_format") == "base64"
         return Reply(200, embeddings_body(texts, dims=dims, model=body.get("model"), as_b64=as_b64))
 
+    def _answer_line(self, endpoint: str, body: dict[str, Any]) -> Reply:
+        """A batch line's answer: what a call to `endpoint` with `body` would get."""
+        return self._embeddings(body) if endpoint.endswith("/embeddings") else self._chat(body)
+
     def _models(self, body: dict[str, Any]) -> Reply:
         return Reply(200, models_body())
 
@@ -341,6 +362,7 @@ class LoopbackLLM:
 _ENDPOINTS: dict[tuple[str, str], Callable[[LoopbackLLM, dict[str, Any]], Reply]] = {
     ("POST", "/chat/completions"): LoopbackLLM._chat,
     ("POST", "/embeddings"): LoopbackLLM._embeddings,
+    ("POST", "/messages"): LoopbackLLM._messages,
     ("GET", "/models"): LoopbackLLM._models,
 }
 
@@ -427,7 +449,7 @@ class _Handler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
     def _send(self, reply: Reply) -> None:
-        data = json.dumps(reply.body).encode("utf-8")
+        data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode("utf-8")
         try:
             self.send_response(reply.status)
             for name, value in {"Content-Type": "application/json", **reply.headers}.items():

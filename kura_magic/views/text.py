@@ -216,7 +216,7 @@ def run_texts(stats: RunStats, rate: float | None, *, going: bool) -> dict[str, 
         >>> texts = run_texts(RunStats(total=8, done=4, fresh=2, cached=2, cost=0.01, saved_cost=0.03,
         ...                            phase=RunStats.CALLING, in_flight=3), 2.0, going=True)
         >>> [texts[name] for name in ("kura-done", "kura-rate", "kura-eta", "kura-phase", "kura-saved")]
-        ['4/8 done', '2.0 calls/s', 'ETA 2.00 s', 'calling · 3 in flight', 'saved $0.03 (75%)']
+        ['4/8 done', '2.0 calls/s', 'ETA 2.00 s', 'calling · 3 in flight', 'saved $0.0300 (75%)']
     """
     texts = stats.model_copy(update={"phase": "", "in_flight": 0}).texts()
     if stats.saved_cost:
@@ -256,7 +256,7 @@ def budget_text(stats: RunStats) -> str:
 
     Example:
         >>> budget_text(RunStats(skipped=12, max_cost=0.01, skip_estimate=0.0011))
-        '--max-cost $0.01 reached: 12 calls skipped (about $0.00110 each)'
+        '--max-cost $0.0100 reached: 12 calls skipped (about $0.00110 each)'
     """
     each = f" (about {formatting.money(stats.skip_estimate)} each)" if stats.skip_estimate else ""
     calls = "call" if stats.skipped == 1 else "calls"
