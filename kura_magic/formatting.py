@@ -100,6 +100,9 @@ NO_MATHS = "mathjax_ignore"
 
 # The most rows an HTML or text view shows; the rest are one `.to_pandas()` away.
 ROW_LIMIT = 200
+# A comparison shows at most this many rows (the differing ones first): each row holds two
+# outputs, and a saved notebook keeps them all.
+COMPARE_ROW_LIMIT = 50
 # A run's results table is shorter: the first rows to look at, then how many more.
 TABLE_ROWS = 50
 # A run's results as text (terminal IPython): the first rows.

@@ -13,8 +13,8 @@ from kura_magic.types import RunStats
 from kura_magic.views.text import header_lines
 
 
-def run_of(*results: SummaryResult) -> SummaryRun:
-    return SummaryRun(list(results), RunStats(total=len(results)), model="m", experiment="default")
+def run_of(*results: SummaryResult, prompt: str = "") -> SummaryRun:
+    return SummaryRun(list(results), RunStats(total=len(results)), model="m", experiment="default", prompt=prompt)
 
 
 def ok(cid: str, summary) -> SummaryResult:
@@ -38,11 +38,12 @@ def test_rows_follow_the_first_run_and_mark_differences():
     assert frame.loc[1, "v2"] == "password reset"
 
 
-def test_a_conversation_in_only_one_run_differs():
+def test_a_conversation_in_only_one_run_is_shown_and_counted_apart():
     frame = compare_runs(run_of(ok("1", "x")), run_of(ok("1", "x"), ok("9", "new")))
 
     assert frame["conversation_id"].tolist() == ["1", "9"]
-    assert frame["differs"].tolist() == [False, True]
+    assert frame["differs"].tolist() == [False, False], "nothing to compare it with"
+    assert Comparison(frame).only_in == {"b": 1}
     assert pandas.isna(frame.loc[1, "a"])
     assert "(not in this run)" in Comparison(frame)._repr_html_()
 
@@ -80,11 +81,11 @@ def test_text_view_is_a_table_with_changed_words_marked_and_how_to_see_only_the_
     only_changed = repr(Comparison(compare_runs(a, b, labels=("old", "new")), changed_only=True))
 
     assert shown.splitlines() == [
-        "old vs new: 1 of 2 conversations differ",
+        "old vs new: 1 of 2 conversations differ (those first)",
         "to see only the 1 that differs: km.compare(a, b, changed_only=True)",
         "   id  old        new",
-        "   1   refund     refund",
         "≠  2   [-login-]  {+password+}",
+        "   1   refund     refund",
     ]
     assert only_changed.splitlines()[0] == "old vs new: 1 of 2 conversations differ (only those shown)"
     assert only_changed.splitlines()[2:] == ["≠  2   [-login-]  {+password+}"]
@@ -140,6 +141,40 @@ def test_the_prompt_diff_and_setting_changes_come_first_and_changed_only_hides_t
         "model: m1 → m2", "temperature: 0.0 → 0.7"]
     html = comparison._repr_html_()
     assert html.index("kura-prompt-diff") < html.index("kura-table")
-    assert '<del class="kura-removed">one &lt;line&gt;:</del><ins class="kura-added">two &lt;lines&gt;:</ins>' in html
+    assert '<del class="kura-removed">one &lt;line&gt;:</del> <ins class="kura-added">two &lt;lines&gt;:</ins>' in html
     assert html.count("<tr") == 2 and "1 of 2 conversations differ (only those shown)" in html
     assert header_lines(Comparison.of(a, a)) == ["prompt: the same in both runs"]
+
+
+def test_rows_only_one_run_has_are_counted_apart_not_as_differing():
+    a = run_of(*(ok(str(i), "same") for i in range(60)))
+    b = run_of(*(ok(str(i), "same" if i else "changed") for i in range(200)))
+
+    comparison = Comparison(compare_runs(a, b))
+
+    assert (comparison.changed, comparison.both, comparison.only_in) == (1, 60, {"b": 140})
+    assert repr(comparison).splitlines()[0] == (
+        "a vs b: 1 of 60 conversations differ (those first) (140 only in b; compared: the 60 both have)")
+
+
+def test_a_large_comparison_shows_the_differing_rows_first_and_stays_small_when_saved():
+    long = "The customer asked about a refund for an order that arrived damaged. " * 8
+    a = run_of(*(ok(str(i), long + str(i)) for i in range(200)))
+    b = run_of(*(ok(str(i), long + (str(i) if i % 2 else "other")) for i in range(200)))
+
+    html = Comparison(compare_runs(a, b))._repr_html_()
+
+    assert len(html.encode()) < 150_000, f"{len(html.encode())} bytes in the saved notebook"
+    first_row = html[html.index("<tbody>"):][:600]
+    assert 'class="kura-differs"' in first_row, "a differing row comes first"
+    assert "100 of 200 conversations differ (those first)" in html
+
+
+def test_the_prompt_diff_is_coloured_for_both_themes_and_keeps_words_apart():
+    a = run_of(ok("1", "x"), prompt="Summarise the chat:\n{{ transcript }}")
+    b = run_of(ok("1", "x"), prompt="File the chat:\n{{ transcript }}")
+
+    html = Comparison.of(a, b)._repr_html_()
+
+    assert '<del class="kura-removed">Summarise</del> <ins class="kura-added">File</ins>' in html
+    assert "del.kura-removed{" in html and "var(--jp-error-color1" in html and "var(--jp-success-color1" in html

@@ -11,6 +11,7 @@ import warnings
 import pytest
 
 import kura_magic as km
+from kura_magic.views.history import RunHistory
 from helpers import MODEL, PROMPT, UNPRICED_MODEL, make_conversations, requires_redis
 from kura_magic.run import history
 from kura_magic import storage as store
@@ -152,7 +153,8 @@ def test_compare_recorded_runs_across_a_restart(backend, llm):
     comparison = km.compare("-2", "-1", changed_only=True)
 
     assert llm.request_count == 0
-    assert comparison.changed == 1 and comparison.frame["differs"].tolist() == [False, False, True]
+    assert comparison.changed == 0 and comparison.frame["differs"].tolist() == [False, False, False]
+    assert list(comparison.only_in.values()) == [1], "the third is only in v1: shown, and counted apart"
     assert f"model: {MODEL} → {UNPRICED_MODEL}" in repr(comparison)
     assert "prompt: the same in both runs" in repr(comparison)
     html = comparison._repr_html_()
@@ -289,3 +291,25 @@ def test_recording_a_run_leaves_other_threads_warnings_alone(llm, recwarn, tmp_p
 
     assert [str(w.message) for w in recwarn.list if w.category is UserWarning] == ["the notebook's own warning"]
     assert len(km.runs()) == 2
+
+
+def test_the_same_run_made_again_from_the_cache_is_folded_into_one_row(backend, llm, monkeypatch):
+    monkeypatch.setenv("KURA_MAGIC_HISTORY_LIMIT", "3")
+    conversations = make_conversations(3)
+    first = km.summarise(conversations, PROMPT, label="v1")
+    km.summarise(conversations, PROMPT.replace("one line", "a sentence"), label="v2")
+    again = [km.summarise(conversations, PROMPT.replace("one line", "a sentence"), label="v2") for _ in range(10)]
+
+    table = km.runs()
+
+    assert table["label"].tolist() == ["v1", "v2"], "ten cached repeats did not push v1 out"
+    assert table["repeats"].tolist() == [0, 10]
+    assert {run.run_id for run in again} == {table["run_id"].tolist()[1]}
+    assert again[-1].changes.endswith("all cached (made 11 times)")
+    assert km.load_run("v1").run_id == first.run_id
+    assert "×10" in repr(RunHistory(table))
+
+
+def test_a_run_given_no_label_is_named_in_the_history(backend, llm):
+    km.summarise(make_conversations(2), PROMPT)
+    assert km.runs()["label"].tolist() == ["summarise()"]

@@ -63,7 +63,7 @@ def test_runs_and_compare_after_a_restart_send_nothing(kernel_env, llm_server: L
 
     comparison = shown(outputs[2])
     assert "prompt: 3 words changed" in comparison
-    assert '<del class="kura-removed">one line:</del><ins class="kura-added">two short lines:</ins>' in comparison
+    assert '<del class="kura-removed">one line:</del> <ins class="kura-added">two short lines:</ins>' in comparison
     assert "6 of 6 conversations differ" in comparison and comparison.count('class="kura-differs"') == 6
     assert "prompt: 3 words changed: Summarise this support chat in [-one line:-]{+two short lines:+}" in shown(
         outputs[2], "text/plain")

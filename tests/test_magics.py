@@ -418,10 +418,11 @@ def test_kura_runs_lists_the_recorded_runs_as_an_escaped_table(shell, llm):
 
     bundle = shell.display_formatter.format(history)[0]
     assert "<i>" not in bundle["text/html"] and "&lt;i&gt;x&lt;/i&gt;" in bundle["text/html"]
-    assert bundle["text/plain"].startswith("2 recorded runs")
-    assert history.frame["label"].tolist() == ["v1", "v2"]
-    assert history.frame["cell"].tolist()[0] == f"In [{count}]", "the cell the run came from"
-    assert shell.run_line_magic("kura", "runs 1").frame["label"].tolist() == ["v2"]
+    assert bundle["text/plain"].startswith("2 recorded runs, newest first")
+    assert history.frame["label"].tolist() == ["v2", "v1"]
+    assert history.frame["cell"].tolist()[1] == f"In [{count}]", "the cell the run came from"
+    latest = shell.run_line_magic("kura", "runs 1")
+    assert latest.frame["label"].tolist() == ["v2"] and repr(latest).startswith("1 of 2 recorded runs\n")
     assert shell.run_line_magic("kura", "runs --experiment <i>x</i>").frame["label"].tolist() == ["v1"]
 
 
@@ -435,7 +436,7 @@ def test_kura_compare_takes_recorded_runs_after_the_variables_are_gone(shell, ll
     comparison = shell.run_line_magic("kura", "compare a -1 --changed")
 
     assert llm.request_count == 0
-    assert comparison.changed == 3 and comparison.changed_only
+    assert comparison.changed == 2 and list(comparison.only_in.values()) == [1] and comparison.changed_only
     assert comparison.rows["conversation_id"].tolist() == ["c0", "c1", "c2"], "--changed works on refs too"
     assert "prompt: 2 words changed: Summarise this support chat in [-one line:-]{+a sentence:+}" in repr(comparison)
     with pytest.raises(UsageError, match="no recorded run 'zz'"):  # not hex: no run id starts so

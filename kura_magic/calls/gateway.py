@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from kura_magic.calls.provider_errors import CONTENT_POLICY, Failure, classify
 from kura_magic.config import Settings
 from kura_magic.errors import (
     AuthenticationError,
@@ -32,7 +33,6 @@ from kura_magic.errors import (
     UnknownModelError,
 )
 from kura_magic.keys import output_params
-from kura_magic.calls.provider_errors import CONTENT_POLICY, Failure, classify
 from kura_magic.types import CacheEntry, ChatRequest, Problem, Usage
 
 if TYPE_CHECKING:

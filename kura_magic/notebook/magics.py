@@ -180,7 +180,8 @@ def _runs(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Run
     if words and not words[0].isdigit():
         raise UsageError(f"%kura runs takes how many of the latest runs to show, not {words[0]!r}")
     last = int(words[0]) if words else None
-    return RunHistory(history.runs(experiment=args.experiment, prompt=args.prompt, last=last))
+    everything = history.runs(experiment=args.experiment, prompt=args.prompt)
+    return RunHistory(everything.tail(last) if last else everything, recorded=len(everything))
 
 
 def _local(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:

@@ -45,7 +45,8 @@ def setting_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any
 def compare_runs(a: SummaryRun, b: SummaryRun, *, labels: tuple[str, str] = ("a", "b")) -> pandas.DataFrame:
     """One row per conversation id (in a's order, then b's new ids): each run's output, and whether they differ.
 
-    A conversation missing from one run is NA there and counts as differing.
+    A conversation missing from one run is NA there; it does not differ (there is nothing to
+    compare), and `Comparison.only_in` counts it.
 
     Example:
         >>> from kura_magic import summarise
@@ -53,7 +54,7 @@ def compare_runs(a: SummaryRun, b: SummaryRun, *, labels: tuple[str, str] = ("a"
         >>> run_v2 = summarise(convs[:3] + [convs[0]], "Summarise:\\n{{ transcript }}")
         >>> frame = compare_runs(run_v1, run_v2, labels=("v1", "v2"))
         >>> list(frame.columns), frame["differs"].tolist()
-        (['conversation_id', 'v1', 'v2', 'differs'], [False, False, False, True, True])
+        (['conversation_id', 'v1', 'v2', 'differs'], [False, False, False, False, False])
     """
     import pandas
 
@@ -61,10 +62,17 @@ def compare_runs(a: SummaryRun, b: SummaryRun, *, labels: tuple[str, str] = ("a"
     left, right = _outputs(a), _outputs(b)
     rows = [
         {ID_COLUMN: cid, labels[0]: left.get(cid), labels[1]: right.get(cid),
-         DIFFERS_COLUMN: cid not in left or cid not in right or left[cid] != right[cid]}
+         DIFFERS_COLUMN: cid in left and cid in right and left[cid] != right[cid]}
         for cid in dict.fromkeys([*left, *right])
     ]
     return pandas.DataFrame(rows, columns=[ID_COLUMN, *labels, DIFFERS_COLUMN])
+
+
+def pandas_concat(first: pandas.DataFrame, then: pandas.DataFrame) -> pandas.DataFrame:
+    """`first`'s rows, then `then`'s."""
+    import pandas
+
+    return pandas.concat([first, then])
 
 
 def _check_labels(labels: tuple[str, str]) -> None:
@@ -134,13 +142,36 @@ class Comparison:
 
     @property
     def changed(self) -> int:
-        """How many conversations' outputs differ."""
+        """How many conversations' outputs differ (of those both runs have)."""
         return int(self.frame[DIFFERS_COLUMN].sum())
 
     @property
+    def both(self) -> int:
+        """How many conversations both runs have."""
+        return len(self.frame) - sum(self.only_in.values())
+
+    @property
+    def only_in(self) -> dict[str, int]:
+        """Per run's label, how many conversations only that run has (runs with none left out).
+
+        Example:
+            >>> import pandas
+            >>> Comparison(pandas.DataFrame({"conversation_id": ["1", "2"], "a": ["x", None],
+            ...                              "b": ["x", "y"], "differs": [False, False]})).only_in
+            {'b': 1}
+        """
+        labels = [str(label) for label in self.frame.columns[1:3]]
+        present = [self.frame[label].notna() for label in labels]
+        counts = {labels[0]: int((present[0] & ~present[1]).sum()), labels[1]: int((present[1] & ~present[0]).sum())}
+        return {label: count for label, count in counts.items() if count}
+
+    @property
     def rows(self) -> pandas.DataFrame:
-        """The rows to show: all of them, or only the changed ones."""
-        return self.frame[self.frame[DIFFERS_COLUMN]] if self.changed_only else self.frame
+        """The rows to show: those that differ or that one run lacks first, then (unless
+        `changed_only`) the rest."""
+        labels = list(self.frame.columns[1:3])
+        notable = self.frame[DIFFERS_COLUMN] | self.frame[labels].isna().any(axis=1)
+        return self.frame[notable] if self.changed_only else pandas_concat(self.frame[notable], self.frame[~notable])
 
     def __repr__(self) -> str:
         from kura_magic.views.text import comparison_text

@@ -35,6 +35,7 @@ from kura_magic.storage.runlog import (
     prune,
     read_rows,
     records,
+    rewrite_record,
     run_store,
     write_record,
 )
@@ -88,6 +89,8 @@ def _save(run: SummaryRun, store: Store, *, json_schema: dict[str, Any] | None, 
     )
     rows = [RecordedRow(conversation_id=r.conversation_id, key=r.key, status=r.status, cached=r.cached,
                         error=r.error if r.status in ("skipped", "unfinished") else None) for r in run.results]
+    if history and _repeats(history[-1], record, rows, store):
+        return _fold_into(history[-1], run, record, store)
     previous = next((r for r in reversed(history) if run.label and r.label == run.label), None)
     if previous is not None:
         try:
@@ -100,6 +103,31 @@ def _save(run: SummaryRun, store: Store, *, json_schema: dict[str, Any] | None, 
     if answers is not None and record.answers is not None:
         _answer_stores[record.run_id] = answers
     prune([*history, record], settings().history_limit, store)
+    return True
+
+
+# What must match for a run to be the latest one made again (besides its rows' keys).
+_SAME_RUN = ("label", "cell", "experiment", "model", "params", "prompt_hash", "schema_name", "cache_mode", "answers")
+
+
+def _repeats(latest: RunRecord, record: RunRecord, rows: list[RecordedRow], store: Store) -> bool:
+    """True if `record` is `latest` made again and wholly served from the cache: folded into
+    it, so re-running a cell a hundred times does not push real runs out of the history."""
+    stats = record.stats
+    if stats.fresh or stats.cached != stats.total or any(getattr(latest, f) != getattr(record, f) for f in _SAME_RUN):
+        return False
+    try:
+        return [r.key for r in read_rows(latest, store)] == [r.key for r in rows]
+    except CacheError:
+        return False
+
+
+def _fold_into(latest: RunRecord, run: SummaryRun, record: RunRecord, store: Store) -> bool:
+    """Count `record` as one more repeat of `latest`; the run takes `latest`'s id."""
+    folded = latest.model_copy(update={"repeats": latest.repeats + 1, "repeated_at": record.created_at})
+    if not rewrite_record(folded, store):
+        return False
+    run.run_id, run.changes = folded.run_id, f"the same as run {folded.run_id}, all cached (made {folded.repeats + 1} times)"
     return True
 
 
@@ -283,7 +311,7 @@ def _label(run: SummaryRun, fallback: str) -> str:
 
 # The history table's columns, one per fact of a record (their titles: `views.history`).
 COLUMNS = ("run_id", "created_at", "label", "cell", "experiment", "model", "prompt_hash", "conversations",
-           "fresh", "cached", "errors", "spent", "saved")
+           "fresh", "cached", "errors", "spent", "saved", "repeats")
 
 
 def runs(*, experiment: str | None = None, prompt: str | None = None, last: int | None = None) -> pandas.DataFrame:
@@ -309,4 +337,5 @@ def _row(record: RunRecord) -> dict[str, Any]:
     return {"run_id": record.run_id, "created_at": record.created_at, "label": record.label,
             "cell": record.cell, "experiment": record.experiment, "model": record.model,
             "prompt_hash": record.prompt_hash, "conversations": stats.total, "fresh": stats.fresh,
-            "cached": stats.cached, "errors": stats.errors, "spent": stats.cost, "saved": stats.saved_cost}
+            "cached": stats.cached, "errors": stats.errors, "spent": stats.cost, "saved": stats.saved_cost,
+            "repeats": record.repeats}

@@ -26,6 +26,7 @@ from kura_magic.types import CacheEntry, ChatRequest, Conversation, RunStats
 
 ProgressCallback = Callable[[RunStats], None]
 UNFINISHED = "interrupted before it finished"
+API_LABEL = "summarise()"  # what the run history calls a run that was given no label (--out)
 
 
 @dataclass
@@ -201,7 +202,7 @@ class _Run:
         run = SummaryRun(
             rows, self.stats, model=setup.model, experiment=setup.context.experiment,
             schema_name=setup.schema.__name__ if setup.schema else None, prompt=self.plan.prompt,
-            cache_mode=setup.context.mode, params=setup.params, label=label,
+            cache_mode=setup.context.mode, params=setup.params, label=label or API_LABEL,
         )
         history.record_run(run, json_schema=schema_json(setup.schema) if setup.schema else None, cell=cell,
                            answers=setup.context.store)

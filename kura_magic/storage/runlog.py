@@ -67,6 +67,8 @@ class RunRecord(BaseModel):
     stats: RunStats
     changes: str = ""
     answers: AnswerStore | None = None  # None: the settings' cache
+    repeats: int = 0  # times the same run was made again since, all of it from the cache
+    repeated_at: datetime | None = None  # the last of those
 
 
 class RecordedRows(BaseModel):
@@ -112,8 +114,9 @@ def records(*, experiment: str | None = None, store: Store | None = None) -> lis
     return sorted(found, key=lambda record: (record.created_at, record.run_id))
 
 
-# A record never changes once written, so each is read once per store and process; listing
-# the history is then one listing of keys (a new kernel reads them all once).
+# A record is read once per store and process (only its count of repeats ever changes, and
+# `rewrite_record` keeps that here); listing the history is then one listing of keys (a new
+# kernel reads them all once).
 _seen: weakref.WeakKeyDictionary[Store, dict[tuple[str, str], RunRecord]] = weakref.WeakKeyDictionary()
 
 
@@ -191,3 +194,11 @@ def write_record(record: RunRecord, rows: list[RecordedRow], store: Store) -> bo
     if not store.write_bytes(record.run_id + ROWS, data, experiment=record.experiment):
         return False
     return store.write_bytes(record.run_id, record.model_dump_json().encode("utf-8"), experiment=record.experiment)
+
+
+def rewrite_record(record: RunRecord, store: Store) -> bool:
+    """Store a changed record (its rows stay as they are); False if the store could not."""
+    if not store.write_bytes(record.run_id, record.model_dump_json().encode("utf-8"), experiment=record.experiment):
+        return False
+    _seen.setdefault(store, {})[(record.experiment, record.run_id)] = record
+    return True

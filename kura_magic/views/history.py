@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 # The title of each column of the history table.
 TITLES = {"run_id": "run", "created_at": "when (UTC)", "label": "out", "cell": "cell",
           "experiment": "experiment", "model": "model", "prompt_hash": "prompt", "conversations": "rows",
-          "fresh": "fresh", "cached": "cached", "errors": "errors", "spent": "spent", "saved": "saved"}
+          "fresh": "fresh", "cached": "cached", "errors": "errors", "spent": "spent", "saved": "saved",
+          "repeats": "again"}
 
 
 class RunHistory:
@@ -29,13 +30,19 @@ class RunHistory:
         ('1 recorded run', True)
     """
 
-    def __init__(self, frame: pandas.DataFrame) -> None:
-        self.frame = frame
+    def __init__(self, frame: pandas.DataFrame, *, recorded: int | None = None) -> None:
+        self.frame = frame.iloc[::-1]  # newest first
+        self.recorded = len(frame) if recorded is None else recorded  # how many there are in all
 
     @property
     def caption(self) -> str:
         count = len(self.frame)
-        return formatting.counted(count, "recorded run") + ("" if count else ": none yet")
+        if not count:
+            return "0 recorded runs: none yet"
+        shown = formatting.counted(count, "recorded run")
+        if count < self.recorded:
+            shown = f"{count} of {formatting.counted(self.recorded, 'recorded run')}"
+        return shown + (", newest first" if count > 1 else "")
 
     def cells(self) -> list[list[str]]:
         """The table's rows as the text a person reads (times in UTC, money in dollars)."""
@@ -58,4 +65,6 @@ def _shown(name: str, value: Any) -> str:
         return formatting.money(value)
     if name == "created_at":
         return value.strftime("%Y-%m-%d %H:%M:%S")
+    if name == "repeats":
+        return f"×{value}" if value else ""
     return "" if value is None else str(value)

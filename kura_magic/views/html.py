@@ -239,12 +239,13 @@ def comparison_html(comparison: Comparison) -> str:
     differing rows are tinted (`kura-differs`) and counted, with how to show only them."""
     label_a, label_b = (str(label) for label in comparison.frame.columns[1:3])
     rows = comparison.rows
-    shown = rows.head(formatting.ROW_LIMIT).itertuples(index=False, name=None)
+    shown = rows.head(formatting.COMPARE_ROW_LIMIT).itertuples(index=False, name=None)
     table = table_html(
         "compare", ["", "id", label_a, label_b],
         [(["≠" if differs else "", Key(cid), *_outputs_html(a, b)], "kura-differs" if differs else None)
          for cid, a, b, differs in shown],
-        caption=plain.comparison_caption(comparison), hidden=len(rows) - formatting.ROW_LIMIT, hidden_hint=".frame",
+        caption=plain.comparison_caption(comparison), hidden=len(rows) - formatting.COMPARE_ROW_LIMIT,
+        hidden_hint=".frame",
         notes=[hint] if (hint := plain.comparison_hint(comparison)) else [],
     )
     return (f'<div class="kura-comparison {formatting.NO_MATHS}"><style>{DIFFERS_CSS}</style>'
@@ -285,7 +286,7 @@ def marked_html(chunks: list[Chunk], *, side: str) -> str:
     Example:
         >>> from kura_magic.diffs import word_diff
         >>> marked_html(word_diff("a <b> c", "a <i> c"), side="both")
-        'a <del class="kura-removed">&lt;b&gt;</del><ins class="kura-added">&lt;i&gt;</ins> c'
+        'a <del class="kura-removed">&lt;b&gt;</del> <ins class="kura-added">&lt;i&gt;</ins> c'
     """
     parts = []
     for chunk in chunks:
@@ -294,7 +295,8 @@ def marked_html(chunks: list[Chunk], *, side: str) -> str:
             continue
         lead, trail = margins(chunk)
         removed, added = chunk.old.strip(), chunk.new.strip()
-        marks = f'<del class="kura-removed">{html.escape(removed)}</del>' if removed and side != "new" else ""
-        marks += f'<ins class="kura-added">{html.escape(added)}</ins>' if added and side != "old" else ""
+        shown = [f'<del class="kura-removed">{html.escape(removed)}</del>' if removed and side != "new" else "",
+                 f'<ins class="kura-added">{html.escape(added)}</ins>' if added and side != "old" else ""]
+        marks = " ".join(mark for mark in shown if mark)  # "Summarise File", not "SummariseFile"
         parts.append(html.escape(lead) + marks + html.escape(trail))
     return "".join(parts)

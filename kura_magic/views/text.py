@@ -296,11 +296,14 @@ def comparison_caption(comparison: Comparison) -> str:
         >>> from kura_magic.run.compare import Comparison
         >>> comparison_caption(Comparison(pandas.DataFrame({"conversation_id": ["1", "2"], "a": ["x", "y"],
         ...                                                 "b": ["x", "z"], "differs": [False, True]})))
-        'a vs b: 1 of 2 conversations differ'
+        'a vs b: 1 of 2 conversations differ (those first)'
     """
     a, b = comparison.frame.columns[1:3]
-    shown = " (only those shown)" if comparison.changed_only else ""
-    return f"{a} vs {b}: {comparison.changed} of {len(comparison.frame)} conversations differ{shown}"
+    first = 0 < comparison.changed < comparison.both
+    shown = " (only those shown)" if comparison.changed_only else " (those first)" if first else ""
+    only = "; ".join(f"{count} only in {label}" for label, count in comparison.only_in.items())
+    of = f" ({only}; compared: the {comparison.both} both have)" if only else ""
+    return f"{a} vs {b}: {comparison.changed} of {comparison.both} conversations differ{shown}{of}"
 
 
 def comparison_hint(comparison: Comparison) -> str:

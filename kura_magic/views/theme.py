@@ -32,4 +32,9 @@ CSS_COLOURS = {"running": RUNNING_EDGE, **EDGES, "quiet": QUIET_GREY, "track": T
 DIFFERS_CSS = (
     ".kura-comparison tr.kura-differs>td{background:rgba(255,152,0,.16)!important;"
     "background:color-mix(in srgb,var(--jp-warn-color1,#ff9800) 16%,var(--jp-layout-color0,#fff))!important}"
+    # removed words red, added green: the theme's own error and success colours, light or dark
+    ".kura-comparison del.kura-removed{color:var(--jp-error-color1,#d32f2f);"
+    "background:color-mix(in srgb,var(--jp-error-color1,#d32f2f) 14%,transparent)}"
+    ".kura-comparison ins.kura-added{color:var(--jp-success-color1,#388e3c);text-decoration:none;"
+    "background:color-mix(in srgb,var(--jp-success-color1,#388e3c) 14%,transparent)}"
 )
