@@ -261,16 +261,25 @@ class RunStats(BaseModel):
     max_cost: float | None = None  # the budget, once it has refused a call
     skip_estimate: float | None = None  # what one refused call was estimated to cost, on average
     model: str = ""  # the run's model, named when litellm knows no price for it
+    errors_cached: int = 0  # of the errors, those served from the cache (deterministic ones)
+    errors_retryable: int = 0  # of the errors, the transient ones: not cached, worth another run
+    retries: int = 0  # transient failures retried during the run
+    rate_limited: int = 0  # of those, the 429s
     LOADING: ClassVar[str] = "loading the provider library…"  # phases
     CALLING: ClassVar[str] = "calling"
 
-    def record(self, *, cached: bool, error: bool, cost: float | None) -> None:
-        """Count one finished row; `cost` is what its call cost when made (None: no price).
+    def record(self, *, cached: bool, error: bool, cost: float | None, retryable: bool = False) -> None:
+        """Count one finished row; `cost` is what its call cost when made (None: no price);
+        `retryable`: its error was transient, so it was not cached.
 
-        A cached row's cost counts as saved, a fresh row's as spent.
+        `fresh` and `cached` say where rows came from (a call made now, or the cache), errors
+        included; the panel shows answers and failures apart (`texts`). A cached row's cost
+        counts as saved, a fresh row's as spent.
         """
         self.done += 1
         self.errors += error
+        self.errors_cached += error and cached
+        self.errors_retryable += error and retryable
         self.cached += cached
         self.fresh += not cached
         total, unknown = ("saved_cost", "saved_unknown") if cached else ("cost", "cost_unknown")
@@ -312,7 +321,8 @@ class RunStats(BaseModel):
             >>> RunStats(total=9, done=2, phase=RunStats.CALLING, in_flight=5).texts()["kura-done"]
             '2/9 done · calling · 5 in flight'
         """
-        done = f"{self.done}/{self.total} done"
+        all_failed = self.done and self.errors == self.done
+        done = f"{self.done}/{self.total} " + ("failed" if all_failed else "done")
         done += f" · {self.phase}" if self.phase else ""
         done += f" · {self.in_flight} in flight" if self.in_flight else ""
         done += f" · {self.skipped} skipped (budget)" if self.skipped else ""
@@ -320,13 +330,36 @@ class RunStats(BaseModel):
         done += f" · {self.unsaved} not stored (cache unavailable)" if self.unsaved else ""
         return {
             "kura-done": done,
-            "kura-fresh": f"{self.fresh} fresh",
-            "kura-cached": f"{self.cached} cached",
-            "kura-errors": f"{self.errors} errors",
+            "kura-fresh": f"{self.fresh - self.errors + self.errors_cached} fresh",
+            "kura-cached": f"{self.cached - self.errors_cached} cached",
+            "kura-errors": self.errors_label,
+            **({"kura-retries": self.retries_label} if self.retries else {}),
             "kura-spent": self.spent_label,
             "kura-saved": f"saved {self.saved_text}",
             "kura-elapsed": f"elapsed {formatting.duration(self.elapsed_s)}",
         }
+
+    @property
+    def errors_label(self) -> str:
+        """The failed rows; transient failures are said not to be cached, and what to do.
+
+        Example:
+            >>> RunStats(done=6, fresh=6, errors=6, errors_retryable=6).errors_label
+            '6 errors (not cached: run again to retry)'
+        """
+        retry = " (not cached: run again to retry)" if self.errors_retryable else ""
+        return f"{self.errors} errors{retry}"
+
+    @property
+    def retries_label(self) -> str:
+        """The retries the run made, and how many of them a rate limit (429) caused.
+
+        Example:
+            >>> RunStats(retries=9, rate_limited=7).retries_label
+            '9 retries (7 rate-limited)'
+        """
+        limited = f" ({self.rate_limited} rate-limited)" if self.rate_limited else ""
+        return f"{self.retries} {'retry' if self.retries == 1 else 'retries'}{limited}"
 
     def bar_counts(self) -> dict[str, int]:
         """The stacked bar's parts, adding up to `done`: errors (cached or fresh), then the

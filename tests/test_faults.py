@@ -196,3 +196,30 @@ def test_kura_clear_all_recovers_a_damaged_cache_and_stats_name_the_file(shell, 
 
     assert shell.run_cell_magic("summarise", "convs", PROMPT).stats.fresh == 3
     assert km.cache_info().entries == 3
+
+
+def test_a_run_whose_calls_all_fail_says_so_with_counts_that_add_up(llm, monkeypatch):
+    monkeypatch.setenv("KURA_MAGIC_MAX_RETRIES", "2")
+    llm.fail_rate(1.0, status=500)
+
+    run = km.summarise(make_conversations(3), PROMPT)
+    texts = run.stats.texts()
+
+    assert llm.request_count == 9, "three calls, each tried three times"
+    assert (texts["kura-done"], texts["kura-fresh"], texts["kura-cached"]) == ("3/3 failed", "0 fresh", "0 cached")
+    assert texts["kura-errors"] == "3 errors (not cached: run again to retry)"
+    assert texts["kura-retries"] == "6 retries"
+    assert all(r.error.startswith("server_error: The server had an error") for r in run)
+
+
+def test_rate_limits_are_counted_live_and_in_the_runs_stats(llm):
+    llm.fail_rate(0.3, status=429, retry_after_s=0.0)
+    seen = []
+
+    run = km.summarise(make_conversations(20), PROMPT, on_progress=lambda stats: seen.append(stats.rate_limited))
+
+    limited = llm.request_count - 20
+    assert limited > 0 and run.stats.errors == 0
+    assert (run.stats.retries, run.stats.rate_limited) == (limited, limited)
+    assert run.stats.texts()["kura-retries"] == f"{limited} {'retry' if limited == 1 else 'retries'} ({limited} rate-limited)"
+    assert 0 < max(seen[:-1], default=0), "counted while the run went, not only at its end"

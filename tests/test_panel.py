@@ -53,7 +53,7 @@ def test_run_texts_give_counts_money_and_time():
                         saved_cost=0.5, elapsed_s=1.5)
 
     assert stats.texts() == {
-        "kura-done": "7/10 done", "kura-fresh": "4 fresh", "kura-cached": "3 cached",
+        "kura-done": "7/10 done", "kura-fresh": "3 fresh", "kura-cached": "3 cached",
         "kura-errors": "1 errors", "kura-spent": "spent $0.0123", "kura-saved": "saved $0.500",
         "kura-elapsed": "elapsed 1.50 s",
     }

@@ -82,6 +82,7 @@ class CallContext:
     mode: CacheMode
     config: Settings
     unsaved: int = 0  # answers the store could not keep (it was down or full)
+    retried: gateway.RetryCount = field(default_factory=gateway.RetryCount)  # transient failures retried
     in_flight: int = 0  # provider calls out now
     _batch: _Batch | None = field(default=None, repr=False)  # see `batched`
 
@@ -228,7 +229,7 @@ class CallContext:
         async with slot:
             self.in_flight += 1
             try:
-                outcome = await gateway.complete_chat(request, self.config)
+                outcome = await gateway.complete_chat(request, self.config, retried=self.retried)
             finally:
                 self.in_flight -= 1
         return outcome.entry, outcome.cacheable and self.writes

@@ -185,15 +185,16 @@ def limiter(limit: int) -> asyncio.Semaphore:
     return per_loop[limit]
 
 
-async def complete_chat(request: ChatRequest, config: Settings) -> Outcome:
-    """Make one chat call with retries and schema re-asks; fatal errors raise `ModelError`."""
+async def complete_chat(request: ChatRequest, config: Settings, *, retried: RetryCount | None = None) -> Outcome:
+    """Make one chat call with retries (counted in `retried`) and schema re-asks; fatal
+    errors raise `ModelError`."""
     started = time.perf_counter()
     messages = list(request.messages)
     spent = _Spent()
     for _ in range(SCHEMA_RETRIES + 1):
         response = await _with_retries(
             lambda: litellm().acompletion(**_chat_request(request, messages, config)),
-            model=request.model, config=config,
+            model=request.model, config=config, retried=retried,
         )
         if isinstance(response, Failure):
             return _failed(request, response, started, spent)
@@ -337,9 +338,30 @@ def price(response: Any) -> float | None:
         return None
 
 
-async def _with_retries(send: Callable[[], Awaitable[Any]], *, model: str, config: Settings) -> Any:
-    """`await send()` with transient errors retried: the response, or the `Failure` that
-    ended the attempts; fatal errors raise `ModelError`."""
+@dataclass
+class RetryCount:
+    """Transient failures that were retried (and how many of them were 429s), counted for a
+    run's panel and stats.
+
+    Example:
+        >>> count = RetryCount()
+        >>> count.note(Failure("transient", "rate_limit", "slow down"))
+        >>> count.retries, count.rate_limited
+        (1, 1)
+    """
+
+    retries: int = 0
+    rate_limited: int = 0
+
+    def note(self, failure: Failure) -> None:
+        self.retries += 1
+        self.rate_limited += failure.error_type == "rate_limit"
+
+
+async def _with_retries(send: Callable[[], Awaitable[Any]], *, model: str, config: Settings,
+                        retried: RetryCount | None = None) -> Any:
+    """`await send()` with transient errors retried (each counted in `retried`): the response,
+    or the `Failure` that ended the attempts; fatal errors raise `ModelError`."""
     for attempt in range(config.max_retries + 1):
         try:
             return await send()
@@ -351,6 +373,8 @@ async def _with_retries(send: Callable[[], Awaitable[Any]], *, model: str, confi
             raise _fatal_error(model, failure)
         if failure.kind != "transient" or attempt == config.max_retries:
             return failure
+        if retried is not None:
+            retried.note(failure)
         await asyncio.sleep(backoff_delay(
             attempt + 1, base_s=config.retry_base_s, retry_after_s=failure.retry_after_s
         ))

@@ -70,6 +70,16 @@ _CLASSES: dict[str, Sorted] = {
 }
 
 
+def is_transient(error_type: str | None) -> bool:
+    """True for a failure that is retried and never cached (it may well work next time).
+
+    Example:
+        >>> is_transient("rate_limit"), is_transient("content_policy"), is_transient(None)
+        (True, False, False)
+    """
+    return error_type in _TRANSIENT_TYPES
+
+
 @dataclass(frozen=True)
 class Failure:
     """A failed provider call, sorted by `classify()`."""
@@ -78,6 +88,12 @@ class Failure:
     error_type: str
     message: str
     retry_after_s: float | None = None
+
+
+_TRANSIENT_TYPES = frozenset(
+    error_type for table in (_TRANSPORT_CLASSES, _STATUSES, _CLASSES) for kind, error_type in table.values()
+    if kind == "transient"
+) | {"server_error"}
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ class Armed(NamedTuple):
 
 # The panels' text, row by row: each name is a CSS class and a key of `texts()`.
 RUN_ROWS = (
-    ("kura-done", "kura-fresh", "kura-cached", "kura-errors"),
+    ("kura-done", "kura-fresh", "kura-cached", "kura-errors", "kura-retries"),
     ("kura-spent", "kura-saved", "kura-elapsed"),
     ("kura-changes",),  # what changed since the previous run of the same --out
     ("kura-cache",),  # the run panel's one line about the cache
@@ -92,7 +92,7 @@ RUN_ROWS = (
 )
 # The designed run view (the live widget and the static HTML): the header's pieces, then a
 # piece per line. The text view keeps RUN_ROWS.
-HEADER = ("kura-done", "kura-fresh", "kura-cached", "kura-errors", "kura-rate", "kura-eta", "kura-phase",
+HEADER = ("kura-done", "kura-fresh", "kura-cached", "kura-errors", "kura-retries", "kura-rate", "kura-eta", "kura-phase",
           "kura-spent", "kura-saved", "kura-elapsed")
 RUN_VIEW = (HEADER, ("kura-changes",), ("kura-cache",), ("kura-status",))
 CACHE_ROWS = (

@@ -15,6 +15,7 @@ from typing_extensions import Unpack
 from kura_magic.background import blocking, on_interrupt
 from kura_magic.calls import budget
 from kura_magic.calls.calls import CallContext, CallOptions, CallSetup
+from kura_magic.calls.provider_errors import is_transient
 from kura_magic.errors import ConfigError
 from kura_magic.inputs.loaders import ConversationSource, load_conversations
 from kura_magic.inputs.templates import PromptTemplate
@@ -116,7 +117,8 @@ class _Run:
         """Give `entry` to `rows`: the first is fresh unless `joined`, repeats are cached."""
         for position, row in enumerate(rows):
             result = _result(self.plan, row, entry, cached=joined or position > 0)
-            self.stats.record(cached=result.cached, error=result.status == "error", cost=entry.cost)
+            self.stats.record(cached=result.cached, error=result.status == "error", cost=entry.cost,
+                              retryable=is_transient(entry.error_type))
             self.results[row] = result
 
     def skip(self, rows: list[int]) -> None:
@@ -132,6 +134,8 @@ class _Run:
         self.stats.phase = self.stats.phase if phase is None else phase
         self.stats.elapsed_s = time.perf_counter() - self.started
         self.stats.unsaved = self.plan.context.unsaved
+        self.stats.retries = self.plan.context.retried.retries
+        self.stats.rate_limited = self.plan.context.retried.rate_limited
         self.stats.in_flight = self.plan.context.in_flight
         if self.on_progress is not None:
             self.on_progress(self.stats)
