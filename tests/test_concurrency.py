@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("backend")  # each test runs on disk and on
 
 
 def test_a_runs_own_max_concurrency_is_what_the_server_sees(llm):
-    llm.latency_s = 0.2
+    llm.latency_s = 0.5  # long enough for all 50 to be sent on a loaded 2-core machine (0.2 s saw 47)
 
     run = km.summarise(make_conversations(150), PROMPT, max_concurrency=50)
 

@@ -119,6 +119,7 @@ def serve(settings: dict[str, Any]) -> None:
     server_settings = ServerSettings(host=host, port=port, api_key=None)
     app = server_app.create_app(server_settings=server_settings,
                                 model_settings=[ModelSettings(**settings)])
-    if respect_add_bos(server_app._llama_proxy(None)):  # the model create_app loaded
+    proxy = server_app._llama_proxy  # what create_app loaded the model into
+    if proxy is not None and respect_add_bos(proxy(None)):
         print("kura_magic: prompts start without a BOS token, as the GGUF file says", flush=True)
     uvicorn.run(AcceptOpenAIResponseFormat(app), host=host, port=port)
