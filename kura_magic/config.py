@@ -6,6 +6,7 @@ Every run reads `settings()` once, so a changed environment variable or a
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -40,6 +41,7 @@ ENV_VARS: dict[str, str] = {
     "redis_prefix": "KURA_MAGIC_REDIS_PREFIX",
     "cache_ttl_s": "KURA_MAGIC_CACHE_TTL",
     "history_limit": "KURA_MAGIC_HISTORY_LIMIT",
+    "model_prices": "KURA_MAGIC_MODEL_PRICES",
 }
 
 
@@ -98,6 +100,17 @@ class Settings(BaseModel):
         if "://" in value:
             return value
         return str(Path(value).expanduser())
+
+    @field_validator("model_prices", mode="before")
+    @classmethod
+    def _prices_from_json(cls, value: Any) -> Any:
+        """KURA_MAGIC_MODEL_PRICES is JSON: '{"openai/my-model": [0, 0]}'."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError('give JSON, e.g. {"openai/my-model": [0, 0]} (dollars per prompt and reply token)') from None
 
     @field_validator("experiment")
     @classmethod

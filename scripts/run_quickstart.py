@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,7 @@ class Backend:
     model: str
     max_concurrency: int | None = None
     ready: Callable[[], str | None] = field(default=_no_wait)
+    free: bool = False  # a model on this machine: priced at $0 (KURA_MAGIC_MODEL_PRICES)
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ def _backend(name: str) -> Iterator[Backend]:
         starting = pool.submit(local.start, port=port)
         try:
             yield Backend(f"{local.address(port)}/v1", local.API_KEY, local.MODEL,
-                          local.MAX_CONCURRENCY, ready=lambda: _loaded(starting))
+                          local.MAX_CONCURRENCY, ready=lambda: _loaded(starting), free=True)
         finally:
             wait([starting])
             local.stop()
@@ -189,6 +191,8 @@ def kernel_env(backend: Backend, cache_dir: Path) -> dict[str, str]:
     )
     if backend.max_concurrency is not None:
         env["KURA_MAGIC_MAX_CONCURRENCY"] = str(backend.max_concurrency)
+    if backend.free:
+        env["KURA_MAGIC_MODEL_PRICES"] = json.dumps({backend.model: [0, 0]})
     return env
 
 

@@ -29,6 +29,10 @@ bash scripts/install_e2e.sh .venv
 step "services the tests need"
 bash scripts/install_redis.sh   # redis-server: the Redis tests start their own on a free port
 
+step "lint and types"
+.venv/bin/python -m ruff check .
+.venv/bin/python -m mypy
+
 step "tests"
 status=0
 .venv/bin/python -m pytest -n "${KURA_TEST_WORKERS:-2}" --dist loadfile --durations=25 "$@" || status=$?

@@ -183,6 +183,7 @@ def test_main_job_runner_says_load_time_and_second_run_is_cached(tmp_path: Path)
     assert len(loaded) == 1 and "warmed up in" in loaded[0], done.stdout
     runs = [line for line in lines if line.startswith("run ")]
     assert runs[0].startswith("run 1: 3 fresh · 0 cached · 0 errors"), done.stdout
+    assert "cost $0.00 " in runs[0] and "≥" not in runs[0], "the local model costs nothing, and says so"
     assert runs[1].startswith("run 2: 0 fresh · 3 cached · 0 errors"), done.stdout
     assert lines.index(loaded[0]) < lines.index(runs[0])
 

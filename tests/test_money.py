@@ -69,3 +69,17 @@ def test_a_budget_counts_on_what_this_runs_calls_cost(llm):
     assert 9 <= llm.request_count <= 11, "about ten calls were made"
     assert run.stats.skipped == 30 - run.stats.fresh and run.stats.cost <= one_call * 10.5
     assert run.stats.skip_estimate == pytest.approx(one_call, rel=0.25)
+
+
+def test_prices_can_be_set_from_the_environment_as_a_kernel_would_be(llm, monkeypatch):
+    monkeypatch.setenv("KURA_MAGIC_MODEL_PRICES", f'{{"{UNPRICED_MODEL}": [0, 0]}}')
+
+    run = km.summarise(make_conversations(2), PROMPT, model=UNPRICED_MODEL)
+
+    assert run.stats.cost == 0.0 and run.stats.cost_unknown == 0
+
+
+def test_prices_that_are_not_json_name_the_variable(monkeypatch):
+    monkeypatch.setenv("KURA_MAGIC_MODEL_PRICES", "openai/x=0")
+    with pytest.raises(km.ConfigError, match="KURA_MAGIC_MODEL_PRICES.*give JSON"):
+        km.summarise(make_conversations(1), PROMPT)
