@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Sequence
 
 
@@ -57,6 +58,23 @@ def duration(seconds: float | None) -> str:
         return f"{seconds:.2f} s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s"
+
+
+def whole_seconds(seconds: float) -> str:
+    """A time left, to the second: a ticking ETA that does not jitter in hundredths.
+
+    Example:
+        >>> whole_seconds(0.4), whole_seconds(2.49), whole_seconds(75.2)
+        ('<1 s', '2 s', '1 min 15 s')
+    """
+    if seconds < 0.5:
+        return "<1 s"
+    return duration(float(round(seconds))) if seconds >= 60 else f"{round(seconds)} s"
+
+
+def terminal_width() -> int:
+    """The terminal's width in characters (100 where there is none, e.g. in a notebook)."""
+    return shutil.get_terminal_size((100, 24)).columns
 
 
 def bar(fraction: float, width: int = 20) -> str:

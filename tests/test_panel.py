@@ -777,3 +777,23 @@ def test_the_widget_panel_shows_what_changed_since_the_last_run(shell, llm):
     root = live_widgets[shown.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]]
     assert root.texts["kura-changes"] == second.changes
     assert second.changes.endswith("nothing changed · 2 fresh · 3 unchanged answers reused")
+
+
+@pytest.mark.parametrize("columns", [60, 200])
+def test_the_terminal_table_uses_the_terminals_width(monkeypatch, columns):
+    from kura_magic.views.text import results_text
+
+    long = "The customer wrote at length about a refund that never arrived " * 2  # 128 characters
+    run = km.SummaryRun([km.SummaryResult(conversation_id="c0", summary=long)], km.RunStats(), model="m",
+                        experiment="e")
+    monkeypatch.setenv("COLUMNS", str(columns))
+
+    lines = results_text(run).splitlines()
+
+    assert len(lines[1]) <= columns
+    assert (long.strip() in lines[1]) == (columns == 200), "cut to a narrow terminal, whole in a wide one"
+
+
+def test_the_time_left_is_whole_seconds():
+    texts = run_texts(km.RunStats(total=10, done=3, phase=km.RunStats.CALLING, in_flight=2), 0.45, going=True)
+    assert texts["kura-eta"] == "ETA 16 s"

@@ -49,6 +49,7 @@ function draw(model, body) {
   for (const name of header || []) {
     if (texts[name]) head.appendChild(piece(name, texts[name], colours));
   }
+  head.title = (header || []).filter((name) => texts[name]).map((name) => texts[name]).join(" · ");
   const children = [head];
   for (const row of lines) {
     const shown = row.filter((name) => texts[name]);

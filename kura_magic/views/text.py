@@ -41,7 +41,7 @@ def marked_text(chunks: list[Chunk], *, side: str = "both") -> str:
     return "".join(parts)
 
 
-def comparison_table_text(frame: pandas.DataFrame, *, width: int = 100) -> str:
+def comparison_table_text(frame: pandas.DataFrame, *, width: int | None = None) -> str:
     """Rows of a comparison as a plain text table (the first `TEXT_ROWS`): '≠' on the rows
     that differ, each output cut to fit, its changed words marked `[-removed-]` / `{+added+}`.
 
@@ -58,7 +58,7 @@ def comparison_table_text(frame: pandas.DataFrame, *, width: int = 100) -> str:
     for cid, a, b, differs in frame.head(formatting.TEXT_ROWS).itertuples(index=False, name=None):
         rows.append(("≠" if differs else "", str(cid), *_marked_pair(a, b)))
     id_width = min(max(len(row[1]) for row in rows), 24)
-    room = max((width - id_width - 7) // 2, 20)
+    room = max(((width or formatting.terminal_width()) - id_width - 7) // 2, 20)
     widths = [1, id_width, *(min(max(len(row[i]) for row in rows), room) for i in (2, 3))]
     lines = formatting.text_rows(rows, widths)
     hidden = len(frame) - formatting.TEXT_ROWS
@@ -114,7 +114,7 @@ def unanswered_notes(results: Iterable[SummaryResult]) -> list[str]:
             for (status, why), count in reasons.items()]
 
 
-def results_text(run: SummaryRun, *, width: int = 100) -> str:
+def results_text(run: SummaryRun, *, width: int | None = None) -> str:
     """A run as a plain text table (its first rows) for a terminal, then how to get them all.
 
     Example:
@@ -131,7 +131,7 @@ def results_text(run: SummaryRun, *, width: int = 100) -> str:
             for result in answered[: formatting.TEXT_ROWS]]
     table = [("id", "status", "cost", "summary"), *rows]
     widths = [min(max(len(row[i]) for row in table), 24) for i in range(3)]
-    room = max(width - sum(widths) - 6, 20)
+    room = max((width or formatting.terminal_width()) - sum(widths) - 6, 20)
     lines = formatting.text_rows(table, [*widths, room])
     more = f" ({len(answered) - len(rows)} more not shown)" if len(answered) > len(rows) else ""
     hint = f"all {len(run.results)} rows{more}: {run.label or 'run'}.to_pandas()"
@@ -196,12 +196,12 @@ def progress_line(stats: RunStats, rate: float | None) -> str:
 
     Example:
         >>> progress_line(RunStats(total=4, done=1, fresh=1, elapsed_s=2.0), 0.5)
-        ' 25%|█████               | 1/4 done [2.00 s<6.00 s, 0.5/s] 1 fresh · 0 cached · 0 errors · spent $0.00'
+        ' 25%|█████               | 1/4 done [2.00 s<6 s, 0.5/s] 1 fresh · 0 cached · 0 errors · spent $0.00'
     """
     texts = stats.texts()
     fraction = stats.done / stats.total if stats.total else 0.0
     seconds = seconds_left(stats, rate)
-    left = "?" if seconds is None else formatting.duration(seconds)
+    left = "?" if seconds is None else formatting.whole_seconds(seconds)
     speed = f"{rate:.1f}/s" if rate else "?/s"
     counts = " · ".join(texts[name] for name in ("kura-fresh", "kura-cached", "kura-errors", "kura-spent"))
     timing = f"[{formatting.duration(stats.elapsed_s)}<{left}, {speed}]"
@@ -216,7 +216,7 @@ def run_texts(stats: RunStats, rate: float | None, *, going: bool) -> dict[str, 
         >>> texts = run_texts(RunStats(total=8, done=4, fresh=2, cached=2, cost=0.01, saved_cost=0.03,
         ...                            phase=RunStats.CALLING, in_flight=3), 2.0, going=True)
         >>> [texts[name] for name in ("kura-done", "kura-rate", "kura-eta", "kura-phase", "kura-saved")]
-        ['4/8 done', '2.0 calls/s', 'ETA 2.00 s', 'calling · 3 in flight', 'saved $0.0300 (75%)']
+        ['4/8 done', '2.0 calls/s', 'ETA 2 s', 'calling · 3 in flight', 'saved $0.0300 (75%)']
     """
     texts = stats.model_copy(update={"phase": "", "in_flight": 0}).texts()
     if stats.saved_cost:
@@ -228,7 +228,7 @@ def run_texts(stats: RunStats, rate: float | None, *, going: bool) -> dict[str, 
     texts["kura-phase"] = _phase_text(stats)
     seconds = seconds_left(stats, rate)
     if seconds is not None:
-        texts["kura-eta"] = f"ETA {formatting.duration(seconds)}"
+        texts["kura-eta"] = f"ETA {formatting.whole_seconds(seconds)}"
     return texts
 
 
