@@ -157,7 +157,7 @@ def test_schema_json_mode_then_all_cached(ready: InteractiveShell, server: local
 def small_notebook(path: Path) -> Path:
     """A notebook of two cells: load the extension, summarise three sample conversations."""
     nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("from kura_magic.samples import sample_conversations\n"
+        nbformat.v4.new_code_cell("from kura_magic.inputs.samples import sample_conversations\n"
                                   "conversations = sample_conversations(3)\n%load_ext kura_magic"),
         nbformat.v4.new_code_cell(f"%%summarise conversations --max-tokens 40\n{PROMPT}"),
     ])

@@ -31,6 +31,7 @@ from kura_magic.storage.runlog import (
     AnswerStore,
     RecordedRow,
     RunRecord,
+    keys_digest,
     prompt_hash,
     prune,
     read_rows,
@@ -89,7 +90,8 @@ def _save(run: SummaryRun, store: Store, *, json_schema: dict[str, Any] | None, 
     )
     rows = [RecordedRow(conversation_id=r.conversation_id, key=r.key, status=r.status, cached=r.cached,
                         error=r.error if r.status in ("skipped", "unfinished") else None) for r in run.results]
-    if history and _repeats(history[-1], record, rows, store):
+    record.keys_digest = keys_digest(rows)
+    if history and _repeats(history[-1], record):
         return _fold_into(history[-1], run, record, store)
     previous = next((r for r in reversed(history) if run.label and r.label == run.label), None)
     if previous is not None:
@@ -110,16 +112,14 @@ def _save(run: SummaryRun, store: Store, *, json_schema: dict[str, Any] | None, 
 _SAME_RUN = ("label", "cell", "experiment", "model", "params", "prompt_hash", "schema_name", "cache_mode", "answers")
 
 
-def _repeats(latest: RunRecord, record: RunRecord, rows: list[RecordedRow], store: Store) -> bool:
-    """True if `record` is `latest` made again and wholly served from the cache: folded into
-    it, so re-running a cell a hundred times does not push real runs out of the history."""
+def _repeats(latest: RunRecord, record: RunRecord) -> bool:
+    """True if `record` is `latest` made again (the same calls, `keys_digest`) and wholly
+    served from the cache: folded into it, so re-running a cell a hundred times does not push
+    real runs out of the history."""
     stats = record.stats
-    if stats.fresh or stats.cached != stats.total or any(getattr(latest, f) != getattr(record, f) for f in _SAME_RUN):
+    if stats.fresh or stats.cached != stats.total or not latest.keys_digest:
         return False
-    try:
-        return [r.key for r in read_rows(latest, store)] == [r.key for r in rows]
-    except CacheError:
-        return False
+    return all(getattr(latest, name) == getattr(record, name) for name in (*_SAME_RUN, "keys_digest"))
 
 
 def _fold_into(latest: RunRecord, run: SummaryRun, record: RunRecord, store: Store) -> bool:

@@ -67,12 +67,23 @@ class RunRecord(BaseModel):
     stats: RunStats
     changes: str = ""
     answers: AnswerStore | None = None  # None: the settings' cache
+    keys_digest: str = ""  # sha256 of its rows' cache keys, in order: the same calls, the same digest
     repeats: int = 0  # times the same run was made again since, all of it from the cache
     repeated_at: datetime | None = None  # the last of those
 
 
 class RecordedRows(BaseModel):
     rows: list[RecordedRow]
+
+
+def keys_digest(rows: list[RecordedRow]) -> str:
+    """One digest of the rows' cache keys, in order.
+
+    Example:
+        >>> keys_digest([RecordedRow(conversation_id="c", key="k")]) == keys_digest([RecordedRow(conversation_id="d", key="k")])
+        True
+    """
+    return hashlib.sha256("\n".join(row.key for row in rows).encode("utf-8")).hexdigest()
 
 
 def prompt_hash(prompt: str) -> str:
