@@ -89,12 +89,22 @@ print(json.dumps([run.stats.fresh, run.stats.cached, run.stats.errors]))
 """
 
 
-def race_two_processes(folder: Path, *, count: int, mine: str, options: str = "") -> list[list[int]]:
-    """Two Python processes, "a" and "b", summarise their rows of `count` conversations at the
-    same moment on the cache the environment names; each one's [fresh, cached, errors].
-    `mine` is a Python expression picking a process's rows from `rows` by its `name`."""
+# The racer that embeds: `rows` are texts; a process's [fresh, cached, errors].
+EMBEDDING_RACER = RACER.replace("from helpers import PROMPT, make_conversations", "from helpers import EMBEDDING_MODEL") \
+    .replace("rows = make_conversations({count})", "rows = [f'shared text {{i}}' for i in range({count})]") \
+    .replace("run = km.summarise(mine, PROMPT{options})\nprint(json.dumps([run.stats.fresh, run.stats.cached, run.stats.errors]))",
+             "result = km.embed(mine, model=EMBEDDING_MODEL{options})\n"
+             "print(json.dumps([result.fresh_count, result.cached_count, 0]))")
+
+
+def race_two_processes(folder: Path, *, count: int, mine: str, options: str = "",
+                       racer: str = RACER) -> list[list[int]]:
+    """Two Python processes, "a" and "b", summarise their rows of `count` conversations (or,
+    with `racer=EMBEDDING_RACER`, embed their texts) at the same moment on the cache the
+    environment names; each one's [fresh, cached, errors]. `mine` is a Python expression
+    picking a process's rows from `rows` by its `name`."""
     script = folder / "racer.py"
-    script.write_text(RACER.format(tests=str(Path(__file__).parent), count=count, mine=mine, options=options))
+    script.write_text(racer.format(tests=str(Path(__file__).parent), count=count, mine=mine, options=options))
     workers = [subprocess.Popen([sys.executable, str(script), name, str(folder / name)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for name in ("a", "b")]

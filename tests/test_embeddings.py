@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import diskcache
@@ -26,7 +28,7 @@ from kura_magic.errors import AuthenticationError, CacheMissError, ConfigError, 
 from kura_magic.storage.vectors import open_embedding_store
 from kura_magic.testing import embedding_for
 
-from helpers import UNPRICED_MODEL
+from helpers import EMBEDDING_RACER, UNPRICED_MODEL, race_two_processes
 
 pytestmark = pytest.mark.usefixtures("backend")  # each test runs on disk and on Redis
 
@@ -334,3 +336,56 @@ def test_a_lone_surrogate_names_the_text_before_any_request(llm):
     with pytest.raises(DataError, match=r"text 1 contains a lone surrogate \(\\ud83d\) at"):
         embed(["ok", "cut\ud83d"], model=MODEL)
     assert llm.request_count == 0
+
+
+def test_identical_texts_in_flight_in_one_process_are_sent_once(llm):
+    llm.latency_s = 0.3
+
+    async def both():
+        return await asyncio.gather(aembed(texts(6), model=MODEL), aembed(texts(9), model=MODEL))
+
+    first, second = asyncio.run(both())
+
+    assert sorted(text for batch in sent(llm) for text in batch) == sorted(texts(9)), "each text sent once"
+    assert first.fresh_count + second.fresh_count == 9 and first.cached_count + second.cached_count == 6
+    np.testing.assert_array_equal(first.to_numpy(), second.to_numpy()[:6])
+
+
+def test_two_processes_embedding_the_same_texts_send_each_once(llm, tmp_path, monkeypatch):
+    """Two kernels on one disk cache (and, parametrised, two machines on one Redis)."""
+    monkeypatch.setenv("KURA_MAGIC_EMBEDDING_BATCH_SIZE", "10")
+    llm.latency_s = 0.2
+
+    results = race_two_processes(tmp_path, count=90, racer=EMBEDDING_RACER,
+                                 mine='rows[:60] if name == "a" else rows[:30] + rows[60:]')
+
+    assert sum(len(batch) for batch in sent(llm)) == 90, "30 shared texts, each sent by one process only"
+    assert sum(fresh for fresh, _, _ in results) == 90 and sum(cached for _, cached, _ in results) == 30
+
+
+def test_the_first_embedding_in_a_new_process_loads_litellm_off_the_loop(llm):
+    script = f"""
+import asyncio, json, time
+import kura_magic as km
+
+async def main():
+    gaps, last = [], time.perf_counter()
+    async def tick():
+        nonlocal last
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+    ticker = asyncio.ensure_future(tick())
+    await km.aembed(["hello"], model={MODEL!r})
+    ticker.cancel()
+    return max(gaps)
+
+print(json.dumps(asyncio.run(main())))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.splitlines()[-1]) < 0.5, "the loop kept ticking while litellm loaded"
+    assert len(llm.embedding_requests) == 1

@@ -19,10 +19,11 @@ from kura_magic import formatting
 from kura_magic.background import blocking
 from kura_magic.calls import gateway
 from kura_magic.calls.calls import check_cache_mode
+from kura_magic.calls.once import Once
 from kura_magic.config import Settings, settings
 from kura_magic.errors import DataError
 from kura_magic.keys import KeyRecipe
-from kura_magic.storage.vectors import EmbeddingStore, float32_vector, open_embedding_store
+from kura_magic.storage.vectors import SCOPE, EmbeddingStore, float32_vector, open_embedding_store
 from kura_magic.types import CacheMode, ExperimentInfo, lone_surrogate
 
 if TYPE_CHECKING:
@@ -169,11 +170,11 @@ async def aembed(
     reads, writes = cache_mode in ("read_write", "read_only"), cache_mode in ("read_write", "refresh")
     hits = store.get_many(keys.values(), dimensions=dimensions) if reads else {}
     missing = {text: key for text, key in keys.items() if key not in hits}
-    vectors, cost = await batch.fetch(missing, store if writes else None)
-    vectors.update(hits)
+    fetched = await batch.fetch(missing, store, writes=writes, leased=cache_mode == "read_write")
+    made = {text for text, key in missing.items() if key in fetched.made}
     return Embeddings(
-        _in_order(texts, keys, vectors, fresh=set(missing)),
-        model=model, dimensions=dimensions, total_cost=cost,
+        _in_order(texts, keys, {**hits, **fetched.vectors}, fresh=made),
+        model=model, dimensions=dimensions, total_cost=fetched.cost,
     )
 
 
@@ -205,6 +206,16 @@ def _in_order(
         fresh.discard(text)
 
 
+@dataclass
+class _Fetched:
+    """What fetching the misses of one `embed` gave: every vector, the keys this call made
+    (the others it joined or waited for), and what the made ones cost (None: unknown)."""
+
+    vectors: dict[str, numpy.ndarray] = field(default_factory=dict)
+    made: set[str] = field(default_factory=set)
+    cost: float | None = 0.0
+
+
 @dataclass(frozen=True)
 class _Batches:
     """What every batch of one `embed` call shares, and sending them."""
@@ -217,30 +228,47 @@ class _Batches:
     def key(self, text: str) -> str:
         return embedding_key(text, model=self.model, dimensions=self.dimensions)
 
-    async def fetch(
-        self, missing: dict[str, str], store: EmbeddingStore | None
-    ) -> tuple[dict[str, numpy.ndarray], float | None]:
-        """Send the `missing` texts (text -> key) in concurrent batches; (vectors by key, cost).
-
-        One failed batch cancels the others; the finished ones are already stored.
+    async def fetch(self, missing: dict[str, str], store: EmbeddingStore, *, writes: bool,
+                    leased: bool) -> _Fetched:
+        """The vectors of the `missing` texts (text -> key), each made once: a text another
+        `embed` in this process is fetching is joined, one another process holds the lease
+        of is waited for (`leased`), the rest are sent in concurrent batches and stored if
+        `writes`. One failed batch cancels the others; the finished ones are already stored.
         """
+        fetched = _Fetched()
         if not missing:
-            return {}, 0.0
+            return fetched
+        await gateway.load(while_loading=lambda: None)  # litellm imported off the loop
         gateway.check_may_call(
             self.config, self.model, self.transport,
             missing=f"{len(missing)} texts are not in the embedding cache for {self.model!r}",
         )
-        texts, size = list(missing), self.config.embedding_batch_size
+        texts = {key: text for text, key in missing.items()}
+
+        async def make(keys: list[str]) -> dict[str, numpy.ndarray]:
+            return await self._send_all([texts[key] for key in keys], missing, store if writes else None, fetched)
+
+        once = Once(store.backend, SCOPE, make=make, leased=leased,
+                    look=lambda keys: store.get_many(keys, dimensions=self.dimensions, use=False))
+        fetched.vectors = await once.values(list(texts))
+        return fetched
+
+    async def _send_all(self, texts: list[str], keys: dict[str, str], store: EmbeddingStore | None,
+                        fetched: _Fetched) -> dict[str, numpy.ndarray]:
+        """Send `texts` in concurrent batches of `embedding_batch_size`; their vectors by key."""
+        size = self.config.embedding_batch_size
         batches = [texts[start : start + size] for start in range(0, len(texts), size)]
-        tasks = [asyncio.ensure_future(self._send(batch, missing, store)) for batch in batches]
+        tasks = [asyncio.ensure_future(self._send(batch, keys, store)) for batch in batches]
         try:
             results = await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
         vectors = {key: vector for found, _ in results for key, vector in found.items()}
-        costs = [cost for _, cost in results]
-        return vectors, None if None in costs else sum(costs)  # type: ignore[arg-type]
+        for _, cost in results:
+            fetched.cost = None if fetched.cost is None or cost is None else fetched.cost + cost
+        fetched.made.update(vectors)
+        return vectors
 
     async def _send(
         self, batch: list[str], keys: dict[str, str], store: EmbeddingStore | None

@@ -46,9 +46,12 @@ class EmbeddingStore:
     def __init__(self, backend: Store) -> None:
         self.backend = backend
 
-    def get_many(self, keys: Iterable[str], *, dimensions: int | None) -> dict[str, numpy.ndarray]:
-        """The vectors stored for `keys` (absent keys are left out), read in one batch."""
-        found = self.backend.read_many(list(keys), experiment=SCOPE)
+    def get_many(self, keys: Iterable[str], *, dimensions: int | None, use: bool = True) -> dict[str, numpy.ndarray]:
+        """The vectors stored for `keys` (absent keys are left out), read in one batch.
+        `use=False`: a plain read that does not count as a use (no write lock on disk), for
+        looking again at keys that were misses moments ago."""
+        read = self.backend.read_many if use else self.backend.peek_many
+        found = read(list(keys), experiment=SCOPE)
         vectors = {key: vector_from_bytes(data, dimensions) for key, data in found.items()}
         damaged = [key for key, vector in vectors.items() if vector is None]
         if damaged:
