@@ -1,6 +1,8 @@
 """The workbench as a person uses it, in JupyterLab 4 and headless Chromium: Run All, then
-Kernel › Interrupt during a `%%summarise`. The partial run shows, the interrupt reaches
-Jupyter, the cells queued after it never run, and the LLM server gets no further calls.
+Kernel › Interrupt during a `%%summarise` (the partial run shows, the interrupt reaches
+Jupyter, the cells queued after it never run, and the LLM server gets no further calls);
+the cache panel's "Clear all", after which the run history is still there; and a run
+whose calls all fail, which says so.
 
 Needs `scripts/install_e2e.sh`; KURA_E2E_REQUIRE=1 (as in CI) fails rather than skips."""
 
@@ -20,6 +22,8 @@ from jupyter_e2e import (
     explained,
     jupyter_env,
     jupyter_server,
+    run_cell,
+    run_setup,
     shoot,
     wait_for_kernel,
     write_notebook,
@@ -39,6 +43,8 @@ LONG_RUN = """%%summarise live --max-concurrency 1 --experiment stop
 In one sentence, what did the customer want?"""
 NEXT_RUN = """%%summarise live --limit 3 --out next_run --experiment stop-next
 Summarise: {{ transcript }}"""
+SHORT_RUN = """%%summarise live --limit 3 --out v1 --experiment kept
+Summarise: {{ transcript }}"""
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +53,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory, loopback: LoopbackLLM) -> Iter
     root = tmp_path_factory.mktemp("workbench")
     (root / "nb").mkdir()
     write_notebook(root / "nb" / "stop.ipynb", "%load_ext kura_magic", LIVE_CONVERSATIONS, LONG_RUN, NEXT_RUN)
+    write_notebook(root / "nb" / "clear.ipynb", "%load_ext kura_magic", LIVE_CONVERSATIONS, SHORT_RUN, "%kura",
+                   "%kura runs")
+    write_notebook(root / "nb" / "failing.ipynb", "%load_ext kura_magic\n%kura config max_retries=2 retry_base_s=0.01",
+                   LIVE_CONVERSATIONS, SHORT_RUN.replace("kept", "failing"))
     with jupyter_server("lab", root, free_port(), jupyter_env(root, loopback),
                         "--LabApp.news_url=None") as url:
         yield url
@@ -85,3 +95,56 @@ def test_interrupt_under_run_all_stops_the_queue_and_the_spending(
         assert "Traceback" not in long_run.locator(".jp-OutputArea").inner_text()
         shoot(long_run, "interrupted_run_all.png", selector=".jp-OutputArea")
     loopback.latency_s = 0.0
+
+
+def open_notebook(lab: str, new_page: Callable[[str], Page], name: str) -> Page:
+    page = new_page(f"{lab}/lab/tree/{name}?reset&token={TOKEN}")
+    wait_for_kernel(page)
+    return page
+
+
+def test_clear_all_in_the_cache_panel_keeps_the_run_history(
+    lab: str, new_page: Callable[[str], Page], loopback: LoopbackLLM, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    loopback.reset()
+    page = open_notebook(lab, new_page, "clear.ipynb")
+    run_setup(page, 3, tmp_path)  # the extension, the conversations, one run recorded as v1
+    panel = run_cell(page, 3, 4)
+    with explained(panel, tmp_path / "clear.png"):
+        button = panel.locator(".kura-panel .kura-clear-all")
+        button.click()  # the first click asks, and says the history stays
+        expect(panel.locator(".kura-panel .kura-status")).to_contain_text("(the run history stays)")
+        page.wait_for_timeout(700)
+        button.click()
+        expect(panel.locator(".kura-panel .kura-status")).to_contain_text(
+            "cleared 3 entries from the whole cache; the run history is kept")
+        shoot(panel, "panel_cleared_history_kept.png")
+    runs = run_cell(page, 4, 5)
+    with explained(runs, tmp_path / "runs.png"):
+        expect(runs.locator(".jp-OutputArea")).to_contain_text("1 recorded run")
+        expect(runs.locator(".jp-OutputArea")).to_contain_text("v1")
+
+
+def test_a_run_whose_calls_all_fail_says_so(
+    lab: str, new_page: Callable[[str], Page], loopback: LoopbackLLM, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    loopback.reset()
+    page = open_notebook(lab, new_page, "failing.ipynb")
+    run_setup(page, 2, tmp_path)
+    loopback.fail_rate(1.0, status=500)
+    cell = run_cell(page, 2, 3)  # three calls, each tried three times
+    loopback.fail_rate(0.0)
+    with explained(cell, tmp_path / "failing.png"):
+        panel = cell.locator(".kura-panel").first
+        expect(panel.locator(".kura-done")).to_have_text(re.compile(r"^3/3 failed"))
+        expect(panel.locator(".kura-fresh")).to_have_text("0 fresh")
+        expect(panel.locator(".kura-errors")).to_have_text("3 errors (not cached: run again to retry)")
+        expect(panel.locator(".kura-retries")).to_have_text("6 retries")
+        head = panel.locator(".kura-head")
+        box = head.bounding_box()
+        assert box is not None and box["height"] < 40, f"the header is one line, not {box}"
+        shoot(cell, "panel_all_failed.png")
