@@ -118,13 +118,13 @@ def test_clear_all_in_the_cache_panel_keeps_the_run_history(
         expect(panel.locator(".kura-panel .kura-status")).to_contain_text("(the run history stays)")
         page.wait_for_timeout(700)
         button.click()
-        expect(panel.locator(".kura-panel .kura-status")).to_contain_text(
-            "cleared 3 entries from the whole cache; the run history is kept")
+        expect(panel.locator(".kura-panel .kura-status")).to_have_text(
+            re.compile(r"^cleared \d+ entries from the whole cache; the run history is kept"))
         shoot(panel, "panel_cleared_history_kept.png")
     runs = run_cell(page, 4, 5)
     with explained(runs, tmp_path / "runs.png"):
-        expect(runs.locator(".jp-OutputArea")).to_contain_text("1 recorded run")
-        expect(runs.locator(".jp-OutputArea")).to_contain_text("v1")
+        expect(runs.locator(".jp-OutputArea")).to_contain_text(re.compile(r"\d+ recorded runs?, newest first|1 recorded run"))
+        expect(runs.locator(".jp-OutputArea td", has_text=re.compile(r"^v1$"))).to_have_count(1)
 
 
 def test_a_run_whose_calls_all_fail_says_so(
