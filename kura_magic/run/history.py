@@ -172,7 +172,10 @@ def change_note(before: RunRecord, after: RunRecord, rows: list[RecordedRow], ro
         parts.append("nothing changed" if before.prompt == after.prompt else "only white space changed")
     keys_before = {row.key for row in rows_before}
     reused = sum(row.cached and row.key in keys_before for row in rows)
-    parts.append(f"{after.stats.fresh} fresh")
+    texts = after.stats.texts()
+    parts.append(texts["kura-fresh"])
+    if after.stats.errors:
+        parts.append(texts["kura-errors"])
     parts.append(f"{counted(reused, 'unchanged answer')} reused")
     return f"since run {before.run_id}: " + " · ".join(parts)
 
