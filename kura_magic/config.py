@@ -39,6 +39,7 @@ ENV_VARS: dict[str, str] = {
     "api_key": "KURA_MAGIC_API_KEY",
     "redis_prefix": "KURA_MAGIC_REDIS_PREFIX",
     "cache_ttl_s": "KURA_MAGIC_CACHE_TTL",
+    "s3_endpoint": "KURA_MAGIC_S3_ENDPOINT",
     "history_limit": "KURA_MAGIC_HISTORY_LIMIT",
 }
 
@@ -68,6 +69,7 @@ class Settings(BaseModel):
     api_key: SecretStr | None = Field(default=None, description="None: the provider's own variable")
     redis_prefix: str = Field(default="kura_magic", min_length=1, description="namespace in a shared Redis")
     cache_ttl_s: float | None = Field(default=None, gt=0, description="seconds an entry lives (Redis); None: until evicted")
+    s3_endpoint: str | None = Field(default=None, description="an S3-compatible store's URL; None: AWS's own")
     history_limit: int = Field(default=200, ge=1, description="runs the run history keeps; the oldest go first")
     model_prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
@@ -118,7 +120,8 @@ class Settings(BaseModel):
         """
         values = self.model_dump(mode="json")  # a SecretStr dumps as '**********'
         base = mask_url(self.api_base) if self.api_base else None
-        return {**values, "cache": mask_url(self.cache), "api_base": base}
+        endpoint = mask_url(self.s3_endpoint) if self.s3_endpoint else None
+        return {**values, "cache": mask_url(self.cache), "api_base": base, "s3_endpoint": endpoint}
 
     def __repr_args__(self) -> Any:
         return list(self.shown().items())

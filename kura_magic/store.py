@@ -13,6 +13,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -28,6 +29,23 @@ T = TypeVar("T")
 STORAGE_TIMEOUT_S = 5.0
 BATCH = 1000  # keys per transaction or round trip: a long run never holds the store for long
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # a KURA_MAGIC_CACHE that selects Redis
+S3_SCHEME = "s3://"  # a KURA_MAGIC_CACHE that selects an object store
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What `Store.prune` removed: entries whose age limit had passed, and their bytes.
+
+    Example:
+        >>> Pruned(entries=2, bytes=300) + Pruned(entries=1, bytes=100)
+        Pruned(entries=3, bytes=400)
+    """
+
+    entries: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(self.entries + other.entries, self.bytes + other.bytes)
 
 
 class Store(ABC):
@@ -37,7 +55,7 @@ class Store(ABC):
     corrupt entry as a miss (dropping it so the next write replaces it).
     """
 
-    kind: Literal["disk", "memory", "off", "redis"]
+    kind: Literal["disk", "memory", "off", "redis", "s3"]
 
     @property
     def location(self) -> str | None:
@@ -151,6 +169,16 @@ class Store(ABC):
     @abstractmethod
     def clear(self, experiment: str | None = None) -> int:
         """Remove one experiment's entries, or all entries if `experiment` is None."""
+
+    def prune(self) -> Pruned:
+        """Remove the entries whose age limit (`KURA_MAGIC_CACHE_TTL`) has passed; what was
+        freed. A store that forgets them by itself (Redis, memory) has nothing to remove.
+
+        Example:
+            >>> MemoryStore().prune()
+            Pruned(entries=0, bytes=0)
+        """
+        return Pruned()
 
     def claim(self, key: str, *, experiment: str, token: str, ttl_s: float) -> bool:
         """Claim the right to make call `key` for `ttl_s` seconds; True if `token` now holds
@@ -332,7 +360,7 @@ def open_store(config: Settings, scope: StoreScope = "responses") -> Store:
         return NullStore()
     limit = config.embedding_size_limit if scope == "embeddings" else config.cache_size_limit
     with _opened_lock:
-        slot = (config.cache, scope, limit, config.redis_prefix, config.cache_ttl_s)
+        slot = (config.cache, scope, limit, config.redis_prefix, config.cache_ttl_s, config.s3_endpoint)
         if slot not in _opened:
             _opened[slot] = _make_store(config, scope, limit)
         return _opened[slot]
@@ -346,10 +374,14 @@ def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
         from kura_magic.redis_store import RedisStore
 
         return RedisStore(config.cache, prefix=config.redis_prefix, scope=scope, ttl_s=config.cache_ttl_s)
+    if config.cache.startswith(S3_SCHEME):
+        from kura_magic.s3_store import S3Store
+
+        return S3Store(config.cache, scope=scope, ttl_s=config.cache_ttl_s, endpoint=config.s3_endpoint)
     if "://" in config.cache:
         raise CacheError(
             f"KURA_MAGIC_CACHE={mask_url(config.cache)!r}: give a directory, a redis:// URL, "
-            "'memory://' or 'off'"
+            "an s3://bucket/prefix URL, 'memory://' or 'off'"
         )
     from kura_magic.disk_store import DiskStore
 
