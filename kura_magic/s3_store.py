@@ -127,7 +127,7 @@ class S3Store(Store):
         if self.down is None:
             self.down = (f"the S3 cache {self.location} cannot be reached ({_short(exc)}); runs go "
                          f"on without it and try it again after {RETRY_AFTER_S:g} s")
-            warnings.warn(self.down, CacheWarning, stacklevel=5)
+            _warn_once_per_outage(self.location, self.down)
         self._retry_at = time.monotonic() + RETRY_AFTER_S
 
     def _each(self, work: Callable[[str], T], items: Sequence[str]) -> list[T]:
@@ -299,6 +299,17 @@ class S3Store(Store):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+_warned_at: dict[str, float] = {}  # location -> when its outage was last reported
+
+
+def _warn_once_per_outage(location: str, message: str) -> None:
+    """One warning per store and outage, however many scopes (responses, runs) see it."""
+    now = time.monotonic()
+    if now - _warned_at.get(location, -RETRY_AFTER_S) >= RETRY_AFTER_S:
+        _warned_at[location] = now
+        warnings.warn(message, CacheWarning, stacklevel=6)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
