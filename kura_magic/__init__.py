@@ -53,13 +53,15 @@ from kura_magic.session import (
     cache_info,
     clear_all_caches,
     clear_cache,
+    clear_model,
     experiment,
     export_experiment,
     import_experiment,
+    prune,
     set_experiment,
 )
 from kura_magic.disk_store import DiskStore
-from kura_magic.store import MemoryStore, Store
+from kura_magic.store import MemoryStore, Pruned, Store
 from kura_magic.types import (
     CacheEntry,
     CacheInfo,
@@ -78,12 +80,12 @@ __all__ = [
     "CacheMissError", "CacheMode", "CacheWarning", "ChatRequest", "Completion", "ConfigError",
     "Conversation", "DataError", "DiskStore", "Embedding", "Embeddings", "Estimate",
     "ExperimentInfo", "KuraMagicError", "KuraSummary", "LocalModelError", "MemoryStore",
-    "Message", "MissingAPIKeyError", "ModelError", "ResponseError", "RunStats", "SchemaError",
+    "Message", "MissingAPIKeyError", "ModelError", "Pruned", "ResponseError", "RunStats", "SchemaError",
     "Settings", "Store", "SummaryResult", "SummaryRun", "TemplateError", "UnknownModelError",
     "Usage", "acomplete", "active_experiment", "aembed", "asummarise", "cache_info",
-    "cache_key", "clear_all_caches", "clear_cache", "clear_embedding_cache", "compare", "complete",
+    "cache_key", "clear_all_caches", "clear_cache", "clear_embedding_cache", "clear_model", "compare", "complete",
     "configure", "embed", "embedding_cache_info", "embedding_key", "estimate", "experiment",
-    "export_experiment", "import_experiment", "load_conversations", "load_run", "runs",
+    "export_experiment", "import_experiment", "load_conversations", "load_run", "prune", "runs",
     "set_experiment", "settings", "summarise",
 ]
 

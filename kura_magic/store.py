@@ -180,6 +180,27 @@ class Store(ABC):
         """
         return Pruned()
 
+    def clear_model(self, model: str, experiment: str | None = None) -> int:
+        """Remove the entries `model` made, of one experiment or of all; how many. Keys do not
+        carry the model, so every entry is read (`entries`: BATCH at a time, not a use).
+
+        Example:
+            >>> store = MemoryStore()
+            >>> store.set_many({"a": CacheEntry(model="m1"), "b": CacheEntry(model="m2")}, experiment="x")
+            2
+            >>> store.clear_model("m1"), store.keys(experiment="x")
+            (1, ['b'])
+        """
+        names = [experiment] if experiment is not None else list(self.info().experiments)
+        removed = 0
+        for name in names:
+            doomed = [key for key, data in self.entries(name)
+                      if CacheEntry.model_validate_json(data).model == model]
+            for key in doomed:
+                self.delete(key, experiment=name)
+            removed += len(doomed)
+        return removed
+
     def claim(self, key: str, *, experiment: str, token: str, ttl_s: float) -> bool:
         """Claim the right to make call `key` for `ttl_s` seconds; True if `token` now holds
         it. A store that only this process uses needs no claims: always True."""
@@ -359,25 +380,26 @@ def open_store(config: Settings, scope: StoreScope = "responses") -> Store:
     if not config.caching_enabled:
         return NullStore()
     limit = config.embedding_size_limit if scope == "embeddings" else config.cache_size_limit
+    ttl_s = None if scope == "runs" else config.cache_ttl_s  # the run history never expires
     with _opened_lock:
-        slot = (config.cache, scope, limit, config.redis_prefix, config.cache_ttl_s, config.s3_endpoint)
+        slot = (config.cache, scope, limit, config.redis_prefix, ttl_s, config.s3_endpoint)
         if slot not in _opened:
-            _opened[slot] = _make_store(config, scope, limit)
+            _opened[slot] = _make_store(config, scope, limit, ttl_s)
         return _opened[slot]
 
 
-def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
+def _make_store(config: Settings, scope: StoreScope, limit: int, ttl_s: float | None) -> Store:
     # The store modules build on this one, so they are imported here, when chosen.
     if config.cache.startswith("memory://"):
         return MemoryStore(size_limit=limit)
     if config.cache.startswith(REDIS_SCHEMES):
         from kura_magic.redis_store import RedisStore
 
-        return RedisStore(config.cache, prefix=config.redis_prefix, scope=scope, ttl_s=config.cache_ttl_s)
+        return RedisStore(config.cache, prefix=config.redis_prefix, scope=scope, ttl_s=ttl_s)
     if config.cache.startswith(S3_SCHEME):
         from kura_magic.s3_store import S3Store
 
-        return S3Store(config.cache, scope=scope, ttl_s=config.cache_ttl_s, endpoint=config.s3_endpoint)
+        return S3Store(config.cache, scope=scope, ttl_s=ttl_s, endpoint=config.s3_endpoint)
     if "://" in config.cache:
         raise CacheError(
             f"KURA_MAGIC_CACHE={mask_url(config.cache)!r}: give a directory, a redis:// URL, "
@@ -386,7 +408,7 @@ def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
     from kura_magic.disk_store import DiskStore
 
     directory = Path(config.cache) / scope if scope != "responses" else Path(config.cache)
-    return DiskStore(directory, size_limit=limit, tag_index=scope != "embeddings")
+    return DiskStore(directory, size_limit=limit, tag_index=scope != "embeddings", ttl_s=ttl_s)
 
 
 def close_all() -> None:
