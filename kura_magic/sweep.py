@@ -25,6 +25,7 @@ from kura_magic.calls import CallOptions
 from kura_magic.compare import counted
 from kura_magic.completion import acomplete
 from kura_magic.errors import BudgetError, ConfigError, ResponseError
+from kura_magic.keys import equal_numbers_alike
 from kura_magic.loaders import ConversationSource, load_conversations
 from kura_magic.pipeline import asummarise, estimate
 from kura_magic.results import RunStats, SummaryResult, SummaryRun
@@ -87,7 +88,7 @@ def variants(prompts: Prompts, *, models: Sequence[str | None] = (None,),
         settings = dict(zip(grid, values))
         parts = [prompt_name] if len(named) > 1 else []
         parts += [short[model]] if len(models) > 1 else []
-        parts += [f"{SHORT_NAMES.get(k, k)}={v}" for k, v in settings.items() if len(grid[k]) > 1]
+        parts += [f"{SHORT_NAMES.get(k, k)}={equal_numbers_alike(v)}" for k, v in settings.items() if len(grid[k]) > 1]
         found.append(Variant(",".join(parts) or prompt_name, prompt_name, prompt, model, settings))
     return found
 

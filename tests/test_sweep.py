@@ -179,3 +179,50 @@ def test_cache_key_tells_samples_apart_and_sample_0_is_the_plain_key():
     assert len({km.cache_key(model=MODEL, messages=messages, sample=s) for s in range(4)}) == 4
     with pytest.raises(ConfigError, match="sample=-1"):
         km.complete("hi", sample=-1)
+
+
+VARIANT_CELL = """### variant: short
+In five words:
+{{ transcript }}
+### variant: long
+Summarise in detail:
+{{ transcript }}"""
+
+
+def test_a_cell_with_comma_lists_is_a_sweep_bound_to_out_and_each_variant_is_a_run_compare_reads(shell, llm):
+    shell.run_line_magic("config", "KuraMagics.panel = 'text'")
+    shell.user_ns["convs"] = make_conversations(3)
+    result = shell.run_cell_magic("summarise", f"convs --out matrix --model {MODEL},openai/gpt-4o "
+                                  "--temperature 0,0.7", PROMPTS["short"])
+
+    assert shell.user_ns["matrix"] is result and len(result.runs) == 4
+    assert sent(llm) == {(m.removeprefix("openai/"), t): 3 for m in MODELS for t in (0, 0.7)}
+    assert "<table" in result._repr_html_() and "gpt-4o,t=0.7" in repr(result)
+    comparison = shell.run_line_magic("kura", "compare matrix/gpt-4o-mini,t=0 matrix/gpt-4o,t=0.7")
+    assert "temperature: 0.0 → 0.7" in str(comparison)
+
+
+def test_variant_lines_samples_and_a_scorer_of_the_notebook_make_a_sweep(shell, llm):
+    shell.run_line_magic("config", "KuraMagics.panel = 'text'")
+    shell.user_ns.update(convs=make_conversations(2), detailed=lambda conversation, output: "detail" in output)
+    result = shell.run_cell_magic("summarise", "convs --out wording --samples 2 --scorer detailed", VARIANT_CELL)
+
+    assert list(result.runs) == ["short", "long"] and len(llm.chat_requests) == 2 * 2 * 2
+    assert result.leaderboard()["variant"].tolist() == ["long", "short"]
+
+
+def test_a_plain_cell_stays_a_plain_run(shell, llm):
+    shell.user_ns["convs"] = make_conversations(2)
+    run = shell.run_cell_magic("summarise", "convs --out plain --temperature 0.5", PROMPTS["short"])
+    assert isinstance(run, km.SummaryRun) and run.label == "plain"
+
+
+def test_the_magics_max_cost_refuses_the_sweep_before_sending(shell, llm):
+    from IPython.core.error import UsageError
+
+    shell.user_ns["convs"] = make_conversations(20)
+    with pytest.raises(UsageError, match="nothing was sent"):
+        shell.run_cell_magic("summarise", f"convs --model {MODEL},openai/gpt-4o --max-cost 0.000001", PROMPTS["long"])
+    assert llm.chat_requests == []
+    with pytest.raises(UsageError, match="--scorer nothing: define nothing"):
+        shell.run_cell_magic("summarise", "convs --samples 2 --scorer nothing", PROMPTS["long"])
