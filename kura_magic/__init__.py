@@ -41,8 +41,10 @@ from kura_magic.run.session import (
     experiment,
     export_experiment,
     import_experiment,
+    prune,
     set_experiment,
 )
+from kura_magic.run.sweep import Sweep, sweep
 from kura_magic.types import CacheInfo, RunStats
 
 __version__ = "0.1.0"
@@ -52,15 +54,15 @@ __version__ = "0.1.0"
 # settings from `kura_magic.config`.
 __all__ = [
     # runs and calls
-    "summarise", "asummarise", "estimate", "complete", "acomplete", "embed", "aembed",
+    "summarise", "asummarise", "estimate", "sweep", "complete", "acomplete", "embed", "aembed",
     "load_conversations", "cache_key", "configure",
     # the cache and experiments
-    "cache_info", "clear_cache", "clear_all_caches", "experiment", "set_experiment", "active_experiment",
-    "export_experiment", "import_experiment",
+    "cache_info", "clear_cache", "clear_all_caches", "prune", "experiment", "set_experiment",
+    "active_experiment", "export_experiment", "import_experiment",
     # the run history
     "runs", "load_run", "compare",
     # what they give back
-    "SummaryRun", "SummaryResult", "RunStats", "Completion", "Embeddings", "Embedding", "CacheInfo",
+    "SummaryRun", "SummaryResult", "RunStats", "Sweep", "Completion", "Embeddings", "Embedding", "CacheInfo",
     "KuraSummary",
     # errors
     "KuraMagicError", "ConfigError", "DataError", "CacheError", "CacheWarning", "ModelError",

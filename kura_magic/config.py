@@ -40,6 +40,7 @@ ENV_VARS: dict[str, str] = {
     "api_key": "KURA_MAGIC_API_KEY",
     "redis_prefix": "KURA_MAGIC_REDIS_PREFIX",
     "cache_ttl_s": "KURA_MAGIC_CACHE_TTL",
+    "s3_endpoint": "KURA_MAGIC_S3_ENDPOINT",
     "history_limit": "KURA_MAGIC_HISTORY_LIMIT",
     "model_prices": "KURA_MAGIC_MODEL_PRICES",
 }
@@ -69,7 +70,8 @@ class Settings(BaseModel):
     api_base: str | None = Field(default=None, description="where calls go; None: litellm's default")
     api_key: SecretStr | None = Field(default=None, description="None: the provider's own variable")
     redis_prefix: str = Field(default="kura_magic", min_length=1, description="namespace in a shared Redis")
-    cache_ttl_s: float | None = Field(default=None, gt=0, description="seconds an entry lives (Redis); None: until evicted")
+    cache_ttl_s: float | None = Field(default=None, gt=0, description="how long an entry is served (7d, 12h, 30m, seconds); None: until evicted")
+    s3_endpoint: str | None = Field(default=None, description="an S3-compatible store's URL; None: AWS's own")
     history_limit: int = Field(default=200, ge=1, description="runs the run history keeps; the oldest go first")
     model_prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
@@ -112,6 +114,11 @@ class Settings(BaseModel):
         except ValueError:
             raise ValueError('give JSON, e.g. {"openai/my-model": [0, 0]} (dollars per prompt and reply token)') from None
 
+    @field_validator("cache_ttl_s", mode="before")
+    @classmethod
+    def _parse_ttl(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
     @field_validator("experiment")
     @classmethod
     def _check_experiment(cls, value: str) -> str:
@@ -131,7 +138,8 @@ class Settings(BaseModel):
         """
         values = self.model_dump(mode="json")  # a SecretStr dumps as '**********'
         base = mask_url(self.api_base) if self.api_base else None
-        return {**values, "cache": mask_url(self.cache), "api_base": base}
+        endpoint = mask_url(self.s3_endpoint) if self.s3_endpoint else None
+        return {**values, "cache": mask_url(self.cache), "api_base": base, "s3_endpoint": endpoint}
 
     def __repr_args__(self) -> Any:
         return list(self.shown().items())
@@ -150,6 +158,26 @@ def mask_url(url: str) -> str:
     user = f"{parts.username}:" if parts.username else ":"
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+ALIASES = {"cache_ttl": "cache_ttl_s"}  # `%kura config cache_ttl=7d`
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `7d`, `12h`, `30m`, `45s` or a plain number of seconds.
+
+    Example:
+        >>> parse_duration("7d"), parse_duration("12h"), parse_duration("90")
+        (604800.0, 43200.0, 90.0)
+    """
+    text = text.strip().lower()
+    unit = DURATION_UNITS.get(text[-1:], 1) if text else 1
+    number = text[:-1] if text[-1:] in DURATION_UNITS else text
+    try:
+        return float(number) * unit
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a duration: give e.g. 7d, 12h, 30m or a number of seconds") from None
 
 
 def check_experiment_name(name: str) -> str:
@@ -194,6 +222,7 @@ def configure(**overrides: Any) -> Settings:
         5
         >>> _ = configure(max_concurrency=None)
     """
+    overrides = {ALIASES.get(key, key): value for key, value in overrides.items()}
     unknown = sorted(set(overrides) - set(Settings.model_fields))
     if unknown:
         known = ", ".join(Settings.model_fields)

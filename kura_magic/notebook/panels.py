@@ -31,6 +31,8 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from typing_extensions import Self
+
 from kura_magic import formatting
 from kura_magic.errors import KuraMagicError
 from kura_magic.run import session
@@ -351,7 +353,7 @@ class RunPanel(_Shown):
         self._pending = False  # a throttled update waits to be shown
 
     @classmethod
-    def open(cls, *, experiment: str | None = None, widget: bool = False) -> RunPanel:
+    def open(cls, *, experiment: str | None = None, widget: bool = False) -> Self:
         """A run panel beside the cache as it is before the run (with a live widget, where
         one can be shown)."""
         panel = cls(experiment=experiment or active_experiment(), info=cache_info())
@@ -500,7 +502,7 @@ def open_run_panel(*, mode: str = "auto", experiment: str | None = None) -> RunP
         >>> open_run_panel(mode="text").live
         False
     """
-    return RunPanel.open(experiment=experiment, widget=_use_widgets(mode))
+    return RunPanel.open(experiment=experiment, widget=use_widgets(mode))
 
 
 def open_cache_panel(*, mode: str = "auto", experiment: str | None = None) -> CachePanel:
@@ -510,10 +512,11 @@ def open_cache_panel(*, mode: str = "auto", experiment: str | None = None) -> Ca
         >>> open_cache_panel(mode="text").widget is None
         True
     """
-    return CachePanel.open(experiment=experiment, widget=_use_widgets(mode))
+    return CachePanel.open(experiment=experiment, widget=use_widgets(mode))
 
 
-def _use_widgets(mode: str) -> bool:
+def use_widgets(mode: str) -> bool:
+    """Whether panels in `mode` ('auto', 'widgets', 'text') are live widgets here."""
     return mode == "widgets" or (mode == "auto" and widgets_available())
 
 

@@ -16,7 +16,7 @@ from kura_magic.config import check_experiment_name, configure, settings
 from kura_magic.errors import CacheWarning, DataError
 from kura_magic.inputs.loaders import read_utf8
 from kura_magic.run.embeddings import clear_embedding_cache, embedding_cache_info
-from kura_magic.storage.base import Store
+from kura_magic.storage.base import Pruned, Store
 from kura_magic.storage.opening import open_store
 from kura_magic.storage.responses import ResponseStore
 from kura_magic.storage.runlog import clear_history, export_rows, import_row
@@ -132,6 +132,30 @@ def clear_all_caches(*, history: bool = False, store: Store | None = None) -> in
     if history:
         clear_history()
     return _store(store).clear() + clear_embedding_cache()
+
+
+def clear_model(model: str, experiment: str | None = None, *, store: Store | None = None) -> int:
+    """Remove the cached answers of `model`, in one experiment or (None) in all; returns how
+    many. Every entry is read to find its model: a scan of the whole cache.
+
+    Example:
+        >>> from kura_magic import summarise
+        >>> _ = summarise(convs, "Summarise:\\n{{ transcript }}", model="openai/gpt-4o-mini")
+        >>> clear_model("openai/gpt-4o-mini"), cache_info().entries
+        (5, 0)
+    """
+    return ResponseStore(_store(store)).clear_model(model, check_experiment_name(experiment) if experiment else None)
+
+
+def prune(*, store: Store | None = None) -> Pruned:
+    """Remove the answers and vectors whose age limit (`KURA_MAGIC_CACHE_TTL`,
+    `summarise(..., ttl=...)`) has passed; what was freed. Redis forgets them by itself.
+
+    Example:
+        >>> prune()
+        Pruned(entries=0, bytes=0)
+    """
+    return _store(store).prune() + open_store(settings(), "embeddings").prune()
 
 
 def export_experiment(path: str | Path, experiment: str | None = None, *, store: Store | None = None) -> int:

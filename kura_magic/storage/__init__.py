@@ -12,13 +12,13 @@ Example:
 """
 
 from kura_magic.config import Settings
-from kura_magic.storage.base import MemoryStore, NullStore, Store, StoreScope
+from kura_magic.storage.base import MemoryStore, NullStore, Pruned, Store, StoreScope
 from kura_magic.storage.disk import DiskStore
 from kura_magic.storage.opening import close_all, open_store
 from kura_magic.storage.responses import ResponseStore
 from kura_magic.storage.vectors import EmbeddingStore
 
 __all__ = [
-    "DiskStore", "EmbeddingStore", "MemoryStore", "NullStore", "ResponseStore", "Settings", "Store", "StoreScope",
+    "DiskStore", "EmbeddingStore", "MemoryStore", "NullStore", "Pruned", "ResponseStore", "Settings", "Store", "StoreScope",
     "close_all", "open_store",
 ]

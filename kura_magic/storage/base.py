@@ -14,6 +14,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from kura_magic.errors import CacheWarning
@@ -26,6 +27,22 @@ STORAGE_TIMEOUT_S = 5.0
 BATCH = 1000  # keys per transaction or round trip: a long run never holds the store for long
 
 
+@dataclass(frozen=True)
+class Pruned:
+    """What `Store.prune` removed: entries whose age limit had passed, and their bytes.
+
+    Example:
+        >>> Pruned(entries=2, bytes=300) + Pruned(entries=1, bytes=100)
+        Pruned(entries=3, bytes=400)
+    """
+
+    entries: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(self.entries + other.entries, self.bytes + other.bytes)
+
+
 class Store(ABC):
     """Bytes by key, every entry in one experiment, with leases on calls in flight.
 
@@ -33,7 +50,7 @@ class Store(ABC):
     (`responses.ResponseStore`), vectors (`vectors.EmbeddingStore`), run records (`runlog`).
     """
 
-    kind: Literal["disk", "memory", "off", "redis"]
+    kind: Literal["disk", "memory", "off", "redis", "s3"]
 
     @property
     def location(self) -> str | None:
@@ -81,6 +98,16 @@ class Store(ABC):
     @abstractmethod
     def clear(self, experiment: str | None = None) -> int:
         """Remove one experiment's entries, or all entries if `experiment` is None."""
+
+    def prune(self) -> Pruned:
+        """Remove the entries whose age limit (`KURA_MAGIC_CACHE_TTL`) has passed; what was
+        freed. A store that forgets them by itself (Redis, memory) has nothing to remove.
+
+        Example:
+            >>> MemoryStore().prune()
+            Pruned(entries=0, bytes=0)
+        """
+        return Pruned()
 
     def claim(self, key: str, *, experiment: str, token: str, ttl_s: float) -> bool:
         """Claim the right to make call `key` for `ttl_s` seconds; True if `token` now holds

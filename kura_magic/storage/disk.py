@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import diskcache
 
 from kura_magic.errors import CacheError, CacheWarning
-from kura_magic.storage.base import BATCH, STORAGE_TIMEOUT_S, Store, chunks, storage_key, warn_storage
+from kura_magic.storage.base import BATCH, STORAGE_TIMEOUT_S, Pruned, Store, chunks, storage_key, warn_storage
 from kura_magic.types import ExperimentInfo, StoreInfo
 
 T = TypeVar("T")
@@ -74,10 +74,12 @@ class DiskStore(Store):
     kind = "disk"
 
     def __init__(
-        self, directory: str | Path, *, size_limit: int = 5 * 1024**3, tag_index: bool = True
+        self, directory: str | Path, *, size_limit: int = 5 * 1024**3, tag_index: bool = True,
+        ttl_s: float | None = None,
     ) -> None:
         self.directory = Path(directory).expanduser()
         self.size_limit = size_limit
+        self.ttl_s = ttl_s  # each entry written is served this long (diskcache's `expire`)
         self.tag_index = tag_index
         self.damage: str | None = None  # what is wrong with the database file, once found
         self._cache: diskcache.Cache | None = None
@@ -169,7 +171,7 @@ class DiskStore(Store):
         past the size limit; after a failed batch the rest are not tried (one warning)."""
         kept = 0
         for batch in chunks(list(items.items()), BATCH):
-            write = partial(_write_batch, items=batch, experiment=experiment)
+            write = partial(_write_batch, items=batch, experiment=experiment, expire=self.ttl_s)
             if not self._attempt("write", batch[0][0], write, False):
                 break
             kept += len(batch)
@@ -214,6 +216,9 @@ class DiskStore(Store):
         self.damage, self._cache = None, None
         self._open()
         return 0
+
+    def prune(self) -> Pruned:
+        return self._attempt("prune", "(all)", _prune, Pruned())
 
     def info(self) -> StoreInfo:
         # diskcache keeps no per-tag totals; one GROUP BY over its table gives them.
@@ -297,11 +302,22 @@ def _read(cache: diskcache.Cache, keys: Sequence[str], experiment: str) -> dict[
     return {key: data for key, data in found.items() if data is not None}
 
 
-def _write_batch(cache: diskcache.Cache, items: Sequence[tuple[str, bytes]], experiment: str) -> bool:
+def _write_batch(cache: diskcache.Cache, items: Sequence[tuple[str, bytes]], experiment: str,
+                 expire: float | None) -> bool:
     with cache.transact():
         for key, data in items:
-            cache.set(storage_key(key, experiment), data, tag=experiment)
+            cache.set(storage_key(key, experiment), data, tag=experiment, expire=expire)
     return True
+
+
+def _prune(cache: diskcache.Cache) -> Pruned:
+    """Count, then delete, the entries whose `expire` time has passed."""
+    count, size = cache._sql(
+        "SELECT COUNT(*), SUM(size + COALESCE(LENGTH(value), 0) + LENGTH(key)) FROM Cache"
+        " WHERE expire_time IS NOT NULL AND expire_time < ?", (time.time(),)
+    ).fetchone()
+    cache.expire(retry=True)
+    return Pruned(entries=count, bytes=int(size or 0))
 
 
 def _evict_past_limit(cache: diskcache.Cache) -> None:

@@ -13,6 +13,7 @@ from kura_magic.errors import CacheError
 from kura_magic.storage.base import MemoryStore, NullStore, Store, StoreScope
 from kura_magic.storage.disk import DiskStore
 
+S3_SCHEME = "s3://"  # a KURA_MAGIC_CACHE that selects an object store
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # a KURA_MAGIC_CACHE that selects Redis
 
 _opened: dict[tuple[object, ...], Store] = {}
@@ -34,28 +35,33 @@ def open_store(config: Settings, scope: StoreScope = "responses") -> Store:
     if not config.caching_enabled:
         return NullStore()
     limit = config.embedding_size_limit if scope == "embeddings" else config.cache_size_limit
+    ttl_s = None if scope == "runs" else config.cache_ttl_s  # the run history never expires
     with _opened_lock:
-        slot = (config.cache, scope, limit, config.redis_prefix, config.cache_ttl_s)
+        slot = (config.cache, scope, limit, config.redis_prefix, ttl_s, config.s3_endpoint)
         if slot not in _opened:
-            _opened[slot] = _make_store(config, scope, limit)
+            _opened[slot] = _make_store(config, scope, limit, ttl_s)
         return _opened[slot]
 
 
-def _make_store(config: Settings, scope: StoreScope, limit: int) -> Store:
-    # Redis is imported only when chosen.
+def _make_store(config: Settings, scope: StoreScope, limit: int, ttl_s: float | None) -> Store:
+    # Redis and S3 are imported only when chosen.
     if config.cache.startswith("memory://"):
         return MemoryStore(size_limit=limit)
     if config.cache.startswith(REDIS_SCHEMES):
         from kura_magic.storage.redis import RedisStore
 
-        return RedisStore(config.cache, prefix=config.redis_prefix, scope=scope, ttl_s=config.cache_ttl_s)
+        return RedisStore(config.cache, prefix=config.redis_prefix, scope=scope, ttl_s=ttl_s)
+    if config.cache.startswith(S3_SCHEME):
+        from kura_magic.storage.s3 import S3Store
+
+        return S3Store(config.cache, scope=scope, ttl_s=ttl_s, endpoint=config.s3_endpoint)
     if "://" in config.cache:
         raise CacheError(
             f"KURA_MAGIC_CACHE={mask_url(config.cache)!r}: give a directory, a redis:// URL, "
-            "'memory://' or 'off'"
+            "an s3://bucket/prefix URL, 'memory://' or 'off'"
         )
     directory = Path(config.cache) / scope if scope != "responses" else Path(config.cache)
-    return DiskStore(directory, size_limit=limit, tag_index=scope != "embeddings")
+    return DiskStore(directory, size_limit=limit, tag_index=scope != "embeddings", ttl_s=ttl_s)
 
 
 def close_all() -> None:

@@ -81,6 +81,27 @@ class ResponseStore:
         encoded = {key: entry.model_dump_json().encode("utf-8") for key, entry in entries.items()}
         return self.backend.write_many(encoded, experiment=experiment)
 
+    def clear_model(self, model: str, experiment: str | None = None) -> int:
+        """Remove the entries `model` made, of one experiment or of all; how many. Keys do not
+        carry the model, so every entry is read (`entries`: BATCH at a time, not a use).
+
+        Example:
+            >>> from kura_magic.storage.base import MemoryStore
+            >>> store = ResponseStore(MemoryStore())
+            >>> store.set_many({"a": CacheEntry(model="m1"), "b": CacheEntry(model="m2")}, experiment="x")
+            2
+            >>> store.clear_model("m1"), store.backend.keys(experiment="x")
+            (1, ['b'])
+        """
+        names = [experiment] if experiment is not None else list(self.backend.info().experiments)
+        removed = 0
+        for name in names:
+            doomed = [key for key, data in self.entries(name) if CacheEntry.model_validate_json(data).model == model]
+            for key in doomed:
+                self.backend.delete(key, experiment=name)
+            removed += len(doomed)
+        return removed
+
     def entries(self, experiment: str) -> Iterator[tuple[str, bytes]]:
         """Every readable entry of one experiment as (key, its stored JSON), for export: read
         `BATCH` at a time without refreshing them, each checked (an unreadable one is dropped)
