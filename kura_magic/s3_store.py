@@ -291,7 +291,8 @@ class S3Store(Store):
             if works is None:
                 return False  # down: try again next time
             self._leases_work = works
-            if not works:
+            if not works and self.location not in _refusals_told:  # once, whichever scope finds it
+                _refusals_told.add(self.location)
                 warnings.warn(f"the S3 cache {self.location} does not honour conditional writes "
                               "(If-None-Match); calls in flight are not shared between processes, "
                               "so two of them may pay for the same call", CacheWarning, stacklevel=4)
@@ -302,6 +303,7 @@ class S3Store(Store):
 
 
 _warned_at: dict[str, float] = {}  # location -> when its outage was last reported
+_refusals_told: set[str] = set()  # locations that do not honour conditional writes, said once
 
 
 def _warn_once_per_outage(location: str, message: str) -> None:
