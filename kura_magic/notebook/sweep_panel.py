@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -110,14 +110,18 @@ def _scorer(name: str | None, user_ns: Mapping[str, Any]) -> Any:
 
 
 class _Named:
-    """A run panel for one variant: its name leads the header; no cache line per variant."""
+    """A run panel for one variant: its name leads the header; no cache line per variant; a
+    variant whose calls are all done waits on nothing (while others go on)."""
 
     variant = ""
+    stats: RunStats | None
 
     def texts(self) -> dict[str, str]:
         texts = super().texts()  # type: ignore[misc]
         texts["kura-done"] = f"{self.variant}: {texts['kura-done']}"
         texts.pop("kura-cache", None)
+        if self.stats is not None and self.stats.done + self.stats.skipped >= self.stats.total:
+            texts.pop("kura-phase", None)
         return texts
 
 
@@ -147,14 +151,25 @@ def sweep_html(result: Sweep) -> str:
             f"{leaderboard_html(result)}{grid_html(result)}</div>")
 
 
+# The leaderboard's columns: title, and how a row's value reads (score and agreement only
+# where a scorer or samples give them).
+BOARD_COLUMNS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "variant": ("variant", Key), "model": ("model", str),
+    "score": ("mean score", lambda v: Figure(_number(v))), "agreement": ("samples agree", lambda v: Figure(_share(v))),
+    "cost": ("cost", lambda v: Figure(formatting.money(v))), "saved": ("saved", lambda v: Figure(formatting.money(v))),
+    "latency_s": ("latency", lambda v: Figure("" if v != v else formatting.duration(v))),
+    "errors": ("errors", lambda v: Figure(str(v))),
+}
+
+
 def leaderboard_html(result: Sweep) -> str:
-    board = result.leaderboard()
-    rows = [([Key(row["variant"]), row["model"], Figure(_number(row["score"])), Figure(_share(row["agreement"])),
-              Figure(formatting.money(row["cost"])), Figure(formatting.money(row["saved"])),
-              Figure(formatting.duration(row["latency_s"]) if row["latency_s"] == row["latency_s"] else ""),
-              Figure(str(row["errors"]))], None) for row in board.to_dict("records")]
-    return table_html("leaderboard", ["variant", "model", "score", "agreement", "cost", "saved", "latency", "errors"],
-                      rows, caption=result.summary_line())
+    """One row per variant, best mean score first (as `leaderboard()`)."""
+    left_out = {"score"} if not result.scored else set()
+    left_out |= {"agreement"} if result.samples < 2 else set()
+    columns = {name: shown for name, shown in BOARD_COLUMNS.items() if name not in left_out}
+    rows = [([shown[1](row[name]) for name, shown in columns.items()], None)
+            for row in result.leaderboard().to_dict("records")]
+    return table_html("leaderboard", [title for title, _ in columns.values()], rows, caption=result.summary_line())
 
 
 def grid_html(result: Sweep) -> str:
@@ -172,14 +187,16 @@ def grid_html(result: Sweep) -> str:
 
 def _cells(result: Sweep, index: int, names: list[str]) -> list[str]:
     outputs = result.outputs(index)
-    common = Counter(outputs.values()).most_common(1)[0][0]
+    ranked = Counter(outputs.values()).most_common(2)
+    # the cells unlike a clear majority are edged; a tie has none
+    common = ranked[0][0] if len(ranked) > 1 and ranked[0][1] > max(ranked[1][1], 1) else None
     cells = []
     for name in names:
         text = cut_html(outputs[name] or "")
         scores = result.cells[name, 0].scores
         if scores is not None and scores[index].score is not None:
             text += f' <span class="kura-score">({_number(scores[index].score)})</span>'
-        odd = outputs[name] != common and len(set(outputs.values())) > 1
+        odd = common is not None and outputs[name] != common
         cells.append(Markup(f'<div class="kura-odd">{text}</div>' if odd else text))
     return cells
 
