@@ -42,7 +42,8 @@ SHORT_NAMES = {"temperature": "t", "max_tokens": "max"}  # how a swept parameter
 OPTION_PARAMS = ("temperature", "max_tokens")  # swept parameters that are `CallOptions` of their own
 # Options a judge shares with the sweep: where calls are cached and where they go, not how they are made.
 JUDGE_SHARES = ("experiment", "cache_mode", "store", "api_key", "api_base")
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+_SCORE_LINE = re.compile(r"\bscore\s*[:=]\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+_FIRST_WORD = re.compile(r"\s*(-?\d+(?:\.\d+)?|[a-z]+)")
 _VERDICTS = {"yes": 1.0, "true": 1.0, "pass": 1.0, "no": 0.0, "false": 0.0, "fail": 0.0}
 
 
@@ -180,17 +181,19 @@ def _as_score(value: Any, chat_id: str) -> float | None:
 
 
 def judge_score(reply: str) -> float | None:
-    """A judge's reply read as a score: its last number ('Score: 4'), else a yes/no verdict.
+    """A judge's reply read as a score: its last 'Score: N', else its first word as a number or
+    a verdict (yes/no, true/false, pass/fail as 1/0), else no score. Ask the judge for one.
 
     Example:
-        >>> judge_score("Clear and short. Score: 4/5"), judge_score("Yes."), judge_score("unsure")
-        (5.0, 1.0, None)
+        >>> judge_score("Clear and short. Score: 4/5"), judge_score("3"), judge_score("Yes."), judge_score("Unsure, 5")
+        (4.0, 3.0, 1.0, None)
     """
-    numbers = _NUMBER.findall(reply)
-    if numbers:
-        return float(numbers[-1])
-    words = re.findall(r"[a-z]+", reply.lower())
-    return next((_VERDICTS[word] for word in words if word in _VERDICTS), None)
+    scores = _SCORE_LINE.findall(reply)
+    if scores:
+        return float(scores[-1])
+    first = _FIRST_WORD.match(reply.lower())
+    word = first.group(1) if first else ""
+    return _VERDICTS.get(word, float(word) if word[-1:].isdigit() else None)
 
 
 @dataclass
@@ -394,7 +397,7 @@ async def asweep(
     all at once through one cache and the process-wide concurrency limit; `sweep` is the same,
     blocking. `scorer` scores each output: a function (conversation, output) -> number or bool,
     or a judge prompt using `{{ output }}` (sent to `judge_model`, default the session's,
-    cached like any call; its cost counts in the variant's). `max_cost` refuses the sweep before
+    cached like any call; its cost counts in the variant's; its reply read by `judge_score`). `max_cost` refuses the sweep before
     anything is sent if its estimate is over, and caps what it spends (the judge's calls aside).
     Each sample is a run in the history, labelled `NAME/VARIANT` (sample 0) or `NAME/VARIANT/sN`.
 

@@ -147,9 +147,9 @@ def test_a_judge_prompt_must_use_the_output():
 
 
 def test_judge_replies_are_read_as_their_last_number_or_a_verdict():
-    assert judge_score("The summary is fine. 3") == 3.0
+    assert judge_score("The summary is fine.\nScore: 3") == 3.0 and judge_score("4.5 — clear") == 4.5
     assert judge_score("PASS") == 1.0 and judge_score("No, it misses the order.") == 0.0
-    assert judge_score("hash [3f9a01bc] only") is None
+    assert judge_score("Summary: order 1234 [3f9a01bc]") is None, "a stray number is no score"
 
 
 def test_max_cost_refuses_the_whole_sweep_before_anything_is_sent(llm):
