@@ -11,7 +11,7 @@ from helpers import MODEL, UNPRICED_MODEL, make_conversations
 
 import kura_magic as km
 from kura_magic.errors import BudgetError, ConfigError
-from kura_magic.sweep import judge_score
+from kura_magic.scoring import judge_score
 
 PROMPTS = {"short": "In five words:\n{{ transcript }}", "long": "Summarise in detail:\n{{ transcript }}"}
 MODELS = [MODEL, "openai/gpt-4o"]

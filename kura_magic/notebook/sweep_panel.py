@@ -6,6 +6,7 @@ conversation × variant, where the variants disagree marked, long outputs a clic
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ from IPython.core.error import UsageError
 from kura_magic import formatting
 from kura_magic.calls import CallOptions
 from kura_magic.notebook.panel import Panel, WidgetPanel, widgets_available
-from kura_magic.notebook.views import Figure, Key, Markup, cut_html, table_html
+from kura_magic.notebook.views import Figure, Key, Markup, Row, cut_html, table_html
 from kura_magic.results import RunStats
 from kura_magic.sweep import Prompts, Sweep, sweep
 
@@ -157,7 +158,7 @@ BOARD_COLUMNS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "variant": ("variant", Key), "model": ("model", str),
     "score": ("mean score", lambda v: Figure(_number(v))), "agreement": ("samples agree", lambda v: Figure(_share(v))),
     "cost": ("cost", lambda v: Figure(formatting.money(v))), "saved": ("saved", lambda v: Figure(formatting.money(v))),
-    "latency_s": ("latency", lambda v: Figure("" if v != v else formatting.duration(v))),
+    "latency_s": ("latency", lambda v: Figure("" if math.isnan(v) else formatting.duration(v))),
     "errors": ("errors", lambda v: Figure(str(v))),
 }
 
@@ -178,14 +179,14 @@ def grid_html(result: Sweep) -> str:
     names = list(result.runs)
     count = len(result.conversations)
     differing = [i for i in range(count) if result.differs(i)]
-    rows = [(["≠" if i in differing else "", Key(result.conversations[i].chat_id), *_cells(result, i, names)],
+    rows: list[Row] = [(["≠" if i in differing else "", Key(result.conversations[i].chat_id), *_cells(result, i, names)],
              "kura-differs" if i in differing else None) for i in range(min(count, formatting.ROW_LIMIT))]
     caption = f"{len(differing)} of {count} conversations differ between variants"
     return table_html("sweep-grid", ["", "id", *names], rows, caption=caption,
                       hidden=count - formatting.ROW_LIMIT, hidden_hint=".to_pandas()")
 
 
-def _cells(result: Sweep, index: int, names: list[str]) -> list[str]:
+def _cells(result: Sweep, index: int, names: list[str]) -> list[Markup]:
     outputs = result.outputs(index)
     ranked = Counter(outputs.values()).most_common(2)
     # the cells unlike a clear majority are edged; a tie has none
@@ -194,16 +195,17 @@ def _cells(result: Sweep, index: int, names: list[str]) -> list[str]:
     for name in names:
         text = cut_html(outputs[name] or "")
         scores = result.cells[name, 0].scores
-        if scores is not None and scores[index].score is not None:
-            text += f' <span class="kura-score">({_number(scores[index].score)})</span>'
+        score = scores[index].score if scores is not None else None
+        if score is not None:
+            text += f' <span class="kura-score">({_number(score)})</span>'
         odd = common is not None and outputs[name] != common
         cells.append(Markup(f'<div class="kura-odd">{text}</div>' if odd else text))
     return cells
 
 
 def _number(value: float) -> str:
-    return "" if value != value else f"{value:.2f}"  # NaN: no score
+    return "" if math.isnan(value) else f"{value:.2f}"  # NaN: no score
 
 
 def _share(value: float) -> str:
-    return "" if value != value else f"{value:.0%}"
+    return "" if math.isnan(value) else f"{value:.0%}"

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import pytest
 from jupyter_e2e import (
     TOKEN,
-    cell_at,
     chromium,
     explained,
     jupyter_env,
