@@ -383,8 +383,16 @@ def _unreachable(exc: BaseException) -> bool:
 
 
 def _short(exc: BaseException) -> str:
-    """The first line of an obstore error (the rest is a debug dump)."""
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """The first line of an obstore error (the rest is a debug dump), any password in a URL
+    masked.
+
+    Example:
+        >>> _short(OSError("GET http://me:pw@host/b failed\\nDebug: ..."))
+        'GET http://me:***@host/b failed'
+    """
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return re.sub(r"://([^/:@\s]+):[^/@\s]+@", r"://\1:***@", first)
 
 
 def _expired(attributes: Mapping[str, Any]) -> bool:

@@ -250,3 +250,17 @@ def test_stop_ends_the_process_and_removes_the_directory():
 
     assert not server.running and not directory.exists()
     assert not Path(f"/proc/{pid}").exists(), "the process is gone (and reaped)"
+
+
+def test_a_password_in_the_endpoint_is_not_in_the_warning_of_a_store_that_is_down(llm, s3_cache, monkeypatch):
+    from kura_magic.testing.redis import _free_port
+
+    monkeypatch.setenv("KURA_MAGIC_S3_ENDPOINT", f"http://user:hunter2@127.0.0.1:{_free_port('127.0.0.1')}")
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        run = km.summarise(make_conversations(2), PROMPT)
+
+    assert run.stats.fresh == 2
+    messages = [str(w.message) for w in warned]
+    assert any("cannot be reached" in text for text in messages), messages
+    assert not any("hunter2" in text for text in messages), messages
