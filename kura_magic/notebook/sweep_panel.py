@@ -64,7 +64,7 @@ def cell_prompts(cell: str) -> Prompts:
 def is_sweep(args: argparse.Namespace, cell: str) -> bool:
     """True if the cell asks for more than one run: a comma in --model, several temperatures,
     samples, a scorer, or named prompt variants. A plain cell stays a plain run."""
-    return ("," in (args.model or "") or len(args.temperature) > 1 or args.samples > 1
+    return ("," in (args.model or "") or len(args.temperature) > 1 or args.samples != 1
             or args.scorer is not None or VARIANT_LINE.search(cell) is not None)
 
 
