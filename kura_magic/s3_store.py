@@ -88,7 +88,11 @@ class S3Store(Store):
         self.url = mask_url(url)
         self.ttl_s = ttl_s
         self._scope = f"{scope}/"
-        self._client = _client(bucket, prefix, self.endpoint)
+        _check_endpoint(self.endpoint)
+        try:
+            self._client = _client(bucket, prefix, self.endpoint)
+        except (*TROUBLE, ValueError) as exc:  # a setting the client cannot use
+            raise CacheError(f"the S3 cache {self.location} cannot be used: {_short(exc)}") from None
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="kura-s3")
         self.down: str | None = None
         self._retry_at = 0.0
@@ -325,6 +329,23 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if parts.scheme != "s3" or not parts.hostname:
         raise CacheError(f"KURA_MAGIC_CACHE={mask_url(url)!r} is not an S3 URL: write it as s3://bucket/prefix")
     return parts.hostname, parts.path.strip("/")
+
+
+def _check_endpoint(endpoint: str | None) -> None:
+    """A CacheError unless `endpoint` is None or an http(s) URL (the client would panic).
+
+    Example:
+        >>> _check_endpoint("http://127.0.0.1:9000")
+        >>> _check_endpoint("minio:9000")
+        Traceback (most recent call last):
+        ...
+        kura_magic.errors.CacheError: KURA_MAGIC_S3_ENDPOINT='minio:9000' is not a URL: write it as http(s)://host:port
+    """
+    if endpoint is None:
+        return
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in endpoint):
+        raise CacheError(f"KURA_MAGIC_S3_ENDPOINT={mask_url(endpoint)!r} is not a URL: write it as http(s)://host:port")
 
 
 def _client(bucket: str, prefix: str, endpoint: str | None) -> Any:

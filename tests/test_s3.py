@@ -129,8 +129,9 @@ def test_the_credentials_are_shown_nowhere(llm, s3_server, s3_cache, monkeypatch
     ("change", "message"),
     [({"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, "refused the credentials"),
      ({"KURA_MAGIC_CACHE": "s3://no-such-bucket/x"}, "the bucket does not exist"),
-     ({"KURA_MAGIC_CACHE": "s3:///no-bucket"}, "is not an S3 URL")],
-    ids=["wrong-secret", "missing-bucket", "bad-url"],
+     ({"KURA_MAGIC_CACHE": "s3:///no-bucket"}, "is not an S3 URL"),
+     ({"KURA_MAGIC_S3_ENDPOINT": "minio:9000"}, "is not a URL")],
+    ids=["wrong-secret", "missing-bucket", "bad-url", "bad-endpoint"],
 )
 def test_wrong_credentials_or_bucket_are_one_clear_error_before_anything_is_spent(
         llm, s3_cache, monkeypatch, change, message):
