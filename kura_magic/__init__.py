@@ -60,6 +60,7 @@ from kura_magic.session import (
     prune,
     set_experiment,
 )
+from kura_magic.sweep import Sweep, asweep, sweep
 from kura_magic.disk_store import DiskStore
 from kura_magic.store import MemoryStore, Pruned, Store
 from kura_magic.types import (
@@ -81,12 +82,12 @@ __all__ = [
     "Conversation", "DataError", "DiskStore", "Embedding", "Embeddings", "Estimate",
     "ExperimentInfo", "KuraMagicError", "KuraSummary", "LocalModelError", "MemoryStore",
     "Message", "MissingAPIKeyError", "ModelError", "Pruned", "ResponseError", "RunStats", "SchemaError",
-    "Settings", "Store", "SummaryResult", "SummaryRun", "TemplateError", "UnknownModelError",
-    "Usage", "acomplete", "active_experiment", "aembed", "asummarise", "cache_info",
+    "Settings", "Store", "SummaryResult", "SummaryRun", "Sweep", "TemplateError", "UnknownModelError",
+    "Usage", "acomplete", "active_experiment", "aembed", "asummarise", "asweep", "cache_info",
     "cache_key", "clear_all_caches", "clear_cache", "clear_embedding_cache", "clear_model", "compare", "complete",
     "configure", "embed", "embedding_cache_info", "embedding_key", "estimate", "experiment",
     "export_experiment", "import_experiment", "load_conversations", "load_run", "prune", "runs",
-    "set_experiment", "settings", "summarise",
+    "set_experiment", "settings", "summarise", "sweep",
 ]
 
 
