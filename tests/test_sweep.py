@@ -3,6 +3,7 @@ through one cache; what the server received says what was paid for."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 
@@ -11,7 +12,7 @@ from helpers import MODEL, UNPRICED_MODEL, make_conversations
 
 import kura_magic as km
 from kura_magic.errors import BudgetError, ConfigError
-from kura_magic.run.sweep import judge_score
+from kura_magic.run.scoring import judge_score
 
 PROMPTS = {"short": "In five words:\n{{ transcript }}", "long": "Summarise in detail:\n{{ transcript }}"}
 MODELS = [MODEL, "openai/gpt-4o"]
@@ -142,14 +143,14 @@ def test_a_judges_calls_are_cached_and_costed_in_the_variants_cost(llm):
 
 
 def test_a_judge_prompt_must_use_the_output():
-    with pytest.raises(km.TemplateError, match="never uses {{ output }}"):
+    with pytest.raises(km.errors.TemplateError, match="never uses {{ output }}"):
         km.sweep(make_conversations(1), PROMPTS, scorer="Rate {{ transcript }}")
 
 
 def test_judge_replies_are_read_as_their_last_number_or_a_verdict():
-    assert judge_score("The summary is fine. 3") == 3.0
+    assert judge_score("The summary is fine.\nScore: 3") == 3.0 and judge_score("4.5 — clear") == 4.5
     assert judge_score("PASS") == 1.0 and judge_score("No, it misses the order.") == 0.0
-    assert judge_score("hash [3f9a01bc] only") is None
+    assert judge_score("Summary: order 1234 [3f9a01bc]") is None, "a stray number is no score"
 
 
 def test_max_cost_refuses_the_whole_sweep_before_anything_is_sent(llm):
@@ -226,3 +227,45 @@ def test_the_magics_max_cost_refuses_the_sweep_before_sending(shell, llm):
     assert llm.chat_requests == []
     with pytest.raises(UsageError, match="--scorer nothing: define nothing"):
         shell.run_cell_magic("summarise", "convs --samples 2 --scorer nothing", PROMPTS["long"])
+
+
+def test_ctrl_c_stops_every_variant_and_returns_the_partial_sweep_unjudged(tmp_path):
+    from helpers import API_KEY
+    from test_process import run_python
+
+    script = f"""
+        import json, os, signal
+        import kura_magic
+        from kura_magic.testing import LoopbackLLM
+        convs = [{{"chat_id": f"c{{i}}", "messages": [{{"role": "user", "content": f"q {{i}}"}}]}} for i in range(30)]
+        with LoopbackLLM(latency_s=0.2) as server:
+            os.environ.update(OPENAI_API_BASE=server.url, OPENAI_API_KEY="{API_KEY}")
+            pressed = []
+            def press_ctrl_c(variant, stats):  # once, as a person would, when a few rows are done
+                if stats.fresh >= 2 and not pressed:
+                    pressed.append(True)
+                    os.kill(os.getpid(), signal.SIGINT)
+            result = kura_magic.sweep(convs, {{"a": "A {{{{ transcript }}}}", "b": "B {{{{ transcript }}}}"}},
+                                      models=["{MODEL}"], scorer="Score: {{{{ output }}}}", on_progress=press_ctrl_c)
+            judged = sum("Score:" in r.messages[-1]["content"] for r in server.chat_requests)
+            sent = server.request_count
+        done = sum(run.stats.done for run in result.runs.values())
+        print(json.dumps(dict(interrupted=result.interrupted, done=done, sent=sent, judged=judged, scored=result.scored)))
+    """
+    env = {"KURA_MAGIC_CACHE": str(tmp_path / "c"), "KURA_MAGIC_MAX_CONCURRENCY": "2"}
+    report = json.loads(run_python(script, env=env))
+
+    assert report["interrupted"] is True and report["scored"] is False and report["judged"] == 0
+    assert 2 <= report["done"] < 60 and report["sent"] < 60
+
+
+def test_the_grid_escapes_outputs_tints_disagreements_and_edges_the_odd_cell(llm):
+    llm.reply = lambda messages: "<b>odd</b>" if "Odd" in messages[-1]["content"] else "same"
+    try:
+        prompts = {"a": "A {{ transcript }}", "b": "B {{ transcript }}", "odd": "Odd {{ transcript }}"}
+        page = km.sweep(make_conversations(2), prompts)._repr_html_()
+    finally:
+        llm.reply = None
+    assert "&lt;b&gt;odd&lt;/b&gt;" in page and "<b>odd" not in page
+    assert page.count('<tr class="kura-differs">') == 2 and page.count('class="kura-odd"') == 2
+    assert "2 of 2 conversations differ between variants" in page

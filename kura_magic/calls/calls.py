@@ -67,6 +67,13 @@ def _checked_params(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _checked_sample(sample: Any) -> int:
+    """`sample` if it is a whole number of at least 0, else a ConfigError."""
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+        raise ConfigError(f"sample={sample!r}: give a whole number, 0 (the plain call) or more")
+    return sample
+
+
 def _ttl_config(ttl: float | str | None) -> Settings | None:
     """The session's settings with answers served for `ttl` ('7d', '12h', '30m' or seconds);
     None: the settings as they are."""
@@ -395,8 +402,9 @@ class CallOptions(TypedDict, total=False):
     (seed, top_p, stop, ...); schema: a pydantic model or a built-in schema's name;
     experiment: the cache scope (default: the active one); cache_mode: 'read_write',
     'read_only', 'refresh' or 'off'; api_key / api_base: where calls go (never keyed);
-    store: a `Store` to use instead of the one the settings select; ttl: how long the
-    answers written are served ('7d', '12h', '30m' or seconds; default
+    store: a `Store` to use instead of the one the settings select; sample: which of
+    repeated generations this is (0, the default, is the plain call; keyed, never sent);
+    ttl: how long the answers written are served ('7d', '12h', '30m' or seconds; default
     `KURA_MAGIC_CACHE_TTL`, else until evicted).
     """
 
@@ -410,6 +418,7 @@ class CallOptions(TypedDict, total=False):
     api_key: str | None
     api_base: str | None
     store: Store | None
+    sample: int
     ttl: float | str | None
 
 
@@ -429,6 +438,7 @@ class CallSetup:
     schema: type[BaseModel] | None
     params: dict[str, Any]
     transport: dict[str, Any]
+    sample: int = 0  # which of repeated generations: part of the key, never of the request
 
     @classmethod
     def create(cls, options: CallOptions, variables: Mapping[str, Any] | None = None) -> CallSetup:
@@ -449,6 +459,7 @@ class CallSetup:
         return cls(
             context, model, resolve_schema(options.get("schema"), variables), params,
             context.config.transport(model, api_key=options.get("api_key"), api_base=options.get("api_base")),
+            _checked_sample(options.get("sample", 0)),
         )
 
     def request(self, prompt: str | tuple[dict[str, Any], ...]) -> ChatRequest:
@@ -459,7 +470,7 @@ class CallSetup:
     @cached_property
     def recipe(self) -> KeyRecipe:
         """What every request's key shares (model, schema, params), canonicalised once."""
-        return KeyRecipe.of(model=self.model, schema=self.schema, params=self.params)
+        return KeyRecipe.of(model=self.model, schema=self.schema, params=self.params, sample=self.sample)
 
     def check_may_call(self, missing: str) -> None:
         """Raise before anything is spent (offline, unknown model, no key); see the gateway."""

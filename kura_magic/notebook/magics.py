@@ -28,10 +28,12 @@ from kura_magic.config import ENV_VARS, Settings, configure, settings
 from kura_magic.errors import CacheError, DataError, KuraMagicError
 from kura_magic.notebook.cards import RunInterrupted, usage_errors
 from kura_magic.notebook.panels import CachePanel, open_cache_panel, open_run_panel
+from kura_magic.notebook.sweep_panel import is_sweep, numbers, run_sweep
 from kura_magic.run import history, session
 from kura_magic.run.compare import Comparison
 from kura_magic.run.pipeline import estimate, summarise
 from kura_magic.run.results import Estimate, SummaryRun
+from kura_magic.run.sweep import Sweep
 from kura_magic.types import CacheMode
 from kura_magic.views.history import RunHistory
 from kura_magic.views.text import cache_table
@@ -244,8 +246,13 @@ class KuraMagics(Magics):
     @magic_arguments(name="%summarise")  # the help's usage line then reads %%summarise
     @argument("data", help="a variable holding conversations (list, DataFrame) or a .json/.jsonl path")
     @argument("--out", default="summaries", help="variable to bind the run to (default: summaries)")
-    @argument("--model", help="litellm model name, e.g. openai/gpt-4o-mini (default: KURA_MAGIC_MODEL)")
-    @argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
+    @argument("--model", help="litellm model name, e.g. openai/gpt-4o-mini (default: KURA_MAGIC_MODEL); "
+              "a comma list (a,b,c) sweeps the models")
+    @argument("--temperature", type=numbers, default=[0.0], help="sampling temperature (default 0); "
+              "a comma list (0,0.7) sweeps them")
+    @argument("--samples", type=int, default=1, help="a sweep: this many generations per conversation and variant")
+    @argument("--scorer", help="a sweep: a function (conversation, output) -> number, or a judge prompt "
+              "string using {{ output }}, of the notebook")
     @argument("--max-tokens", type=int, help="longest reply, in tokens")
     @argument("--schema", help="a pydantic model in the notebook, or KuraSummary, for structured output")
     @argument("--experiment", help="cache experiment for this run (default: the active one)")
@@ -259,7 +266,7 @@ class KuraMagics(Magics):
     @cell_magic("summarize")  # type: ignore[arg-type]  # IPython types cell_magic("name") as (Never) -> Never
     @cell_magic
     @usage_errors()
-    def summarise(self, line: str, cell: str) -> SummaryRun | Estimate:
+    def summarise(self, line: str, cell: str) -> SummaryRun | Estimate | Sweep:
         """Summarise each conversation of DATA with the cell's prompt, paying only for what changed.
 
         The cell is a Jinja2 template that sees `transcript`, `conversation` and
@@ -275,6 +282,15 @@ class KuraMagics(Magics):
         if not args.out.isidentifier():
             raise UsageError(f"--out {args.out!r} is not a Python variable name")
         data, options = self._data(args.data), _call_options(args)
+        if is_sweep(args, cell):  # a comma list, samples, a scorer or `### variant:` lines
+            result = run_sweep(data, cell, args, user_ns=self._shell.user_ns, mode=self.panel, options=options,
+                               where=self._cell())
+            self._shell.user_ns[args.out] = result
+            if result.interrupted:
+                display(result)  # the partial sweep; then the interrupt goes on to Jupyter
+                raise RunInterrupted(f"interrupted: the sweep is bound to {args.out}; every finished call is "
+                                     "cached, so running the cell again pays only for the rest")
+            return result
         scope: dict[str, Any] = {"limit": args.limit, "variables": self._shell.user_ns}
         if args.dry_run:
             return estimate(data, cell, **scope, **options)
@@ -393,7 +409,7 @@ def _failure_text(exc: BaseException) -> str:
 def _call_options(args: argparse.Namespace) -> CallOptions:
     """The flags that name `CallOptions`, under the core's names."""
     return CallOptions(
-        model=args.model, temperature=args.temperature, max_tokens=args.max_tokens,
+        model=args.model, temperature=args.temperature[0], max_tokens=args.max_tokens,
         schema=args.schema, experiment=args.experiment, cache_mode=_cache_mode(args),
     )
 

@@ -1,7 +1,7 @@
 """A sweep in the notebook: the `%%summarise` cell that names several models, temperatures,
 samples, a scorer or `### variant: NAME` prompts; a run panel per variant while it goes (the
-run panel as it is, its first piece naming the variant); then the sweep itself, whose
-leaderboard and grid are `views.sweep`."""
+run panel as it is, its first piece naming the variant); then the leaderboard and the grid of
+conversation × variant, where the variants disagree marked, long outputs a click away."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def cell_prompts(cell: str) -> Prompts:
 def is_sweep(args: argparse.Namespace, cell: str) -> bool:
     """True if the cell asks for more than one run: a comma in --model, several temperatures,
     samples, a scorer, or named prompt variants. A plain cell stays a plain run."""
-    return ("," in (args.model or "") or len(args.temperature) > 1 or args.samples > 1
+    return ("," in (args.model or "") or len(args.temperature) > 1 or args.samples != 1
             or args.scorer is not None or VARIANT_LINE.search(cell) is not None)
 
 
@@ -99,9 +99,10 @@ def _scorer(name: str | None, user_ns: Mapping[str, Any]) -> Any:
 
 
 class VariantPanel(RunPanel):
-    """A run panel for one variant: its name leads the header, and no cache line per variant;
-    as text its lines once it ends (live lines of many variants at once would overwrite each
-    other on the one line a terminal rewrites)."""
+    """A run panel for one variant: its name leads the header; no cache line per variant; a
+    variant whose calls are all done waits on nothing (while others go on). As text, its
+    lines once it ends (live lines of many variants at once would overwrite each other on
+    the one line a terminal rewrites)."""
 
     variant = ""
 
@@ -109,6 +110,8 @@ class VariantPanel(RunPanel):
         texts = super().texts()
         texts["kura-done"] = f"{self.variant}: {texts['kura-done']}"
         texts.pop("kura-cache", None)
+        if self.stats.done + self.stats.skipped >= self.stats.total:
+            texts.pop("kura-phase", None)
         return texts
 
     def render(self) -> None:

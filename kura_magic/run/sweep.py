@@ -12,36 +12,51 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from pydantic import BaseModel
+from typing_extensions import Unpack
 
 from kura_magic import formatting
 from kura_magic.background import blocking, on_interrupt
 from kura_magic.calls.calls import CallOptions
-from kura_magic.errors import BudgetError, ConfigError, ResponseError
+from kura_magic.errors import BudgetError, ConfigError
 from kura_magic.formatting import counted
 from kura_magic.inputs.loaders import ConversationSource, load_conversations
-from kura_magic.inputs.templates import PromptTemplate
 from kura_magic.keys import equal_numbers_alike
-from kura_magic.run.completion import acomplete
 from kura_magic.run.pipeline import asummarise, estimate
 from kura_magic.run.results import SummaryResult, SummaryRun
-from kura_magic.types import Conversation, RunStats
+from kura_magic.run.scoring import Scored, ScoreFunction, Scorer
+from kura_magic.storage.base import Store
+from kura_magic.types import CacheMode, Conversation, RunStats
 
 if TYPE_CHECKING:
     import pandas
 
 Prompts = str | Sequence[str] | Mapping[str, str]
-ScoreFunction = Callable[[Conversation, Any], "float | bool | None"]
+
+
+class SweepOptions(TypedDict, total=False):
+    """The `CallOptions` every run of a sweep shares; what varies is the grid's (prompts,
+    models, params). A parameter held fixed is a list of one: params={"seed": [7]}."""
+
+    temperature: float
+    max_tokens: int | None
+    schema: str | type[BaseModel] | None
+    experiment: str | None
+    cache_mode: CacheMode
+    api_key: str | None
+    api_base: str | None
+    store: Store | None
+
+
 SweepProgress = Callable[[str, RunStats], None]  # a variant's name, its samples' stats so far
 SHORT_NAMES = {"temperature": "t", "max_tokens": "max"}  # how a swept parameter is named in a variant
 OPTION_PARAMS = ("temperature", "max_tokens")  # swept parameters that are `CallOptions` of their own
 # Options a judge shares with the sweep: where calls are cached and where they go, not how they are made.
 JUDGE_SHARES = ("experiment", "cache_mode", "store", "api_key", "api_base")
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
-_VERDICTS = {"yes": 1.0, "true": 1.0, "pass": 1.0, "no": 0.0, "false": 0.0, "fail": 0.0}
 
 
 @dataclass(frozen=True)
@@ -59,11 +74,10 @@ class Variant:
     model: str | None
     settings: dict[str, Any]
 
-    def options(self, base: CallOptions, sample: int) -> CallOptions:
+    def options(self, base: SweepOptions, sample: int) -> CallOptions:
         """The `CallOptions` of this variant's run for `sample`, over the sweep's own."""
         swept = {k: v for k, v in self.settings.items() if k not in OPTION_PARAMS}
-        options: dict[str, Any] = {**base, "model": self.model or base.get("model"), "sample": sample,
-                                   "params": {**(base.get("params") or {}), **swept}}
+        options: dict[str, Any] = {**base, "model": self.model, "sample": sample, "params": swept}
         options.update({k: v for k, v in self.settings.items() if k in OPTION_PARAMS})
         return options  # type: ignore[return-value]
 
@@ -116,79 +130,6 @@ def _model_names(models: Sequence[str | None]) -> dict[str | None, str]:
     short = {model: (model or "default").rsplit("/", 1)[-1] for model in models}
     unique = len(set(short.values())) == len(short)
     return {model: name if unique else (model or "default") for model, name in short.items()}
-
-
-@dataclass(frozen=True)
-class Scored:
-    """One row's score (None: no score, e.g. the row has no answer) and its judge call's money."""
-
-    score: float | None = None
-    cost: float = 0.0  # what the judge's call cost now
-    saved: float = 0.0  # what a cached judge call cost when it was made
-
-
-@dataclass(frozen=True)
-class Scorer:
-    """How rows are scored: a Python function of (conversation, output), or a judge prompt (a
-    Jinja template that sees `conversation`, `transcript` and `output`) sent through the cache.
-
-    Example:
-        >>> Scorer.create(lambda conversation, output: len(output) < 80).kind
-        'function'
-    """
-
-    function: ScoreFunction | None = None
-    judge: PromptTemplate | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # the judge's CallOptions
-
-    @property
-    def kind(self) -> str:
-        return "function" if self.function is not None else "judge"
-
-    @classmethod
-    def create(cls, scorer: ScoreFunction | str, variables: Mapping[str, Any] | None = None,
-               options: Mapping[str, Any] | None = None) -> Scorer:
-        """A scorer from a function or a judge prompt; `options` are the judge's call options."""
-        if isinstance(scorer, str):
-            return cls(judge=PromptTemplate.compile(scorer, variables, uses="output"), options=dict(options or {}))
-        if not callable(scorer):
-            raise ConfigError(f"scorer must be a function (conversation, output) -> number or a judge "
-                              f"prompt (a template using {{{{ output }}}}), got {type(scorer).__name__}")
-        return cls(function=scorer)
-
-    async def score(self, conversation: Conversation, result: SummaryResult) -> Scored:
-        """The score of one row; a row without an answer has none."""
-        if result.status != "ok":
-            return Scored()
-        if self.function is not None:
-            return Scored(_as_score(self.function(conversation, result.summary), conversation.chat_id))
-        assert self.judge is not None  # one of the two, by construction
-        prompt = self.judge.render(conversation, output=result.summary_text())
-        try:
-            reply = await acomplete(prompt, **self.options)
-        except ResponseError:  # the judge could not answer this one: no score, the rest go on
-            return Scored()
-        return Scored(judge_score(reply.text), reply.cost or 0.0, reply.saved_cost or 0.0)
-
-
-def _as_score(value: Any, chat_id: str) -> float | None:
-    if value is None or isinstance(value, (bool, int, float)):
-        return None if value is None else float(value)
-    raise ConfigError(f"the scorer gave {value!r} for conversation {chat_id!r}: return a number or a bool")
-
-
-def judge_score(reply: str) -> float | None:
-    """A judge's reply read as a score: its last number ('Score: 4'), else a yes/no verdict.
-
-    Example:
-        >>> judge_score("Clear and short. Score: 4/5"), judge_score("Yes."), judge_score("unsure")
-        (5.0, 1.0, None)
-    """
-    numbers = _NUMBER.findall(reply)
-    if numbers:
-        return float(numbers[-1])
-    words = re.findall(r"[a-z]+", reply.lower())
-    return next((_VERDICTS[word] for word in words if word in _VERDICTS), None)
 
 
 @dataclass
@@ -349,7 +290,7 @@ class _Progress:
 
 
 def check_budget(conversations: list[Conversation], grid: list[Variant], *, samples: int, max_cost: float,
-                 variables: Mapping[str, Any] | None, options: CallOptions) -> dict[tuple[str, int], float | None]:
+                 variables: Mapping[str, Any] | None, options: SweepOptions) -> dict[tuple[str, int], float | None]:
     """Refuse the sweep before anything is sent if its estimate is over `max_cost`; else each
     run's share of `max_cost` (in proportion to its estimate), so together they never pass it."""
     if max_cost <= 0:
@@ -386,13 +327,13 @@ async def asweep(
     variables: Mapping[str, Any] | None = None,
     on_progress: SweepProgress | None = None,
     cell: str | None = None,
-    **options: Any,  # the other CallOptions (`params` here is the grid, not the model's parameters)
+    **options: Unpack[SweepOptions],
 ) -> Sweep:
     """Run every combination of `prompts` × `models` × `params` values, `samples` times each,
     all at once through one cache and the process-wide concurrency limit; `sweep` is the same,
     blocking. `scorer` scores each output: a function (conversation, output) -> number or bool,
     or a judge prompt using `{{ output }}` (sent to `judge_model`, default the session's,
-    cached like any call; its cost counts in the variant's). `max_cost` refuses the sweep before
+    cached like any call; its cost counts in the variant's; its reply read by `judge_score`). `max_cost` refuses the sweep before
     anything is sent if its estimate is over, and caps what it spends (the judge's calls aside).
     Each sample is a run in the history, labelled `NAME/VARIANT` (sample 0) or `NAME/VARIANT/sN`.
 
@@ -408,12 +349,11 @@ async def asweep(
         raise ConfigError(f"samples={samples!r}: give a whole number of at least 1")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
-    call_options = cast(CallOptions, options)
-    grid = variants(prompts, models=list(models) if models else [None], params=params)
+    grid = variants(prompts, models=[*models] if models else [None], params=params)
     rows = load_conversations(conversations)[:limit]
-    judge_options = {k: v for k, v in options.items() if k in JUDGE_SHARES} | {"model": judge_model}
+    judge_options: dict[str, Any] = {k: v for k, v in options.items() if k in JUDGE_SHARES} | {"model": judge_model}
     score = Scorer.create(scorer, variables, judge_options) if scorer is not None else None
-    shares = (check_budget(rows, grid, samples=samples, max_cost=max_cost, variables=variables, options=call_options)
+    shares = (check_budget(rows, grid, samples=samples, max_cost=max_cost, variables=variables, options=options)
               if max_cost is not None else {})
     progress, stopped = _Progress(on_progress, samples), asyncio.Event()
     on_interrupt(stopped.set)
@@ -422,7 +362,7 @@ async def asweep(
         run = await asummarise(
             rows, variant.prompt, variables=variables, max_cost=shares.get((variant.name, sample)),
             on_progress=progress.reporter(variant.name, sample), cell=cell,
-            label=f"{name}/{variant.name}" + (f"/s{sample}" if sample else ""), **variant.options(call_options, sample),
+            label=f"{name}/{variant.name}" + (f"/s{sample}" if sample else ""), **variant.options(options, sample),
         )
         if score is None or stopped.is_set() or run.stats.interrupted:
             return Cell(run)

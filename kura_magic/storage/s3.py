@@ -87,7 +87,11 @@ class S3Store(Store):
         self.url = mask_url(url)
         self.ttl_s = ttl_s
         self._scope = f"{scope}/"
-        self._client = _client(bucket, prefix, self.endpoint)
+        _check_endpoint(self.endpoint)
+        try:
+            self._client = _client(bucket, prefix, self.endpoint)
+        except (*TROUBLE, ValueError) as exc:  # a setting the client cannot use
+            raise CacheError(f"the S3 cache {self.location} cannot be used: {_short(exc)}") from None
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="kura-s3")
         self.down: str | None = None
         self._retry_at = 0.0
@@ -290,7 +294,8 @@ class S3Store(Store):
             if works is None:
                 return False  # down: try again next time
             self._leases_work = works
-            if not works:
+            if not works and self.location not in _refusals_told:  # once, whichever scope finds it
+                _refusals_told.add(self.location)
                 warnings.warn(f"the S3 cache {self.location} does not honour conditional writes "
                               "(If-None-Match); calls in flight are not shared between processes, "
                               "so two of them may pay for the same call", CacheWarning, stacklevel=4)
@@ -301,6 +306,7 @@ class S3Store(Store):
 
 
 _warned_at: dict[str, float] = {}  # location -> when its outage was last reported
+_refusals_told: set[str] = set()  # locations that do not honour conditional writes, said once
 
 
 def _warn_once_per_outage(location: str, message: str) -> None:
@@ -322,6 +328,23 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if parts.scheme != "s3" or not parts.hostname:
         raise CacheError(f"KURA_MAGIC_CACHE={mask_url(url)!r} is not an S3 URL: write it as s3://bucket/prefix")
     return parts.hostname, parts.path.strip("/")
+
+
+def _check_endpoint(endpoint: str | None) -> None:
+    """A CacheError unless `endpoint` is None or an http(s) URL (the client would panic).
+
+    Example:
+        >>> _check_endpoint("http://127.0.0.1:9000")
+        >>> _check_endpoint("minio:9000")
+        Traceback (most recent call last):
+        ...
+        kura_magic.errors.CacheError: KURA_MAGIC_S3_ENDPOINT='minio:9000' is not a URL: write it as http(s)://host:port
+    """
+    if endpoint is None:
+        return
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in endpoint):
+        raise CacheError(f"KURA_MAGIC_S3_ENDPOINT={mask_url(endpoint)!r} is not a URL: write it as http(s)://host:port")
 
 
 def _client(bucket: str, prefix: str, endpoint: str | None) -> Any:
@@ -380,8 +403,16 @@ def _unreachable(exc: BaseException) -> bool:
 
 
 def _short(exc: BaseException) -> str:
-    """The first line of an obstore error (the rest is a debug dump)."""
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """The first line of an obstore error (the rest is a debug dump), any password in a URL
+    masked.
+
+    Example:
+        >>> _short(OSError("GET http://me:pw@host/b failed\\nDebug: ..."))
+        'GET http://me:***@host/b failed'
+    """
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return re.sub(r"://([^/:@\s]+):[^/@\s]+@", r"://\1:***@", first)
 
 
 def _expired(attributes: Mapping[str, Any]) -> bool:

@@ -109,11 +109,22 @@ class SeaweedFS:
 
     # lifecycle
     def start(self) -> SeaweedFS:
-        """Run weed, wait until S3 answers, and make the bucket; a no-op while it runs."""
+        """Run weed, wait until S3 answers, make the bucket; a no-op while it runs. After
+        ``kill()`` it comes back on the same ports; free ports picked for the first start are
+        picked again if weed could not have them."""
         if self.running:
             return self
-        if not self.ports:
-            self.ports = dict(zip(ROLES, _free_ports(self.host, len(ROLES))))
+        fixed = bool(self.ports)
+        for _ in range(1 if fixed else 3):
+            if not fixed:
+                self.ports = dict(zip(ROLES, _free_ports(self.host, len(ROLES))))
+            if self._launch():
+                self._warm_up()
+                return self
+        raise RuntimeError(f"weed exited while starting: {self._log_tail()}")
+
+    def _launch(self) -> bool:
+        """Spawn weed on our ports; True once it serves S3, False if it exited first."""
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="kura-seaweed-")
         directory = Path(self._dir.name)
@@ -121,8 +132,10 @@ class SeaweedFS:
             self._process = subprocess.Popen(self._arguments(directory), stdin=subprocess.DEVNULL,
                                              stdout=log, stderr=subprocess.STDOUT, cwd=directory)
         self._finalizer = weakref.finalize(self, _end, self._process, grace_s=1.0)  # also at exit
-        self._wait_until_ready()
-        return self
+        if self._wait_until_ready():
+            return True
+        self.kill()
+        return False
 
     def stop(self) -> None:
         """Terminate the server (SIGTERM, then SIGKILL after a second: its data is thrown away)
@@ -198,22 +211,31 @@ class SeaweedFS:
                 "-s3.port.lance=0", "-master.volumeSizeLimitMB=64", "-volume.max=0",
                 "-volume.preStopSeconds=0"]
 
-    def _wait_until_ready(self) -> None:
-        """Poll until the filer takes the bucket and S3 answers for it; raise if weed exits or
-        the timeout passes."""
+    def _wait_until_ready(self) -> bool:
+        """Poll until the filer takes the bucket and S3 answers for it (True) or weed exits
+        (False); raise if the timeout passes."""
         deadline = time.monotonic() + self.startup_timeout_s
         bucket_url = f"http://{self.host}:{self.ports['filer']}/buckets/{self.bucket}/?op=mkdir"
         made = False
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:
-                raise RuntimeError(f"weed exited while starting: {self._log_tail()}")
+                return False
             made = made or _http_status(bucket_url, method="POST") in (200, 201, 409)  # 409: it exists
             if made and _http_status(f"{self.endpoint}/{self.bucket}") == 403:  # up, asks for a signature
-                return
+                return True
             time.sleep(0.1)
         self.kill()
         raise TimeoutError(f"weed did not serve S3 on {self.endpoint} within {self.startup_timeout_s} s: "
                            f"{self._log_tail()}")
+
+    def _warm_up(self) -> None:
+        """Write and delete one object through the filer: the first write in a new directory
+        waits seconds for weed to grow its volumes, which a client's first PUT should not."""
+        url = f"http://{self.host}:{self.ports['filer']}/buckets/{self.bucket}/.kura-warm-up"
+        with urllib.request.urlopen(urllib.request.Request(url, data=b"x", method="PUT"),
+                                    timeout=self.startup_timeout_s):
+            pass
+        _http_status(url, method="DELETE", timeout_s=self.startup_timeout_s)
 
     def _log_tail(self, lines: int = 5) -> str:
         """The last lines of the server's log, for error messages."""

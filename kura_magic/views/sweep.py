@@ -3,11 +3,13 @@ variants disagree marked and long outputs a click away."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from kura_magic import formatting
-from kura_magic.views.html import Figure, Key, Markup, cut_html, table_html
+from kura_magic.views.html import Figure, Key, Markup, Row, cut_html, table_html
 
 if TYPE_CHECKING:
     from kura_magic.run.sweep import Sweep
@@ -27,14 +29,25 @@ def sweep_html(result: Sweep) -> str:
             f"{leaderboard_html(result)}{grid_html(result)}</div>")
 
 
+# The leaderboard's columns: title, and how a row's value reads (score and agreement only
+# where a scorer or samples give them).
+BOARD_COLUMNS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "variant": ("variant", Key), "model": ("model", str),
+    "score": ("mean score", lambda v: Figure(_number(v))), "agreement": ("samples agree", lambda v: Figure(_share(v))),
+    "cost": ("cost", lambda v: Figure(formatting.money(v))), "saved": ("saved", lambda v: Figure(formatting.money(v))),
+    "latency_s": ("latency", lambda v: Figure("" if math.isnan(v) else formatting.duration(v))),
+    "errors": ("errors", lambda v: Figure(str(v))),
+}
+
+
 def leaderboard_html(result: Sweep) -> str:
-    board = result.leaderboard()
-    rows = [([Key(row["variant"]), row["model"], Figure(_number(row["score"])), Figure(_share(row["agreement"])),
-              Figure(formatting.money(row["cost"])), Figure(formatting.money(row["saved"])),
-              Figure(formatting.duration(row["latency_s"]) if row["latency_s"] == row["latency_s"] else ""),
-              Figure(str(row["errors"]))], None) for row in board.to_dict("records")]
-    return table_html("leaderboard", ["variant", "model", "score", "agreement", "cost", "saved", "latency", "errors"],
-                      rows, caption=result.summary_line())
+    """One row per variant, best mean score first (as `leaderboard()`)."""
+    left_out = {"score"} if not result.scored else set()
+    left_out |= {"agreement"} if result.samples < 2 else set()
+    columns = {name: shown for name, shown in BOARD_COLUMNS.items() if name not in left_out}
+    rows = [([shown[1](row[name]) for name, shown in columns.items()], None)
+            for row in result.leaderboard().to_dict("records")]
+    return table_html("leaderboard", [title for title, _ in columns.values()], rows, caption=result.summary_line())
 
 
 def grid_html(result: Sweep) -> str:
@@ -43,30 +56,33 @@ def grid_html(result: Sweep) -> str:
     names = list(result.runs)
     count = len(result.conversations)
     differing = [i for i in range(count) if result.differs(i)]
-    rows = [(["≠" if i in differing else "", Key(result.conversations[i].chat_id), *_cells(result, i, names)],
+    rows: list[Row] = [(["≠" if i in differing else "", Key(result.conversations[i].chat_id), *_cells(result, i, names)],
              "kura-differs" if i in differing else None) for i in range(min(count, formatting.ROW_LIMIT))]
     caption = f"{len(differing)} of {count} conversations differ between variants"
     return table_html("sweep-grid", ["", "id", *names], rows, caption=caption,
                       hidden=count - formatting.ROW_LIMIT, hidden_hint=".to_pandas()")
 
 
-def _cells(result: Sweep, index: int, names: list[str]) -> list[str]:
+def _cells(result: Sweep, index: int, names: list[str]) -> list[Markup]:
     outputs = result.outputs(index)
-    common = Counter(outputs.values()).most_common(1)[0][0]
-    cells: list[str] = []
+    ranked = Counter(outputs.values()).most_common(2)
+    # the cells unlike a clear majority are edged; a tie has none
+    common = ranked[0][0] if len(ranked) > 1 and ranked[0][1] > max(ranked[1][1], 1) else None
+    cells = []
     for name in names:
         text = cut_html(outputs[name] or "")
         scores = result.cells[name, 0].scores
-        if scores is not None and scores[index].score is not None:
-            text += f' <span class="kura-score">({_number(scores[index].score)})</span>'
-        odd = outputs[name] != common and len(set(outputs.values())) > 1
+        score = scores[index].score if scores is not None else None
+        if score is not None:
+            text += f' <span class="kura-score">({_number(score)})</span>'
+        odd = common is not None and outputs[name] != common
         cells.append(Markup(f'<div class="kura-odd">{text}</div>' if odd else text))
     return cells
 
 
-def _number(value: float | None) -> str:
-    return "" if value is None or value != value else f"{value:.2f}"  # None or NaN: no score
+def _number(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.2f}"  # NaN: no score
 
 
 def _share(value: float) -> str:
-    return "" if value != value else f"{value:.0%}"
+    return "" if math.isnan(value) else f"{value:.0%}"
