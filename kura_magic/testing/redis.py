@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -21,6 +20,8 @@ import time
 import weakref
 from pathlib import Path
 from urllib.parse import quote
+
+from kura_magic.testing.child import ChildServer
 
 __all__ = ["RedisServer", "redis_server_path"]
 
@@ -79,7 +80,7 @@ def _end(process: subprocess.Popen[bytes], *, grace_s: float = 5.0) -> None:
     process.wait()
 
 
-class RedisServer:
+class RedisServer(ChildServer):
     """A redis-server of our own on 127.0.0.1, with a temporary directory and nothing persisted.
 
     Example::
@@ -130,27 +131,6 @@ class RedisServer:
                 self._port_fixed = True
                 return self
         raise RuntimeError(f"redis-server did not start on {self.host}:{self._port}: {self._log_tail()}")
-
-    def stop(self) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL if it lingers) and remove its directory."""
-        if self._finalizer is not None:
-            self._finalizer()  # runs _end once, even if stop() is called again
-        self._process = self._finalizer = None
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
-
-    def kill(self) -> None:
-        """SIGKILL the server, as if Redis crashed: the url stays the same and nothing answers."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        self._process = self._finalizer = None
 
     def __enter__(self) -> RedisServer:
         return self.start()

@@ -14,7 +14,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import urllib.request
 import weakref
 from pathlib import Path
 
+from kura_magic.testing.child import ChildServer
 from kura_magic.testing.redis import _end
 
 __all__ = ["SeaweedFS", "weed_path"]
@@ -78,7 +78,7 @@ def _http_status(url: str, *, method: str = "GET", timeout_s: float = 0.5) -> in
         return 0
 
 
-class SeaweedFS:
+class SeaweedFS(ChildServer):
     """``weed server -s3`` of our own on 127.0.0.1, with a temporary directory and one bucket.
 
     Example::
@@ -136,28 +136,6 @@ class SeaweedFS:
             return True
         self.kill()
         return False
-
-    def stop(self) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL after a second: its data is thrown away)
-        and remove its directory."""
-        if self._finalizer is not None:
-            self._finalizer()
-        self._process = self._finalizer = None
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
-
-    def kill(self) -> None:
-        """SIGKILL the server, as if it crashed: the endpoint stays the same and nothing answers."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        self._process = self._finalizer = None
 
     def __enter__(self) -> SeaweedFS:  # noqa: PYI034 - standard library only (no typing_extensions)
         return self.start()
