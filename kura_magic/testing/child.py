@@ -21,6 +21,16 @@ class ChildServer:
     _finalizer: weakref.finalize | None = None
     _dir: tempfile.TemporaryDirectory[str] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs, else None."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
     def stop(self) -> None:
         """Terminate the server (SIGTERM, then SIGKILL if it lingers) and remove its directory."""
         if self._finalizer is not None:

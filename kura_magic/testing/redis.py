@@ -145,16 +145,6 @@ class RedisServer(ChildServer):
         return self._port
 
     @property
-    def pid(self) -> int | None:
-        """The server's process id while it runs, else None."""
-        return self._process.pid if self.running and self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        """Whether the server process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    @property
     def url(self) -> str:
         """``redis://127.0.0.1:PORT/0``, or ``redis://:PASSWORD@127.0.0.1:PORT/0`` with a password;
         with TLS ``rediss://…/0?ssl_ca_certs=…``, trusting the server's own certificate."""

@@ -158,16 +158,6 @@ class SeaweedFS(ChildServer):
         return {"KURA_MAGIC_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
                 "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": REGION}
 
-    @property
-    def pid(self) -> int | None:
-        """The server's process id while it runs, else None."""
-        return self._process.pid if self.running and self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        """Whether the server process is alive."""
-        return self._process is not None and self._process.poll() is None
-
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "not running"
         return f"SeaweedFS({self.endpoint}, bucket {self.bucket!r}, {state})"
