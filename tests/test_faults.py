@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ from kura_magic.calls import calls
 from kura_magic import storage as store
 from kura_magic.storage.disk import DiskStore
 from kura_magic.storage.responses import ResponseStore
-from helpers import EMBEDDING_MODEL, PROMPT, make_conversations, race_two_processes
+from helpers import EMBEDDING_MODEL, PROMPT, make_conversations, race_two_processes, requires_redis, requires_s3
+from kura_magic.testing import RedisServer
+from kura_magic.testing.seaweed import SeaweedFS
 
 SECRET = "sk-live-do-not-leak-0123456789"
 CALLS = {
@@ -223,3 +226,34 @@ def test_rate_limits_are_counted_live_and_in_the_runs_stats(llm):
     assert (run.stats.retries, run.stats.rate_limited) == (limited, limited)
     assert run.stats.texts()["kura-retries"] == f"{limited} {'retry' if limited == 1 else 'retries'} ({limited} rate-limited)"
     assert 0 < max(seen[:-1], default=0), "counted while the run went, not only at its end"
+
+
+# A shared store started for one test (it is killed): how to start it, and the variables
+# a user sets to use it.
+THROWAWAY_STORES = {
+    "redis": (RedisServer, lambda server: {"KURA_MAGIC_CACHE": server.url}),
+    "s3": (SeaweedFS, lambda server: {**server.environment(), "KURA_MAGIC_CACHE": server.url("killed")}),
+}
+
+
+@pytest.mark.parametrize("kind", [pytest.param("redis", marks=requires_redis), pytest.param("s3", marks=requires_s3)])
+def test_a_shared_store_killed_mid_run_the_run_completes_uncached_with_one_warning(llm, monkeypatch, kind):
+    start, variables = THROWAWAY_STORES[kind]
+    llm.latency_s = 0.02
+    with start() as server:
+        for variable, value in variables(server).items():
+            monkeypatch.setenv(variable, value)
+
+        def kill_after_five(stats: km.RunStats) -> None:
+            if stats.done == 5 and server.running:
+                server.kill()
+
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            run = km.summarise(make_conversations(20), PROMPT, max_concurrency=1, on_progress=kill_after_five)
+
+    assert len(run) == 20 and {r.status for r in run} == {"ok"}, "nothing returned is lost"
+    assert llm.request_count == 20
+    assert run.stats.unsaved == 15, "the five before the kill were stored, the rest not"
+    unreachable = [w for w in warned if "cannot be reached" in str(w.message)]
+    assert len(unreachable) == 1, [str(w.message) for w in warned]

@@ -145,28 +145,6 @@ def test_wrong_credentials_or_bucket_are_one_clear_error_before_anything_is_spen
     assert llm.request_count == 0
 
 
-def test_s3_killed_mid_run_the_run_completes_uncached_with_one_warning(llm, monkeypatch):
-    llm.latency_s = 0.02
-    with SeaweedFS() as server:
-        for variable, value in server.environment().items():
-            monkeypatch.setenv(variable, value)
-        monkeypatch.setenv("KURA_MAGIC_CACHE", server.url("killed"))
-
-        def kill_after_five(stats: km.RunStats) -> None:
-            if stats.done == 5 and server.running:
-                server.kill()
-
-        with warnings.catch_warnings(record=True) as warned:
-            warnings.simplefilter("always")
-            run = km.summarise(make_conversations(20), PROMPT, max_concurrency=1, on_progress=kill_after_five)
-
-    assert len(run) == 20 and {r.status for r in run} == {"ok"}, "nothing returned is lost"
-    assert llm.request_count == 20
-    assert run.stats.unsaved == 15, "the five before the kill were stored, the rest not"
-    unreachable = [w for w in warned if "cannot be reached" in str(w.message)]
-    assert len(unreachable) == 1, [str(w.message) for w in warned]
-
-
 class RefusesConditionalWrites(http.server.ThreadingHTTPServer):
     """A loopback proxy in front of the S3 server that answers every conditional PUT with
     501 Not Implemented (as some S3-compatible stores do) and forwards everything else."""
