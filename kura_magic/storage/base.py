@@ -20,7 +20,7 @@ from typing import Literal, TypeVar
 from kura_magic.errors import CacheWarning
 from kura_magic.types import ExperimentInfo, StoreInfo
 
-StoreScope = Literal["responses", "embeddings", "runs"]
+StoreScope = Literal["responses", "embeddings", "runs", "batches"]
 T = TypeVar("T")
 
 STORAGE_TIMEOUT_S = 5.0

@@ -35,7 +35,7 @@ def open_store(config: Settings, scope: StoreScope = "responses") -> Store:
     if not config.caching_enabled:
         return NullStore()
     limit = config.embedding_size_limit if scope == "embeddings" else config.cache_size_limit
-    ttl_s = None if scope == "runs" else config.cache_ttl_s  # the run history never expires
+    ttl_s = None if scope in ("runs", "batches") else config.cache_ttl_s  # the history never expires
     with _opened_lock:
         slot = (config.cache, scope, limit, config.redis_prefix, ttl_s, config.s3_endpoint)
         if slot not in _opened:

@@ -26,7 +26,7 @@ from kura_magic.types import ExperimentInfo, StoreInfo
 
 T = TypeVar("T")
 RETRY_AFTER_S = 30.0  # how long a store that lost its Redis waits before trying again
-SCOPES: dict[StoreScope, str] = {"responses": "r", "embeddings": "v", "runs": "h"}
+SCOPES: dict[StoreScope, str] = {"responses": "r", "embeddings": "v", "runs": "h", "batches": "b"}
 # Renew or release a lease only if it is still ours: one round trip, atomic in Redis.
 _IF_OURS = {
     "renew": "if redis.call('get', KEYS[1]) == ARGV[1] then "
