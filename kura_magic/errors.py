@@ -79,6 +79,11 @@ class ResponseError(KuraMagicError, RuntimeError):
         self.cached = cached
 
 
+class BatchError(KuraMagicError, ValueError):
+    """Batch mode cannot be used here (a provider with no batch API, a cache it cannot
+    write); nothing was sent."""
+
+
 class LocalModelError(KuraMagicError, RuntimeError):
     """The bundled local model cannot run: the [local] extra is missing or its server failed."""
 

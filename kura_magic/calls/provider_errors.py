@@ -163,6 +163,19 @@ def classify(exc: BaseException) -> Failure:
                    _retry_after(exc))
 
 
+def classify_reply(status: int | None, body: Mapping[str, Any]) -> Failure:
+    """Sort a failed reply that came back as data (a line of a batch's error file) as
+    `classify` sorts an exception: by what the body says, else by the status.
+
+    Example:
+        >>> classify_reply(400, {"error": {"code": "content_policy_violation", "message": "No."}}).kind
+        'deterministic'
+    """
+    sent = ProviderError.of_body(status, body)
+    kind, error_type = sent.meaning() or _by_status(status) or ("other", "bad_request")
+    return Failure(kind, error_type, _one_line(sent.message) if sent.message else error_type)
+
+
 def _by_status(status: int | None) -> Sorted | None:
     if status is not None and status >= 500:
         return ("transient", "server_error")
