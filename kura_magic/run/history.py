@@ -89,7 +89,7 @@ def _save(run: SummaryRun, store: Store, *, json_schema: dict[str, Any] | None, 
         cache_mode=run.cache_mode, stats=run.stats, answers=answer_store(answers),
     )
     rows = [RecordedRow(conversation_id=r.conversation_id, key=r.key, status=r.status, cached=r.cached,
-                        error=r.error if r.status in ("skipped", "unfinished") else None) for r in run.results]
+                        error=r.error if r.status in ("skipped", "unfinished", "pending") else None) for r in run.results]
     record.keys_digest = keys_digest(rows)
     if history and _repeats(history[-1], record):
         return _fold_into(history[-1], run, record, store)

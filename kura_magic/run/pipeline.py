@@ -20,7 +20,7 @@ from kura_magic.errors import ConfigError
 from kura_magic.inputs.loaders import ConversationSource, load_conversations
 from kura_magic.inputs.templates import PromptTemplate
 from kura_magic.keys import schema_json
-from kura_magic.run import history
+from kura_magic.run import batch_mode, history
 from kura_magic.run.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from kura_magic.run.results import Estimate, SummaryResult, SummaryRun, result_from_entry
 from kura_magic.types import CacheEntry, ChatRequest, Conversation, RunStats
@@ -236,6 +236,7 @@ async def asummarise(
     checkpoint: str | Path | None = None,
     on_progress: ProgressCallback | None = None,
     label: str | None = None, cell: str | None = None,
+    batch: bool = False,
     **options: Unpack[CallOptions],
 ) -> SummaryRun:
     """Summarise each conversation with a Jinja2 prompt; cached calls cost nothing.
@@ -244,7 +245,9 @@ async def asummarise(
     loop (a Jupyter cell), and Ctrl-C returns the partial run (everything finished is
     already cached). An exception in any call stops the run and is raised. `options`
     are the `CallOptions`. Each run is recorded in the run history (`km.runs()`): `label`
-    names it there (the magic's `--out`), `cell` says where it ran.
+    names it there (the magic's `--out`), `cell` says where it ran. `batch=True` sends the
+    misses as a provider batch at the batch price instead (`run.batch_mode`): rows still in
+    it are 'pending', and running it again collects them.
 
     Example:
         >>> run = summarise(convs, "In one line:\\n{{ transcript }}", model="openai/gpt-4o-mini")
@@ -263,11 +266,28 @@ async def asummarise(
         return run.finish(checkpoint_at=None, label=label, cell=cell)
     misses = run.serve_hits()
     if misses and not run.stopped:
+        misses = await _through_batches(run, misses, submit=batch, label=label)
+    if misses and not run.stopped:
         await run.call_all(misses, max_concurrency=max_concurrency, max_cost=max_cost)
     return run.finish(checkpoint_at=saved_at, label=label, cell=cell)
 
 
 summarise = blocking(asummarise)
+
+
+async def _through_batches(run: _Run, misses: list[str], *, submit: bool, label: str | None) -> list[str]:
+    """Fill the rows a provider batch answered or still holds (see `batch_mode.settle`); the
+    misses left to call now (none when `submit`: they went into a batch)."""
+    plan = run.plan
+    settled = await batch_mode.settle(plan.setup, {key: plan.requests[plan.rows_by_key[key][0]] for key in misses},
+                                      submit=submit, label=label)
+    for key, entry in [*settled.entries.items(), *settled.found.items()]:
+        run.fill(plan.rows_by_key[key], entry, joined=key in settled.found)
+    for key, why in settled.pending.items():
+        for row in plan.rows_by_key[key]:
+            run.results[row] = _unresolved(plan, row, "pending", why)
+    run.report()
+    return [] if submit else [key for key in misses if not settled.resolved(key)]
 
 
 def estimate(

@@ -92,7 +92,7 @@ def prompt_summary(prompts: tuple[str, str]) -> str:
 
 
 # Rows without an answer, said once per reason above the table rather than row by row.
-UNANSWERED = {"skipped": "skipped", "unfinished": "not finished"}
+UNANSWERED = {"skipped": "skipped", "unfinished": "not finished", "pending": "pending in a provider batch"}
 
 
 def unanswered_notes(results: Iterable[SummaryResult]) -> list[str]:

@@ -10,7 +10,7 @@ NEUTRAL = "#757575"
 TRACK = "#e0e0e0"  # the progress bar's empty part, where the theme gives none
 
 BADGE_COLOURS = {"fresh": FRESH, "cached": CACHED, "error": FAILED, "skipped": NEUTRAL,
-                 "unfinished": WARNING}
+                 "unfinished": WARNING, "pending": CACHED}
 
 
 # The stacked progress bar's parts: the count of RunStats each shows, and its colour.
