@@ -28,6 +28,7 @@ from kura_magic.errors import (
 from kura_magic.inputs.loaders import load_conversations
 from kura_magic.inputs.schemas import KuraSummary
 from kura_magic.keys import cache_key
+from kura_magic.run.batch_mode import poll_batches
 from kura_magic.run.completion import acomplete, complete
 from kura_magic.run.embeddings import Embedding, Embeddings, aembed, embed
 from kura_magic.run.history import compare, load_run, runs
@@ -46,6 +47,7 @@ from kura_magic.run.session import (
 )
 from kura_magic.run.sweep import Sweep, sweep
 from kura_magic.types import CacheInfo, RunStats
+from kura_magic.views.batches import BatchTable
 
 __version__ = "0.1.0"
 
@@ -60,7 +62,7 @@ __all__ = [
     "cache_info", "clear_cache", "clear_all_caches", "prune", "experiment", "set_experiment",
     "active_experiment", "export_experiment", "import_experiment",
     # the run history
-    "runs", "load_run", "compare",
+    "runs", "load_run", "compare", "batches",
     # what they give back
     "SummaryRun", "SummaryResult", "RunStats", "Sweep", "Completion", "Embeddings", "Embedding", "CacheInfo",
     "KuraSummary",
@@ -68,6 +70,18 @@ __all__ = [
     "KuraMagicError", "ConfigError", "DataError", "CacheError", "CacheWarning", "ModelError",
     "ResponseError", "BudgetError",
 ]
+
+
+def batches(*, experiment: str | None = None, cancel: str | None = None) -> BatchTable:
+    """Poll the provider batches of this cache (`summarise(..., batch=True)`), store what the
+    finished ones brought back, and show each one's state, when it was submitted and its
+    cost; `cancel`: a batch id to cancel first (what it finished is kept, the rest let go).
+
+    Example:
+        >>> batches()
+        no provider batches in this cache
+    """
+    return BatchTable(poll_batches(experiment=experiment, cancel=cancel))
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 from helpers import MODEL, PROMPT, make_conversations, race_two_processes
@@ -76,12 +75,12 @@ def test_only_the_misses_go_into_the_batch(llm):
 
 
 def test_pending_rows_are_pending_not_errors_and_running_again_collects_them(llm, backend):
-    llm.batches.delay_s = 1.5
+    llm.batches.delay_s = 60
     conversations = make_conversations(4)
 
     first = km.summarise(conversations, PROMPT, batch=True)
     meanwhile = km.summarise(conversations, PROMPT, batch=True)
-    time.sleep(1.6)
+    llm.batches.delay_s = 0  # the provider finishes it
     collected = km.summarise(conversations, PROMPT, batch=True)
 
     assert statuses(first) == ["pending"] * 4 and first.stats.errors == 0
@@ -104,7 +103,7 @@ def test_a_normal_run_meeting_a_pending_batch_waits_for_it_and_pays_nothing(llm)
 
 
 def test_a_new_process_resumes_a_pending_batch_without_submitting_again(llm, disk_or_redis):
-    llm.batches.delay_s = 1.0
+    llm.batches.delay_s = 60
     conversations = make_conversations(5)
     submitted = run_python(f"""
         import json, os, sys
@@ -115,7 +114,7 @@ def test_a_new_process_resumes_a_pending_batch_without_submitting_again(llm, dis
         print(json.dumps([r.status for r in run]))
         os._exit(0)  # the kernel dies with its batch pending
     """)
-    time.sleep(1.1)
+    llm.batches.delay_s = 0  # the provider finishes it while no kernel is there
 
     resumed = km.summarise(conversations, PROMPT, batch=True)
 
@@ -232,3 +231,37 @@ def test_the_batch_is_in_the_store_as_soon_as_it_is_submitted(llm, backend):
     assert record.batch_id == llm.batches.batch_ids[0] and record.model == MODEL
     assert record.keys == [r.key for r in run] and record.pending
     assert record.state in ("validating", "in_progress")
+
+
+def test_the_magic_sends_a_batch_and_kura_batches_shows_and_collects_it(shell, llm):
+    llm.batches.delay_s = 60
+    shell.user_ns["convs"] = make_conversations(4)
+    shell.run_line_magic("config", "KuraMagics.panel = 'text'")
+
+    sent = shell.run_cell_magic("summarise", "convs --out nightly --batch", PROMPT)
+    shown = repr(shell.run_line_magic("kura", "batches"))
+    llm.batches.delay_s = 0
+    done = shell.run_line_magic("kura", "batches")
+    again = shell.run_cell_magic("summarise", "convs --out nightly", PROMPT)
+
+    assert statuses(sent) == ["pending"] * 4 and shell.user_ns["nightly"] is again
+    assert "1 batch, 1 pending" in shown and "validating 0/4" in shown
+    assert "about $" in shown, "what it will cost, before it is done"
+    assert "completed" in repr(done) and "1 batch, 0 pending" in repr(done)
+    assert "<table>" in done._repr_html_()
+    assert again.stats.cached == 4 and llm.chat_requests == [] and len(llm.batches.batch_ids) == 1
+    history = km.runs()
+    assert list(history["label"]) == ["nightly"] and list(history["repeats"]) == [1], \
+        "the history records the batch run, and the cached run of the same calls as its repeat"
+    assert [r.status for r in km.load_run(-1)] == ["ok"] * 4, "loaded from the cache the batch filled"
+
+
+def test_kura_batches_cancel_cancels_the_batch(shell, llm):
+    llm.batches.delay_s = 60
+    shell.user_ns["convs"] = make_conversations(2)
+    shell.run_line_magic("config", "KuraMagics.panel = 'text'")
+    shell.run_cell_magic("summarise", "convs --batch", PROMPT)
+
+    cancelled = shell.run_line_magic("kura", f"batches cancel {llm.batches.batch_ids[0]}")
+
+    assert "cancelled" in repr(cancelled) and "0 pending" in repr(cancelled)

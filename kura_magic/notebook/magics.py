@@ -30,11 +30,13 @@ from kura_magic.notebook.cards import RunInterrupted, usage_errors
 from kura_magic.notebook.panels import CachePanel, open_cache_panel, open_run_panel
 from kura_magic.notebook.sweep_panel import is_sweep, numbers, run_sweep
 from kura_magic.run import history, session
+from kura_magic.run.batch_mode import batches_of, poll_batches
 from kura_magic.run.compare import Comparison
 from kura_magic.run.pipeline import estimate, summarise
 from kura_magic.run.results import Estimate, SummaryRun
 from kura_magic.run.sweep import Sweep
 from kura_magic.types import CacheMode
+from kura_magic.views.batches import BatchTable
 from kura_magic.views.history import RunHistory
 from kura_magic.views.text import cache_table
 
@@ -195,6 +197,12 @@ def _runs(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Run
     return RunHistory(everything.tail(last) if last else everything, recorded=len(everything))
 
 
+def _batches(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> BatchTable:
+    if words and (words[0] != "cancel" or len(words) != 2):
+        raise UsageError("use %kura batches, or %kura batches cancel BATCH_ID")
+    return BatchTable(poll_batches(experiment=args.experiment, cancel=words[1] if words else None))
+
+
 def _local(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
     if len(words) != 1 or words[0] not in LOCAL_ACTIONS:
         raise UsageError(f"use %kura local {'|'.join(LOCAL_ACTIONS)}")
@@ -223,6 +231,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "compare": Subcommand("%kura compare RUN_A RUN_B [--changed]", "prompt diff, then outputs side by side (a run is "
                           "a variable, an --out name, a run id, or -1, -2, ...)", _compare, None),
     "local": Subcommand("%kura local start|stop|status", "the bundled local model", _local, None),
+    "batches": Subcommand("%kura batches [cancel BATCH_ID] [--experiment NAME]", "poll the provider batches "
+                          "(--batch runs), collect the finished ones, show their state and cost", _batches, 2),
 }
 
 
@@ -263,6 +273,8 @@ class KuraMagics(Magics):
     @argument("--no-cache", action="store_true", help="neither read nor write the cache")
     @argument("--read-only", action="store_true", help="read the cache, never write it")
     @argument("--dry-run", action="store_true", help="tell how many calls would be fresh and their cost; call nothing")
+    @argument("--batch", action="store_true", help="send the misses as one provider batch, at the batch price; "
+              "run the cell again (or %%kura batches) to collect what it has finished")
     @cell_magic("summarize")  # type: ignore[arg-type]  # IPython types cell_magic("name") as (Never) -> Never
     @cell_magic
     @usage_errors()
@@ -283,6 +295,8 @@ class KuraMagics(Magics):
             raise UsageError(f"--out {args.out!r} is not a Python variable name")
         data, options = self._data(args.data), _call_options(args)
         if is_sweep(args, cell):  # a comma list, samples, a scorer or `### variant:` lines
+            if args.batch:
+                raise UsageError("--batch goes with a plain run, not a sweep: run each variant with --batch")
             result = run_sweep(data, cell, args, user_ns=self._shell.user_ns, mode=self.panel, options=options,
                                where=self._cell())
             self._shell.user_ns[args.out] = result
@@ -334,12 +348,14 @@ class KuraMagics(Magics):
         try:
             run = summarise(
                 data, prompt, **scope, max_cost=args.max_cost, max_concurrency=args.max_concurrency,
-                on_progress=panel.update, label=args.out, cell=self._cell(), **options,
+                on_progress=panel.update, label=args.out, cell=self._cell(), batch=args.batch, **options,
             )
         except BaseException as exc:  # ours, a bug or an interrupt: the panel turns red, buttons back
             panel.fail(_failure_text(exc))
             raise
         panel.finish(run.stats, changes=run.changes)  # the run's own text/plain has the table
+        if args.batch:
+            display(BatchTable(batches_of(run)))
         return run
 
     def _cell(self) -> str:
@@ -352,7 +368,7 @@ class KuraMagics(Magics):
     @magic_arguments()
     @argument("command", nargs="?", default="panel", help=f"one of: {', '.join(SUBCOMMANDS)}")
     @argument("words", nargs="*", help="the subcommand's arguments")
-    @argument("--experiment", help="clear: the experiment to clear (default: the active one); runs: only its runs")
+    @argument("--experiment", help="clear: the experiment to clear (default: the active one); runs, batches: only its own")
     @argument("--all", action="store_true", help="clear: clear the whole cache (the run history stays)")
     @argument("--history", action="store_true", help="clear --all: the run history too")
     @argument("--model", help="clear: only this model's entries (every experiment unless --experiment)")
@@ -386,7 +402,7 @@ class KuraMagics(Magics):
 
 
 # flag -> the subcommands it goes with
-FLAG_USES = {"experiment": ("clear", "runs"), "all": ("clear",), "prompt": ("runs",), "changed": ("compare",),
+FLAG_USES = {"experiment": ("clear", "runs", "batches"), "all": ("clear",), "prompt": ("runs",), "changed": ("compare",),
              "model": ("clear",)}
 
 

@@ -26,6 +26,7 @@ from kura_magic.calls.calls import CallContext, CallSetup
 from kura_magic.calls.gateway import DEFAULT_COMPLETION_TOKENS, litellm
 from kura_magic.config import Settings, settings
 from kura_magic.errors import BatchError
+from kura_magic.run.results import SummaryRun
 from kura_magic.storage.batches import ENDED, BatchBook, BatchRecord
 from kura_magic.types import CacheEntry, ChatRequest, Usage
 
@@ -262,3 +263,16 @@ async def _cancel(book: BatchBook, batch_id: str, config: Settings) -> None:
 
 
 poll_batches = blocking(apoll_batches)
+
+
+def batches_of(run: SummaryRun) -> list[BatchRecord]:
+    """The batch records that carry some of `run`'s rows (as the run left them: not polled).
+
+    Example:
+        >>> from kura_magic import summarise
+        >>> batches_of(summarise(convs[:1], "{{ transcript }}"))
+        []
+    """
+    keys = {result.key for result in run}
+    return [record for record in BatchBook.of(settings()).records(experiment=run.experiment)
+            if not keys.isdisjoint(record.keys)]

@@ -213,7 +213,8 @@ def find_record(ref: str | int, *, store: Store | None = None) -> RunRecord:
 
 def load_run(ref: str | int, *, store: Store | None = None, answers: Store | None = None) -> SummaryRun:
     """A recorded run rebuilt from its record and the response cache, calling nothing.
-    Answers that left the cache are rows with an error, and listed in `.missing`. A run made
+    Answers that left the cache are rows with an error, and listed in `.missing`; rows that were
+    pending in a provider batch show its answer once collected. A run made
     with its own `store=` is read from that store: reopened from the record (a directory), or
     still open in this process; else pass it as `answers`.
 
@@ -227,7 +228,7 @@ def load_run(ref: str | int, *, store: Store | None = None, answers: Store | Non
     store = store or run_store()
     record = find_record(ref, store=store)
     rows = read_rows(record, store)
-    keys = list(dict.fromkeys(row.key for row in rows if row.error is None))
+    keys = list(dict.fromkeys(row.key for row in rows if row.error is None or row.status == "pending"))
     found, why = (answers, MISSING) if answers is not None else _answers_of(record)
     entries = ResponseStore(found).get_many(keys, experiment=record.experiment) if found is not None else {}
     run = _shell_run(record)
@@ -262,7 +263,7 @@ def _shell_run(record: RunRecord) -> SummaryRun:
 
 
 def _result(row: RecordedRow, entry: CacheEntry | None, *, structured: bool, missing: str) -> SummaryResult:
-    if row.error is not None:
+    if row.error is not None and not (row.status == "pending" and entry is not None):  # a batch since collected
         return SummaryResult(conversation_id=row.conversation_id, key=row.key, cached=row.cached,
                              status=row.status, error=row.error)
     if entry is None:
