@@ -84,6 +84,10 @@ class BatchError(KuraMagicError, ValueError):
     write); nothing was sent."""
 
 
+class BatchPendingError(KuraMagicError, RuntimeError):
+    """Some answers are still in a provider batch: nothing is lost, call again to collect them."""
+
+
 class LocalModelError(KuraMagicError, RuntimeError):
     """The bundled local model cannot run: the [local] extra is missing or its server failed."""
 

@@ -12,10 +12,10 @@ import sys
 import textwrap
 
 import pytest
-from helpers import MODEL, PROMPT, make_conversations, race_two_processes
+from helpers import EMBEDDING_MODEL, MODEL, PROMPT, make_conversations, race_two_processes
 
 import kura_magic as km
-from kura_magic.errors import BatchError
+from kura_magic.errors import BatchError, BatchPendingError
 from kura_magic.run.batch_mode import poll_batches
 from kura_magic.storage.batches import BatchBook
 
@@ -265,3 +265,19 @@ def test_kura_batches_cancel_cancels_the_batch(shell, llm):
     cancelled = shell.run_line_magic("kura", f"batches cancel {llm.batches.batch_ids[0]}")
 
     assert "cancelled" in repr(cancelled) and "0 pending" in repr(cancelled)
+
+
+def test_embed_in_a_batch_then_a_normal_embed_sends_no_embedding_request(llm, backend):
+    texts = ["refund please", "where is my parcel", "refund please"]
+    llm.batches.delay_s = 60
+
+    with pytest.raises(BatchPendingError, match="2 of 2 texts are in a provider batch"):
+        km.embed(texts, model=EMBEDDING_MODEL, batch=True)
+    llm.batches.delay_s = 0
+    collected = km.embed(texts, model=EMBEDDING_MODEL, batch=True)
+    again = km.embed(texts, model=EMBEDDING_MODEL)
+
+    assert len(llm.batches.batch_ids) == 1 and lines_sent(llm) == 2
+    assert [e.cached for e in collected] == [False, False, True] and collected.total_cost > 0
+    assert again.cached_count == 3 and (again.to_numpy() == collected.to_numpy()).all()
+    assert llm.embedding_requests == []

@@ -85,6 +85,19 @@ def chat_line(key: str, request: ChatRequest, provider: Provider) -> dict[str, A
     return {"custom_id": key, "method": "POST", "url": CHAT_ENDPOINT, "body": body}
 
 
+def embedding_line(key: str, text: str, provider: Provider, *, dimensions: int | None) -> dict[str, Any]:
+    """One line of an embeddings batch: the text a normal request would send, named by its key.
+
+    Example:
+        >>> embedding_line("k", "hi", Provider("openai", "text-embedding-3-small", {}), dimensions=8)["body"]
+        {'model': 'text-embedding-3-small', 'input': 'hi', 'dimensions': 8}
+    """
+    body: dict[str, Any] = {"model": provider.model, "input": text}
+    if dimensions is not None:
+        body["dimensions"] = dimensions
+    return {"custom_id": key, "method": "POST", "url": EMBEDDINGS_ENDPOINT, "body": body}
+
+
 def split(lines: Sequence[dict[str, Any]], *, max_lines: int = MAX_LINES,
           max_bytes: int = MAX_BYTES) -> Iterator[list[dict[str, Any]]]:
     """`lines` in parts, each within the provider's limits of lines and of JSONL bytes.

@@ -200,7 +200,7 @@ def _runs(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Run
 def _batches(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> BatchTable:
     if words and (words[0] != "cancel" or len(words) != 2):
         raise UsageError("use %kura batches, or %kura batches cancel BATCH_ID")
-    return BatchTable(poll_batches(experiment=args.experiment, cancel=words[1] if words else None))
+    return BatchTable(poll_batches(cancel=words[1] if words else None))
 
 
 def _local(magics: KuraMagics, words: list[str], args: argparse.Namespace) -> Note:
@@ -231,7 +231,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "compare": Subcommand("%kura compare RUN_A RUN_B [--changed]", "prompt diff, then outputs side by side (a run is "
                           "a variable, an --out name, a run id, or -1, -2, ...)", _compare, None),
     "local": Subcommand("%kura local start|stop|status", "the bundled local model", _local, None),
-    "batches": Subcommand("%kura batches [cancel BATCH_ID] [--experiment NAME]", "poll the provider batches "
+    "batches": Subcommand("%kura batches [cancel BATCH_ID]", "poll the provider batches "
                           "(--batch runs), collect the finished ones, show their state and cost", _batches, 2),
 }
 
@@ -368,7 +368,7 @@ class KuraMagics(Magics):
     @magic_arguments()
     @argument("command", nargs="?", default="panel", help=f"one of: {', '.join(SUBCOMMANDS)}")
     @argument("words", nargs="*", help="the subcommand's arguments")
-    @argument("--experiment", help="clear: the experiment to clear (default: the active one); runs, batches: only its own")
+    @argument("--experiment", help="clear: the experiment to clear (default: the active one); runs: only its runs")
     @argument("--all", action="store_true", help="clear: clear the whole cache (the run history stays)")
     @argument("--history", action="store_true", help="clear --all: the run history too")
     @argument("--model", help="clear: only this model's entries (every experiment unless --experiment)")
@@ -402,7 +402,7 @@ class KuraMagics(Magics):
 
 
 # flag -> the subcommands it goes with
-FLAG_USES = {"experiment": ("clear", "runs", "batches"), "all": ("clear",), "prompt": ("runs",), "changed": ("compare",),
+FLAG_USES = {"experiment": ("clear", "runs"), "all": ("clear",), "prompt": ("runs",), "changed": ("compare",),
              "model": ("clear",)}
 
 

@@ -19,15 +19,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy
+
 from kura_magic.background import blocking
-from kura_magic.calls import batch_calls
+from kura_magic.calls import batch_calls, gateway
 from kura_magic.calls.batch_calls import Answer, Provider
 from kura_magic.calls.calls import CallContext, CallSetup
 from kura_magic.calls.gateway import DEFAULT_COMPLETION_TOKENS, litellm
 from kura_magic.config import Settings, settings
 from kura_magic.errors import BatchError
 from kura_magic.run.results import SummaryRun
-from kura_magic.storage.batches import ENDED, BatchBook, BatchRecord
+from kura_magic.storage.batches import EMBEDDINGS, ENDED, BatchBook, BatchRecord
+from kura_magic.storage.opening import open_store
+from kura_magic.storage.vectors import SCOPE, EmbeddingStore
 from kura_magic.types import CacheEntry, ChatRequest, Usage
 
 SUBMIT_LEASE_S = 300.0  # a process that dies while submitting lets its keys go this soon
@@ -43,12 +47,14 @@ class Settled:
     key an expired or cancelled batch never ran is in none of them: it is made again."""
 
     entries: dict[str, CacheEntry] = field(default_factory=dict)
-    found: dict[str, CacheEntry] = field(default_factory=dict)
+    found: dict[str, Any] = field(default_factory=dict)  # cache entries, or vectors
     pending: dict[str, str] = field(default_factory=dict)
     batches: list[BatchRecord] = field(default_factory=list)
+    vectors: dict[str, numpy.ndarray] = field(default_factory=dict)  # an embeddings batch's, collected now
+    cost: float | None = 0.0  # of the embeddings collected now (None: some had no price)
 
     def resolved(self, key: str) -> bool:
-        return any(key in part for part in (self.entries, self.found, self.pending))
+        return any(key in part for part in (self.entries, self.found, self.pending, self.vectors))
 
 
 @dataclass
@@ -80,6 +86,31 @@ class _Collector:
         lines = [*await batch_calls.file_lines(provider, batch.output_file_id),
                  *await batch_calls.file_lines(provider, batch.error_file_id)]
         transport = self.context.config.transport(record.model, api_base=record.api_base)
+        if record.kind == EMBEDDINGS:
+            self._store_vectors(record, provider, transport, lines)
+        else:
+            self._store_answers(record, provider, transport, lines)
+        self.context.store.release(dict.fromkeys(record.keys, record.token), experiment=record.experiment)
+        record.collected = True
+        self.book.save(record)
+
+    def _store_vectors(self, record: BatchRecord, provider: Provider, transport: dict[str, Any],
+                       lines: list[dict[str, Any]]) -> None:
+        """An embeddings batch's vectors, stored by key; a failed line is made again."""
+        vectors, record.cost = {}, 0.0
+        for line in lines:
+            body = (line.get("response") or {}).get("body") or {}
+            if line.get("custom_id") in record.keys and (line.get("response") or {}).get("status_code") == 200:
+                vectors[line["custom_id"]] = body["data"][0]["embedding"]
+                usage = Usage(prompt_tokens=(body.get("usage") or {}).get("prompt_tokens", 0) or 0)
+                cost = batch_calls.batch_price(provider, usage, transport)
+                record.cost = None if cost is None or record.cost is None else record.cost + cost
+        self.settled.vectors.update(EmbeddingStore(self.context.store).put_many(vectors))
+        self.settled.cost = None if record.cost is None or self.settled.cost is None else self.settled.cost + record.cost
+
+    def _store_answers(self, record: BatchRecord, provider: Provider, transport: dict[str, Any],
+                       lines: list[dict[str, Any]]) -> None:
+        """A chat batch's lines, stored under their keys by the rules of a normal call."""
         check = self.check(record)
         answers: dict[str, Answer] = {
             line["custom_id"]: batch_calls.chat_answer(line, model=record.model, provider=provider,
@@ -90,10 +121,7 @@ class _Collector:
         if keep:
             stored = self.context.responses.set_many(keep, experiment=record.experiment)
             self.context.unsaved += len(keep) - stored
-        self.context.store.release(dict.fromkeys(record.keys, record.token), experiment=record.experiment)
-        record.collected = True
         record.cost = sum(answer.entry.cost or 0.0 for answer in answers.values())
-        self.book.save(record)
         for key, answer in answers.items():
             if answer.entry.error_type not in _NEVER_RAN:
                 self.settled.entries[key] = answer.entry
@@ -104,6 +132,29 @@ _NEVER_RAN = ("batch_expired", "batch_cancelled", "batch_unfinished")
 
 def _provider(record: BatchRecord, config: Settings) -> Provider:
     return batch_calls.provider_of(record.model, config.transport(record.model, api_base=record.api_base))
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one batch-mode call sends: where its keys are leased and stored (`context`), the
+    model and where it goes, each key's request line, and what each line is expected to use."""
+
+    context: CallContext
+    model: str
+    transport: dict[str, Any] = field(repr=False)  # holds the API key
+    kind: str  # chat, structured or embeddings
+    lines: Mapping[str, dict[str, Any]]  # key -> its request line
+    expected: Callable[[str], Usage]  # key -> the usage its line is expected to have
+    look: Callable[[list[str]], Mapping[str, Any]]  # the answers already stored for these keys
+
+    @property
+    def provider(self) -> Provider:
+        return batch_calls.provider_of(self.model, self.transport)
+
+    def estimate(self, keys: list[str]) -> float | None:
+        """What `keys` will cost at the batch price; None where litellm knows no price."""
+        costs = [batch_calls.batch_price(self.provider, self.expected(key), self.transport) for key in keys]
+        return None if None in costs else sum(cost or 0.0 for cost in costs)
 
 
 async def settle(setup: CallSetup, requests: Mapping[str, ChatRequest], *, submit: bool,
@@ -121,7 +172,7 @@ async def settle(setup: CallSetup, requests: Mapping[str, ChatRequest], *, submi
     """
     context = setup.context
     if submit:
-        _check_can_batch(setup)
+        _check_can_batch(context, setup.model, setup.transport)
     book = BatchBook.of(context.config)
     carrying = [record for record in book.pending(experiment=context.experiment)
                 if not set(record.keys).isdisjoint(requests)]
@@ -132,19 +183,32 @@ async def settle(setup: CallSetup, requests: Mapping[str, ChatRequest], *, submi
     collector = _Collector(context, book, lambda record: _reply_check(setup, record))
     for record in carrying:
         await collector.poll(record)
-    rest = {key: request for key, request in requests.items() if not collector.settled.resolved(key)}
+    rest = [key for key in requests if not collector.settled.resolved(key)]
     if submit and rest:
-        await _submit(setup, rest, collector, label=label)
+        await _submit(_chat_job(setup, {key: requests[key] for key in rest}), collector, label=label)
     return collector.settled
 
 
-def _check_can_batch(setup: CallSetup) -> Provider:
-    """The run's batch provider; a `BatchError` if batch mode cannot be used for it."""
-    context = setup.context
+def _chat_job(setup: CallSetup, requests: Mapping[str, ChatRequest]) -> _Job:
+    provider, context = batch_calls.provider_of(setup.model, setup.transport), setup.context
+    count = litellm().token_counter
+
+    def expected(key: str) -> Usage:  # the prompt as litellm counts it, a reply of max_tokens (else a guess)
+        request = requests[key]
+        return Usage(prompt_tokens=count(model=request.model, messages=list(request.messages)),
+                     completion_tokens=request.params.get("max_tokens") or DEFAULT_COMPLETION_TOKENS)
+
+    return _Job(context, setup.model, setup.transport, "structured" if setup.schema is not None else "chat",
+                {key: batch_calls.chat_line(key, request, provider) for key, request in requests.items()},
+                expected, lambda keys: context.responses.get_many(keys, experiment=context.experiment, use=False))
+
+
+def _check_can_batch(context: CallContext, model: str, transport: dict[str, Any]) -> Provider:
+    """The batch provider of `model`; a `BatchError` if batch mode cannot be used for it."""
     if context.mode != "read_write" or context.store.kind == "off":
         raise BatchError(f"batch mode stores what its batches bring back: it needs cache_mode 'read_write' "
                          f"and a cache, not cache_mode {context.mode!r} on a {context.store.kind!r} store")
-    return batch_calls.provider_of(setup.model, setup.transport)
+    return batch_calls.provider_of(model, transport)
 
 
 def _reply_check(setup: CallSetup, record: BatchRecord) -> Callable[[str], str | None]:
@@ -152,45 +216,41 @@ def _reply_check(setup: CallSetup, record: BatchRecord) -> Callable[[str], str |
     return batch_calls.schema_check(setup.schema if same_schema else None, structured=record.kind == "structured")
 
 
-async def _submit(setup: CallSetup, requests: Mapping[str, ChatRequest], collector: _Collector,
-                  *, label: str | None) -> None:
+async def _submit(job: _Job, collector: _Collector, *, label: str | None) -> None:
     """Lease the keys no one holds and send them as batches; wait for the batch of those
     another process holds (it is submitting them) and attach to it."""
-    context, provider = setup.context, _check_can_batch(setup)
-    token = uuid.uuid4().hex
-    claimed = context.store.claim_many(list(requests), experiment=context.experiment, token=token,
+    context, token = job.context, uuid.uuid4().hex
+    claimed = context.store.claim_many(list(job.lines), experiment=context.experiment, token=token,
                                        ttl_s=SUBMIT_LEASE_S)
-    found = context.responses.get_many(list(claimed), experiment=context.experiment, use=False)
+    found = job.look(list(claimed))
     collector.settled.found.update(found)
-    ours = [key for key in requests if key in claimed and key not in found]
     context.store.release(dict.fromkeys(found, token), experiment=context.experiment)
+    ours = [key for key in job.lines if key in claimed and key not in found]
     if ours:
-        await _send(setup, provider, {key: requests[key] for key in ours}, token, collector, label=label)
-    held = [key for key in requests if key not in claimed]
+        await _send(job, ours, token, collector, label=label)
+    held = [key for key in job.lines if key not in claimed]
     if held:
-        await _attach(held, collector)
+        await _attach(job, held, collector)
 
 
-async def _send(setup: CallSetup, provider: Provider, requests: Mapping[str, ChatRequest], token: str,
-                collector: _Collector, *, label: str | None) -> None:
-    """Submit `requests` (leased to `token`) in as many batches as the limits need; each
-    batch's record is written, and its leases lengthened, as soon as it is created."""
-    context = setup.context
-    lines = [batch_calls.chat_line(key, request, provider) for key, request in requests.items()]
-    left = dict.fromkeys(requests, token)
+async def _send(job: _Job, keys: list[str], token: str, collector: _Collector, *, label: str | None) -> None:
+    """Submit `keys` (leased to `token`) in as many batches as the limits need; each batch's
+    record is written, and its leases lengthened, as soon as it is created."""
+    context, provider = job.context, job.provider
+    left = dict.fromkeys(keys, token)
     try:
-        for part in batch_calls.split(lines):
-            batch = await batch_calls.submit(provider, batch_calls.jsonl(part))
-            keys = [line["custom_id"] for line in part]
+        for part in batch_calls.split([job.lines[key] for key in keys]):
+            endpoint = part[0]["url"]
+            batch = await batch_calls.submit(provider, batch_calls.jsonl(part), endpoint=endpoint)
+            sent = [line["custom_id"] for line in part]
             record = BatchRecord(
-                batch_id=batch.id, provider=provider.name, model=setup.model, experiment=context.experiment,
-                keys=keys, token=token, api_base=provider.api_base, state=batch.status, label=label,
-                kind="structured" if setup.schema is not None else "chat",
-                estimated_cost=estimate_batch_cost([requests[key] for key in keys], provider, setup.transport),
+                batch_id=batch.id, provider=provider.name, model=job.model, experiment=context.experiment,
+                keys=sent, token=token, api_base=provider.api_base, state=batch.status, label=label,
+                kind=job.kind, estimated_cost=job.estimate(sent),
             )
             collector.book.save(record)
-            context.store.renew(dict.fromkeys(keys, token), experiment=context.experiment, ttl_s=PENDING_LEASE_S)
-            for key in keys:
+            context.store.renew(dict.fromkeys(sent, token), experiment=context.experiment, ttl_s=PENDING_LEASE_S)
+            for key in sent:
                 del left[key]
             await collector.poll(record)
     except Exception as exc:  # litellm raises many classes: the unsent keys are let go, one error says why
@@ -200,16 +260,16 @@ async def _send(setup: CallSetup, provider: Provider, requests: Mapping[str, Cha
         context.store.release(left, experiment=context.experiment)
 
 
-async def _attach(keys: list[str], collector: _Collector) -> None:
+async def _attach(job: _Job, keys: list[str], collector: _Collector) -> None:
     """Keys another process holds: wait (up to ATTACH_WAIT_S) for the batch record that carries
     them, or for their answers, and attach; what is still held then is shown as pending."""
-    context, waiting = collector.context, set(keys)
+    waiting = set(keys)
     deadline = time.monotonic() + ATTACH_WAIT_S
     while waiting and time.monotonic() < deadline:
-        found = context.responses.get_many(sorted(waiting), experiment=context.experiment, use=False)
+        found = job.look(sorted(waiting))
         collector.settled.found.update(found)
         waiting -= set(found)
-        for record in collector.book.pending(experiment=context.experiment):
+        for record in collector.book.pending(experiment=job.context.experiment):
             if not waiting.isdisjoint(record.keys):
                 await collector.poll(record)
                 waiting -= set(record.keys)
@@ -218,18 +278,37 @@ async def _attach(keys: list[str], collector: _Collector) -> None:
     collector.settled.pending.update(dict.fromkeys(waiting, "another run holds this call; run again to collect it"))
 
 
-def estimate_batch_cost(requests: list[ChatRequest], provider: Provider, transport: dict[str, Any]) -> float | None:
-    """What `requests` will cost at the batch price: litellm's count of each prompt, and a
-    reply of `max_tokens` (else a guess); None where litellm knows no price."""
-    lib, total = litellm(), 0.0
-    for request in requests:
-        usage = Usage(prompt_tokens=lib.token_counter(model=request.model, messages=list(request.messages)),
-                      completion_tokens=request.params.get("max_tokens") or DEFAULT_COMPLETION_TOKENS)
-        cost = batch_calls.batch_price(provider, usage, transport)
-        if cost is None:
-            return None
-        total += cost
-    return total
+async def settle_embeddings(texts: Mapping[str, str], *, model: str, dimensions: int | None,
+                            transport: dict[str, Any], config: Settings) -> Settled:
+    """`embed(..., batch=True)`'s misses (key -> text) through provider batches: the pending
+    ones that carry them polled, the rest sent as new ones; the vectors collected now are
+    stored in the embedding cache (`Settled.vectors`), the rest are `Settled.pending`.
+
+    Example:
+        >>> asyncio.run(settle_embeddings({}, model="openai/text-embedding-3-small", dimensions=None,
+        ...                               transport={}, config=settings())).pending
+        {}
+    """
+    context = _embedding_context(config)
+    provider = _check_can_batch(context, model, transport)
+    book = BatchBook.of(config)
+    collector = _Collector(context, book, lambda record: batch_calls.schema_check(None, structured=False))
+    if not texts:
+        return collector.settled
+    await gateway.load(while_loading=lambda: None)
+    gateway.check_may_call(config, model, transport, missing=f"{len(texts)} texts are not in the embedding cache")
+    for record in book.pending(experiment=SCOPE):
+        if not set(record.keys).isdisjoint(texts):
+            await collector.poll(record)
+    rest = {key: text for key, text in texts.items() if not collector.settled.resolved(key)}
+    if rest:
+        lines = {key: batch_calls.embedding_line(key, text, provider, dimensions=dimensions) for key, text in rest.items()}
+        count = litellm().token_counter
+        job = _Job(context, model, transport, EMBEDDINGS, lines,
+                   lambda key: Usage(prompt_tokens=count(model=model, text=rest[key])),
+                   lambda keys: EmbeddingStore(context.store).get_many(keys, dimensions=dimensions, use=False))
+        await _submit(job, collector, label=None)
+    return collector.settled
 
 
 async def apoll_batches(*, experiment: str | None = None, cancel: str | None = None) -> list[BatchRecord]:
@@ -244,14 +323,24 @@ async def apoll_batches(*, experiment: str | None = None, cancel: str | None = N
     book = BatchBook.of(config)
     if cancel is not None:
         await _cancel(book, cancel, config)
-    pending = [record for record in book.records(experiment=experiment) if record.pending]
-    for name in sorted({record.experiment for record in pending}):
-        collector = _Collector(CallContext.create(experiment=name), book,
+    for record in [record for record in book.records(experiment=experiment) if record.pending]:
+        collector = _Collector(_context_of(record, config), book,
                                lambda record: batch_calls.schema_check(None, structured=record.kind == "structured"))
-        for record in pending:
-            if record.experiment == name:
-                await collector.poll(record)
+        await collector.poll(record)
     return book.records(experiment=experiment)
+
+
+def _context_of(record: BatchRecord, config: Settings) -> CallContext:
+    """Where `record`'s keys are leased and its answers stored: its experiment's responses, or
+    the embedding cache."""
+    if record.kind == EMBEDDINGS:
+        return _embedding_context(config)
+    return CallContext.create(experiment=record.experiment, config=config)
+
+
+def _embedding_context(config: Settings) -> CallContext:
+    """The embedding cache as a call context: its leases and vectors are in its one experiment."""
+    return CallContext(open_store(config, SCOPE), SCOPE, "read_write", config)
 
 
 async def _cancel(book: BatchBook, batch_id: str, config: Settings) -> None:

@@ -21,8 +21,9 @@ from kura_magic.calls import gateway
 from kura_magic.calls.calls import check_cache_mode
 from kura_magic.calls.once import Once
 from kura_magic.config import Settings, settings
-from kura_magic.errors import DataError
+from kura_magic.errors import BatchError, BatchPendingError, DataError
 from kura_magic.keys import KeyRecipe
+from kura_magic.run import batch_mode
 from kura_magic.storage.vectors import SCOPE, EmbeddingStore, float32_vector, open_embedding_store
 from kura_magic.types import CacheMode, ExperimentInfo, lone_surrogate
 
@@ -149,11 +150,14 @@ async def aembed(
     cache_mode: CacheMode = "read_write",
     api_key: str | None = None,
     api_base: str | None = None,
+    batch: bool = False,
 ) -> Embeddings:
     """Embed `texts` through the cache; `embed` is the same, blocking (it works inside a
     running event loop, e.g. a Jupyter cell). Only texts missing from the cache are sent,
     each once, in batches of `KURA_MAGIC_EMBEDDING_BATCH_SIZE`; a repeat inside one call
     counts as cached. `cache_mode` is as for `summarise` (read_write, read_only, refresh, off).
+    `batch=True` sends the misses as a provider batch at the batch price (`run.batch_mode`):
+    while it is out, a `BatchPendingError` says so; calling again collects it.
 
     Example:
         >>> result = embed(["hi", "yo", "hi"], model="openai/text-embedding-3-small")
@@ -164,13 +168,14 @@ async def aembed(
     """
     texts = _checked(texts, dimensions, cache_mode)
     config = settings()
-    batch = _Batches(model, dimensions, config, config.transport(model, api_key=api_key, api_base=api_base))
-    keys = {text: batch.key(text) for text in dict.fromkeys(texts)}
+    calls = _Batches(model, dimensions, config, config.transport(model, api_key=api_key, api_base=api_base))
+    keys = {text: calls.key(text) for text in dict.fromkeys(texts)}
     store = open_embedding_store(config)
     reads, writes = cache_mode in ("read_write", "read_only"), cache_mode in ("read_write", "refresh")
     hits = store.get_many(keys.values(), dimensions=dimensions) if reads else {}
     missing = {text: key for text, key in keys.items() if key not in hits}
-    fetched = await batch.fetch(missing, store, writes=writes, leased=cache_mode == "read_write")
+    fetched = await (_from_provider_batches(calls, missing, cache_mode) if batch else
+                     calls.fetch(missing, store, writes=writes, leased=cache_mode == "read_write"))
     made = {text for text, key in missing.items() if key in fetched.made}
     return Embeddings(
         _in_order(texts, keys, {**hits, **fetched.vectors}, fresh=made),
@@ -179,6 +184,24 @@ async def aembed(
 
 
 embed = blocking(aembed)
+
+
+async def _from_provider_batches(calls: _Batches, missing: dict[str, str], cache_mode: CacheMode) -> _Fetched:
+    """The `missing` texts' vectors (text -> key) through provider batches; a
+    `BatchPendingError` while some are still out."""
+    if not missing:
+        return _Fetched()
+    if cache_mode != "read_write":
+        raise BatchError(f"batch mode stores what its batches bring back: it needs cache_mode 'read_write', "
+                         f"not {cache_mode!r}")
+    settled = await batch_mode.settle_embeddings({key: text for text, key in missing.items()}, model=calls.model,
+                                                 dimensions=calls.dimensions, transport=calls.transport,
+                                                 config=calls.config)
+    if settled.pending:
+        raise BatchPendingError(f"{len(settled.pending)} of {len(missing)} texts are in a provider batch "
+                                f"({next(iter(settled.pending.values()))}); nothing is lost: call embed again, "
+                                "or km.batches(), to collect them")
+    return _Fetched({**settled.found, **settled.vectors}, made=set(settled.vectors), cost=settled.cost)
 
 
 def _checked(texts: Sequence[str], dimensions: int | None, cache_mode: CacheMode) -> list[str]:

@@ -23,6 +23,7 @@ from kura_magic.storage.opening import open_store
 RECORD_FORMAT = 1
 # The states a batch ends in (OpenAI's names; litellm maps other providers' onto them).
 ENDED = ("completed", "failed", "expired", "cancelled")
+EMBEDDINGS = "embeddings"  # the kind of a batch of embeddings (the others are chat calls)
 
 
 def _now() -> datetime:
