@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import pytest
 from helpers import EMBEDDING_MODEL, MODEL, PROMPT, make_conversations, race_two_processes
@@ -21,8 +22,11 @@ from kura_magic.storage.batches import BatchBook
 
 
 @pytest.fixture(autouse=True)
-def batches_end_at_once(llm) -> None:
-    """Each test starts with batches that complete when first polled (the server keeps its delay)."""
+def batches_end_at_once(llm) -> Iterator[None]:
+    """Batches complete when first polled, before and after each test (the session's server
+    keeps its delay across resets)."""
+    llm.batches.delay_s = 0.0
+    yield
     llm.batches.delay_s = 0.0
 
 
