@@ -18,7 +18,8 @@ from helpers import EMBEDDING_MODEL, MODEL, PROMPT, make_conversations, race_two
 import kura_magic as km
 from kura_magic.errors import BatchError, BatchPendingError
 from kura_magic.run.batch_mode import poll_batches
-from kura_magic.storage.batches import BatchBook
+from kura_magic.storage.batches import BatchBook, BatchRecord
+from kura_magic.views.batches import BatchTable
 
 
 @pytest.fixture(autouse=True)
@@ -206,7 +207,8 @@ def test_batch_lines_are_priced_at_the_batch_price(llm):
     # gpt-4o-mini's *_batches prices in litellm's map are half its normal ones
     assert batched.stats.cost == pytest.approx(normal.stats.cost / 2) and batched.stats.cost > 0
     assert record.cost == pytest.approx(batched.stats.cost)
-    assert record.estimated_cost is not None and record.estimated_cost > record.cost, "max_tokens is a bound"
+    assert record.estimated_cost is not None and record.estimated_cost > record.cost, \
+        "estimated with the 200-token reply guess, longer than the loopback's replies"
     assert km.summarise(conversations, PROMPT, experiment="batched").stats.saved_cost == pytest.approx(record.cost)
 
 
@@ -285,3 +287,13 @@ def test_embed_in_a_batch_then_a_normal_embed_sends_no_embedding_request(llm, ba
     assert [e.cached for e in collected] == [False, False, True] and collected.total_cost > 0
     assert again.cached_count == 3 and (again.to_numpy() == collected.to_numpy()).all()
     assert llm.embedding_requests == []
+
+
+def test_the_batch_view_escapes_what_it_shows():
+    record = BatchRecord(batch_id="batch_<script>", provider="openai", model="openai/<b>m</b>", experiment="x",
+                         keys=["k"], token="t", state="in_progress", completed=1)
+
+    shown = BatchTable([record])._repr_html_()
+
+    assert "<script>" not in shown and "&lt;script&gt;" in shown and "&lt;b&gt;m&lt;/b&gt;" in shown
+    assert "in progress 1/1" in shown

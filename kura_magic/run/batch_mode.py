@@ -93,6 +93,7 @@ class _Collector:
         self.context.store.release(dict.fromkeys(record.keys, record.token), experiment=record.experiment)
         record.collected = True
         self.book.save(record)
+        self.book.prune()
 
     def _store_vectors(self, record: BatchRecord, provider: Provider, transport: dict[str, Any],
                        lines: list[dict[str, Any]]) -> None:
@@ -173,6 +174,8 @@ async def settle(setup: CallSetup, requests: Mapping[str, ChatRequest], *, submi
     context = setup.context
     if submit:
         _check_can_batch(context, setup.model, setup.transport)
+    elif context.mode != "read_write":  # a run that does not write the cache collects nothing into it
+        return Settled()
     book = BatchBook.of(context.config)
     carrying = [record for record in book.pending(experiment=context.experiment)
                 if not set(record.keys).isdisjoint(requests)]

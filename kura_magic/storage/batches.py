@@ -23,6 +23,7 @@ from kura_magic.storage.opening import open_store
 RECORD_FORMAT = 1
 # The states a batch ends in (OpenAI's names; litellm maps other providers' onto them).
 ENDED = ("completed", "failed", "expired", "cancelled")
+KEEP_COLLECTED = 100  # collected batches kept for `km.batches()`; the oldest go first
 EMBEDDINGS = "embeddings"  # the kind of a batch of embeddings (the others are chat calls)
 
 
@@ -110,8 +111,23 @@ class BatchBook:
         """The batches of `experiment` not yet collected."""
         return [record for record in self.records(experiment=experiment) if record.pending]
 
-    def forget(self, record: BatchRecord) -> None:
-        self.store.delete(record.batch_id, experiment=record.experiment)
+    def prune(self, *, keep: int = KEEP_COLLECTED) -> int:
+        """Forget the oldest collected batches past `keep` (pending ones always stay); how many.
+
+        Example:
+            >>> from kura_magic.storage.base import MemoryStore
+            >>> book = BatchBook(MemoryStore())
+            >>> for n in range(3):
+            ...     _ = book.save(BatchRecord(batch_id=f"b{n}", provider="openai", model="m", experiment="x",
+            ...                               keys=[], token="t", collected=True))
+            >>> book.prune(keep=1), [r.batch_id for r in book.records()]
+            (2, ['b2'])
+        """
+        collected = [record for record in self.records() if record.collected]
+        doomed = collected[: max(0, len(collected) - keep)]
+        for record in doomed:
+            self.store.delete(record.batch_id, experiment=record.experiment)
+        return len(doomed)
 
 
 def _record(key: str, data: bytes) -> list[BatchRecord]:
