@@ -13,9 +13,11 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
+from pydantic import BaseModel
 from helpers import EMBEDDING_MODEL, MODEL, PROMPT, make_conversations, race_two_processes
 
 import kura_magic as km
+from kura_magic.calls import batch_calls
 from kura_magic.errors import BatchError, BatchPendingError
 from kura_magic.run.batch_mode import poll_batches
 from kura_magic.storage.batches import BatchBook, BatchRecord
@@ -297,3 +299,38 @@ def test_the_batch_view_escapes_what_it_shows():
 
     assert "<script>" not in shown and "&lt;script&gt;" in shown and "&lt;b&gt;m&lt;/b&gt;" in shown
     assert "in progress 1/1" in shown
+
+
+def test_misses_past_the_provider_s_line_limit_go_in_several_batches(llm, monkeypatch):
+    monkeypatch.setattr(batch_calls, "MAX_LINES", 2)
+    conversations = make_conversations(5)
+
+    run = km.summarise(conversations, PROMPT, batch=True)
+
+    assert [len(llm.batches._batches[b].lines) for b in llm.batches.batch_ids] == [2, 2, 1]
+    assert statuses(run) == ["ok"] * 5 and km.summarise(conversations, PROMPT).stats.cached == 5
+    assert llm.chat_requests == []
+
+
+def test_a_structured_batch_sends_the_schema_and_parses_its_replies(llm):
+    class Ticket(BaseModel):
+        summary: str
+        urgent: bool
+
+    conversations = make_conversations(3)
+
+    batched = km.summarise(conversations, PROMPT, schema=Ticket, batch=True)
+    again = km.summarise(conversations, PROMPT, schema=Ticket)
+
+    [batch_id] = llm.batches.batch_ids
+    sent = llm.batches._batches[batch_id].lines[0]["body"]
+    assert sent["response_format"]["json_schema"]["name"] == "Ticket" and sent["model"] == "gpt-4o-mini"
+    assert all(isinstance(r.summary, Ticket) for r in batched)
+    assert again.stats.cached == 3 and llm.chat_requests == []
+
+
+@pytest.mark.parametrize(("status", "kind"), [(500, "transient"), (429, "transient"), (400, "other")])
+def test_a_failed_line_is_sorted_as_a_failed_call_would_be(status, kind):
+    line = {"custom_id": "k", "response": {"status_code": status, "body": {"error": {"message": "no"}}}}
+
+    assert batch_calls.line_failure(line).kind == kind

@@ -98,14 +98,16 @@ def embedding_line(key: str, text: str, provider: Provider, *, dimensions: int |
     return {"custom_id": key, "method": "POST", "url": EMBEDDINGS_ENDPOINT, "body": body}
 
 
-def split(lines: Sequence[dict[str, Any]], *, max_lines: int = MAX_LINES,
-          max_bytes: int = MAX_BYTES) -> Iterator[list[dict[str, Any]]]:
-    """`lines` in parts, each within the provider's limits of lines and of JSONL bytes.
+def split(lines: Sequence[dict[str, Any]], *, max_lines: int | None = None,
+          max_bytes: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """`lines` in parts, each within the provider's limits of lines and of JSONL bytes
+    (default: `MAX_LINES` and `MAX_BYTES`).
 
     Example:
         >>> [len(part) for part in split([{"a": 1}] * 5, max_lines=2)]
         [2, 2, 1]
     """
+    max_lines, max_bytes = max_lines or MAX_LINES, max_bytes or MAX_BYTES
     part: list[dict[str, Any]] = []
     size = 0
     for line in lines:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from kura_magic.calls.batch_calls import Answer, Provider
 from kura_magic.calls.calls import CallContext, CallSetup
 from kura_magic.calls.gateway import DEFAULT_COMPLETION_TOKENS, litellm
 from kura_magic.config import Settings, settings
-from kura_magic.errors import BatchError
+from kura_magic.errors import BatchError, CacheWarning
 from kura_magic.run.results import SummaryRun
 from kura_magic.storage.batches import EMBEDDINGS, ENDED, BatchBook, BatchRecord
 from kura_magic.storage.opening import open_store
@@ -251,8 +252,11 @@ async def _send(job: _Job, keys: list[str], token: str, collector: _Collector, *
                 keys=sent, token=token, api_base=provider.api_base, state=batch.status, label=label,
                 kind=job.kind, estimated_cost=job.estimate(sent),
             )
-            collector.book.save(record)
-            context.store.renew(dict.fromkeys(sent, token), experiment=context.experiment, ttl_s=PENDING_LEASE_S)
+            if collector.book.save(record):
+                context.store.renew(dict.fromkeys(sent, token), experiment=context.experiment, ttl_s=PENDING_LEASE_S)
+            else:  # its leases lapse soon, as if this process had died while submitting
+                warnings.warn(f"batch {batch.id} could not be recorded in the cache's store: only this kernel "
+                              "knows it, and another run may pay for its calls again", CacheWarning, stacklevel=2)
             for key in sent:
                 del left[key]
             await collector.poll(record)
