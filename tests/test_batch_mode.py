@@ -98,6 +98,19 @@ def test_pending_rows_are_pending_not_errors_and_running_again_collects_them(llm
     assert llm.chat_requests == []
 
 
+def test_a_run_of_some_of_a_batch_s_rows_collects_it_and_shows_only_its_own(llm):
+    conversations = make_conversations(4)
+    llm.batches.delay_s = 60
+    km.summarise(conversations, PROMPT, batch=True)
+    llm.batches.delay_s = 0
+
+    one = km.summarise(conversations[1:2], PROMPT)
+
+    assert statuses(one) == ["ok"] and one.stats.fresh == 1 and one.stats.total == 1
+    assert km.summarise(conversations, PROMPT).stats.cached == 4, "the whole batch was collected"
+    assert llm.chat_requests == []
+
+
 def test_a_normal_run_meeting_a_pending_batch_waits_for_it_and_pays_nothing(llm):
     llm.batches.delay_s = 60
     conversations = make_conversations(3)

@@ -99,37 +99,47 @@ class _Collector:
     def _store_vectors(self, record: BatchRecord, provider: Provider, transport: dict[str, Any],
                        lines: list[dict[str, Any]]) -> None:
         """An embeddings batch's vectors, stored by key; a failed line is made again."""
-        vectors, record.cost = {}, 0.0
+        carried, vectors, costs = set(record.keys), {}, []
         for line in lines:
             body = (line.get("response") or {}).get("body") or {}
-            if line.get("custom_id") in record.keys and (line.get("response") or {}).get("status_code") == 200:
+            if line.get("custom_id") in carried and (line.get("response") or {}).get("status_code") == 200:
                 vectors[line["custom_id"]] = body["data"][0]["embedding"]
                 usage = Usage(prompt_tokens=(body.get("usage") or {}).get("prompt_tokens", 0) or 0)
-                cost = batch_calls.batch_price(provider, usage, transport)
-                record.cost = None if cost is None or record.cost is None else record.cost + cost
+                costs.append(batch_calls.batch_price(provider, usage, transport))
+        record.cost = _total(costs)
         self.settled.vectors.update(EmbeddingStore(self.context.store).put_many(vectors))
-        self.settled.cost = None if record.cost is None or self.settled.cost is None else self.settled.cost + record.cost
+        self.settled.cost = _total([self.settled.cost, record.cost])
 
     def _store_answers(self, record: BatchRecord, provider: Provider, transport: dict[str, Any],
                        lines: list[dict[str, Any]]) -> None:
         """A chat batch's lines, stored under their keys by the rules of a normal call."""
-        check = self.check(record)
+        check, carried = self.check(record), set(record.keys)
         answers: dict[str, Answer] = {
             line["custom_id"]: batch_calls.chat_answer(line, model=record.model, provider=provider,
                                                        transport=transport, check=check)
-            for line in lines if line.get("custom_id") in set(record.keys)
+            for line in lines if line.get("custom_id") in carried
         }
         keep = {key: answer.entry for key, answer in answers.items() if answer.cacheable}
         if keep:
             stored = self.context.responses.set_many(keep, experiment=record.experiment)
             self.context.unsaved += len(keep) - stored
-        record.cost = sum(answer.entry.cost or 0.0 for answer in answers.values())
+        record.cost = _total([answer.entry.cost for answer in answers.values()])
         for key, answer in answers.items():
             if answer.entry.error_type not in _NEVER_RAN:
                 self.settled.entries[key] = answer.entry
 
 
 _NEVER_RAN = ("batch_expired", "batch_cancelled", "batch_unfinished")
+
+
+def _total(costs: list[float | None]) -> float | None:
+    """The sum of `costs`; None (unknown) if any is.
+
+    Example:
+        >>> _total([0.5, 0.25]), _total([0.5, None])
+        (0.75, None)
+    """
+    return None if None in costs else sum(cost or 0.0 for cost in costs)
 
 
 def _provider(record: BatchRecord, config: Settings) -> Provider:
@@ -155,8 +165,7 @@ class _Job:
 
     def estimate(self, keys: list[str]) -> float | None:
         """What `keys` will cost at the batch price; None where litellm knows no price."""
-        costs = [batch_calls.batch_price(self.provider, self.expected(key), self.transport) for key in keys]
-        return None if None in costs else sum(cost or 0.0 for cost in costs)
+        return _total([batch_calls.batch_price(self.provider, self.expected(key), self.transport) for key in keys])
 
 
 async def settle(setup: CallSetup, requests: Mapping[str, ChatRequest], *, submit: bool,

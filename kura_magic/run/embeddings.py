@@ -197,10 +197,10 @@ async def _from_provider_batches(calls: _Batches, missing: dict[str, str], cache
     settled = await batch_mode.settle_embeddings({key: text for text, key in missing.items()}, model=calls.model,
                                                  dimensions=calls.dimensions, transport=calls.transport,
                                                  config=calls.config)
-    if settled.pending:
-        raise BatchPendingError(f"{len(settled.pending)} of {len(missing)} texts are in a provider batch "
-                                f"({next(iter(settled.pending.values()))}); nothing is lost: call embed again, "
-                                "or km.batches(), to collect them")
+    pending = [settled.pending[key] for key in missing.values() if key in settled.pending]
+    if pending:
+        raise BatchPendingError(f"{len(pending)} of {len(missing)} texts are in a provider batch ({pending[0]}); "
+                                "nothing is lost: call embed again, or km.batches(), to collect them")
     return _Fetched({**settled.found, **settled.vectors}, made=set(settled.vectors), cost=settled.cost)
 
 

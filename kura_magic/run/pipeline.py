@@ -281,11 +281,13 @@ async def _through_batches(run: _Run, misses: list[str], *, submit: bool, label:
     plan = run.plan
     settled = await batch_mode.settle(plan.setup, {key: plan.requests[plan.rows_by_key[key][0]] for key in misses},
                                       submit=submit, label=label)
-    for key, entry in [*settled.entries.items(), *settled.found.items()]:
-        run.fill(plan.rows_by_key[key], entry, joined=key in settled.found)
-    for key, why in settled.pending.items():
-        for row in plan.rows_by_key[key]:
-            run.results[row] = _unresolved(plan, row, "pending", why)
+    for key in misses:  # a batch may carry other runs' keys too
+        rows, entry = plan.rows_by_key[key], settled.entries.get(key) or settled.found.get(key)
+        if entry is not None:
+            run.fill(rows, entry, joined=key in settled.found)
+        elif key in settled.pending:
+            for row in rows:
+                run.results[row] = _unresolved(plan, row, "pending", settled.pending[key])
     run.report()
     return [] if submit else [key for key in misses if not settled.resolved(key)]
 
