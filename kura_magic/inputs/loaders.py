@@ -1,10 +1,12 @@
 """Turn what a user has (Conversations, dicts, strings, a DataFrame, a JSON/JSONL file)
-into a list of `Conversation`, naming the row and field of anything that does not fit."""
+into `Conversation`s, naming the row and field of anything that does not fit: all at once
+(`load_conversations`) or one at a time (`iter_conversations`: a JSONL file is read line
+by line, never whole)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +28,31 @@ def load_conversations(source: ConversationSource) -> list[Conversation]:
         >>> [c.chat_id for c in load_conversations(["hello", {"text": "hi", "id": 7}])]
         ['0', '7']
     """
+    return list(iter_conversations(source))
+
+
+def iter_conversations(source: ConversationSource) -> Iterator[Conversation]:
+    """The conversations of `source` (as `load_conversations` reads it) one at a time: a
+    .jsonl file is read a line at a time and a list an item at a time, so a million
+    conversations are never all in memory. A bad row raises when it is reached.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "chats.jsonl"
+        >>> _ = path.write_text('{"id": "a", "text": "hi"}\\n{"id": "b", "text": "bye"}\\n')
+        >>> [c.chat_id for c in iter_conversations(path)]
+        ['a', 'b']
+    """
+    if isinstance(source, (str, Path)) and Path(source).suffix.lower() == ".jsonl":
+        return _from_rows(_jsonl_rows(Path(source)), origin=str(source))
     if isinstance(source, (str, Path)):
         return _from_rows(_read_file(Path(source)), origin=str(source))
     if _is_dataframe(source):
         return _from_rows(source.to_dict(orient="records"), origin="the DataFrame")
     if isinstance(source, Conversation):
-        return [source]
+        return iter([source])
     if isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
-        return _from_rows(list(source), origin="the data")
+        return _from_rows(source, origin="the data")
     raise DataError(
         f"cannot read conversations from a {type(source).__name__}: give a list of "
         "conversations, dicts or strings, a pandas DataFrame, or a .json/.jsonl path"
@@ -45,11 +64,8 @@ def _is_dataframe(value: Any) -> bool:
 
 
 def _read_file(path: Path) -> list[Any]:
-    if not path.is_file():
-        raise DataError(f"no file {str(path)!r}: give a path to a .json or .jsonl file")
+    _check_file(path)
     text = read_utf8(path)
-    if path.suffix.lower() == ".jsonl":
-        return [_parse_line(line, number, path) for number, line in _numbered(text)]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -58,6 +74,20 @@ def _read_file(path: Path) -> list[Any]:
     if not isinstance(rows, list):
         raise DataError(f"{path} holds no list of conversations (nor a 'conversations' list)")
     return rows
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise DataError(f"no file {str(path)!r}: give a path to a .json or .jsonl file")
+
+
+def _jsonl_rows(path: Path) -> Iterator[Any]:
+    """The rows of a JSONL file, a line at a time (blank lines skipped)."""
+    _check_file(path)
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                yield _parse_line(_utf8_line(line, number, path), number, path)
 
 
 def read_utf8(path: Path) -> str:
@@ -76,15 +106,21 @@ def read_utf8(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(
-            f"{path} line {line} is not UTF-8 (byte {data[exc.start]:#04x}): save the file "
-            "as UTF-8 (if it was written as Latin-1 or cp1252, re-encode it)"
-        ) from None
+        raise _not_utf8(path, data.count(b"\n", 0, exc.start) + 1, data[exc.start]) from None
 
 
-def _numbered(text: str) -> Iterable[tuple[int, str]]:
-    return ((n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip())
+def _utf8_line(line: bytes, number: int, path: Path) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, number, line[exc.start]) from None
+
+
+def _not_utf8(path: Path, line: int, byte: int) -> DataError:
+    return DataError(
+        f"{path} line {line} is not UTF-8 (byte {byte:#04x}): save the file "
+        "as UTF-8 (if it was written as Latin-1 or cp1252, re-encode it)"
+    )
 
 
 def _parse_line(line: str, number: int, path: Path) -> Any:
@@ -94,11 +130,12 @@ def _parse_line(line: str, number: int, path: Path) -> Any:
         raise DataError(f"{path} line {number} is not valid JSON: {exc.msg}") from None
 
 
-def _from_rows(rows: list[Any], *, origin: str) -> list[Conversation]:
-    conversations = [_to_conversation(row, index, origin) for index, row in enumerate(rows)]
-    if not conversations:
+def _from_rows(rows: Iterable[Any], *, origin: str) -> Iterator[Conversation]:
+    count = 0
+    for count, row in enumerate(rows, start=1):
+        yield _to_conversation(row, count - 1, origin)
+    if not count:
         raise DataError(f"{origin} holds no conversations")
-    return conversations
 
 
 def _to_conversation(row: Any, index: int, origin: str) -> Conversation:

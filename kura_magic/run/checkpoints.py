@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -28,7 +29,7 @@ def checkpoint_path(directory: str | Path, keys: list[str], ids: list[str]) -> P
     return Path(directory).expanduser() / f"summaries-{digest[:16]}.jsonl"
 
 
-def save_checkpoint(path: Path, results: list[SummaryResult]) -> None:
+def save_checkpoint(path: Path, results: Iterable[SummaryResult]) -> None:
     """Write `results` to `path` (atomically: a reader never sees half a file)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,6 @@ from kura_magic.storage.runlog import (
     AnswerStore,
     RecordedRow,
     RunRecord,
-    keys_digest,
     prompt_hash,
     prune,
     read_rows,
@@ -88,11 +87,11 @@ def _save(run: SummaryRun, store: Store, *, json_schema: dict[str, Any] | None, 
         prompt_hash=prompt_hash(run.prompt), schema_name=run.schema_name, json_schema=json_schema,
         cache_mode=run.cache_mode, stats=run.stats, answers=answer_store(answers),
     )
-    rows = [RecordedRow(conversation_id=r.conversation_id, key=r.key, status=r.status, cached=r.cached,
-                        error=r.error if r.status in ("skipped", "unfinished", "pending") else None) for r in run.results]
-    record.keys_digest = keys_digest(rows)
+    record.keys_digest = run.table.keys_digest()  # as `keys_digest` of the rows, without making them
     if history and _repeats(history[-1], record):
         return _fold_into(history[-1], run, record, store)
+    rows = [RecordedRow(conversation_id=r.conversation_id, key=r.key, status=r.status, cached=r.cached,
+                        error=r.error if r.status in ("skipped", "unfinished", "pending") else None) for r in run.results]
     previous = next((r for r in reversed(history) if run.label and r.label == run.label), None)
     if previous is not None:
         try:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,13 @@ from kura_magic.calls import budget
 from kura_magic.calls.calls import CallContext, CallOptions, CallSetup
 from kura_magic.calls.provider_errors import is_transient
 from kura_magic.errors import ConfigError
-from kura_magic.inputs.loaders import ConversationSource, load_conversations
+from kura_magic.inputs.loaders import ConversationSource, iter_conversations
 from kura_magic.inputs.templates import PromptTemplate
 from kura_magic.keys import schema_json
 from kura_magic.run import batch_mode, history
 from kura_magic.run.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
-from kura_magic.run.results import Estimate, SummaryResult, SummaryRun, result_from_entry
+from kura_magic.run.results import Estimate, ResultTable, SummaryRun
+from kura_magic.storage.base import BATCH
 from kura_magic.types import CacheEntry, ChatRequest, Conversation, RunStats
 
 ProgressCallback = Callable[[RunStats], None]
@@ -32,13 +34,16 @@ API_LABEL = "summarise()"  # what the run history calls a run that was given no 
 
 @dataclass
 class _Plan:
-    """Everything decided before any call: the requests and which rows share a key."""
+    """Everything decided before any call: the conversations to read (a stream), the
+    template, and how calls are made. `_Run.serve_hits` reads the stream once."""
 
-    conversations: list[Conversation]
-    requests: list[ChatRequest]
+    conversations: Iterator[Conversation]
+    template: PromptTemplate
     setup: CallSetup
-    prompt: str
-    rows_by_key: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def prompt(self) -> str:
+        return self.template.source
 
     @property
     def context(self) -> CallContext:
@@ -51,12 +56,9 @@ class _Plan:
             experiment=self.context.experiment, model=self.setup.model,
         )
 
-    def checkpoint_path(self, directory: str | Path | None) -> Path | None:
-        """Where this plan's checkpoint lives in `directory` (None: no checkpoint)."""
-        if directory is None:
-            return None
-        return checkpoint_path(directory, [r.key for r in self.requests],
-                               [c.chat_id for c in self.conversations])
+    def parse(self) -> Callable[[str], Any] | None:
+        """How an answer becomes the schema's object (None: it stays text)."""
+        return self.setup.schema.model_validate_json if self.setup.schema is not None else None
 
 
 def _plan(
@@ -65,23 +67,27 @@ def _plan(
 ) -> _Plan:
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
-    conversations = load_conversations(source)[:limit]
     template = PromptTemplate.compile(prompt, variables)
-    requests = [setup.request(template.render(c)) for c in conversations]
-    plan = _Plan(conversations, requests, setup, template.source)
-    for row, request in enumerate(requests):
-        plan.rows_by_key.setdefault(request.key, []).append(row)
-    return plan
+    return _Plan(islice(iter_conversations(source), limit), template, setup)
+
+
+def _checkpoint_path(directory: str | Path | None, rows: ResultTable) -> Path | None:
+    """Where the checkpoint of these rows lives in `directory` (None: no checkpoint)."""
+    return None if directory is None else checkpoint_path(directory, rows.key, rows.conversation_id)
 
 
 @dataclass
 class _Run:
-    """One run in progress: its plan, the rows filled so far, counts, budget and tasks."""
+    """One run in progress: its plan, its rows (columns, filled as answers come), the calls
+    still to make, counts, budget and tasks."""
 
     plan: _Plan
     on_progress: ProgressCallback | None = None
     stats: RunStats = field(default_factory=RunStats)
-    results: list[SummaryResult | None] = field(default_factory=list)
+    rows: ResultTable = field(default_factory=ResultTable)
+    # The calls to make: each missing key's request, and the rows that share it.
+    requests: dict[str, ChatRequest] = field(default_factory=dict)
+    rows_by_key: dict[str, list[int]] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     spend: budget.Budget = field(default_factory=lambda: budget.Budget(None))
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -90,44 +96,58 @@ class _Run:
     own_limit: bool = False  # the run has its own max_concurrency, apart from the process-wide one
 
     def __post_init__(self) -> None:
-        self.stats.total = len(self.plan.conversations)
         self.stats.model = self.plan.setup.model
-        self.results = [None] * self.stats.total
+
+    def serve_hits(self) -> list[str]:
+        """Read the conversations `BATCH` at a time: each becomes a row (id, key, metadata),
+        filled at once if its key is cached; the rest keep their request. Returns the keys
+        that must be called. Only the missing calls' requests outlive their batch."""
+        for batch in iter(lambda: list(islice(self.plan.conversations, BATCH)), []):
+            self._serve_batch(batch)
+            self.report()
+        return list(self.rows_by_key)
+
+    def _serve_batch(self, conversations: list[Conversation]) -> None:
+        setup, template = self.plan.setup, self.plan.template
+        waiting: dict[str, tuple[ChatRequest, list[int]]] = {}
+        for conversation in conversations:
+            request = setup.request(template.render(conversation))
+            row = self.rows.add(conversation.chat_id, request.key, conversation.metadata)
+            self.stats.total += 1
+            if request.key in self.rows_by_key:  # a repeat of a call already waiting: joined
+                self.rows_by_key[request.key].append(row)
+            else:
+                waiting.setdefault(request.key, (request, []))[1].append(row)
+        found = self.plan.context.lookup_many(list(waiting))
+        for key, (request, rows) in waiting.items():
+            entry = found.get(key)
+            if entry is None:
+                self.requests[key], self.rows_by_key[key] = request, rows
+            else:
+                self.fill(rows, entry, joined=True)
+
+    def fill(self, rows: list[int], entry: CacheEntry, *, joined: bool) -> None:
+        """Give `entry` to `rows`: the first is fresh unless `joined`, repeats are cached."""
+        parse = self.plan.parse()
+        for position, row in enumerate(rows):
+            cached = joined or position > 0
+            self.rows.fill(row, entry, cached=cached, parse=parse)
+            self.stats.record(cached=cached, error=entry.error is not None, cost=entry.cost,
+                              retryable=is_transient(entry.error_type))
+
+    def skip(self, rows: list[int]) -> None:
+        """Rows whose call the budget refused; the stats say the budget and the estimate."""
+        for row in rows:
+            self.rows.settle(row, "skipped", f"skipped: {self.spend.limit_text}")
+            self.stats.skipped += 1
+        self.stats.max_cost = self.spend.max_cost
+        self.stats.skip_estimate = self.spend.refused_each
 
     def stop(self) -> None:
         """Stop starting and cancel what is in flight; finished rows stay."""
         self.stopped = True
         for task in self.tasks:
             task.cancel()
-
-    def serve_hits(self) -> list[str]:
-        """Fill every row whose key is cached; return the keys that must be called."""
-        misses = []
-        found = self.plan.context.lookup_many(list(self.plan.rows_by_key))
-        for key, rows in self.plan.rows_by_key.items():
-            entry = found.get(key)
-            if entry is None:
-                misses.append(key)
-            else:
-                self.fill(rows, entry, joined=True)
-        self.report()
-        return misses
-
-    def fill(self, rows: list[int], entry: CacheEntry, *, joined: bool) -> None:
-        """Give `entry` to `rows`: the first is fresh unless `joined`, repeats are cached."""
-        for position, row in enumerate(rows):
-            result = _result(self.plan, row, entry, cached=joined or position > 0)
-            self.stats.record(cached=result.cached, error=result.status == "error", cost=entry.cost,
-                              retryable=is_transient(entry.error_type))
-            self.results[row] = result
-
-    def skip(self, rows: list[int]) -> None:
-        """Rows whose call the budget refused; the stats say the budget and the estimate."""
-        for row in rows:
-            self.results[row] = _unresolved(self.plan, row, "skipped", f"skipped: {self.spend.limit_text}")
-            self.stats.skipped += 1
-        self.stats.max_cost = self.spend.max_cost
-        self.stats.skip_estimate = self.spend.refused_each
 
     def report(self, phase: str | None = None) -> None:
         """Send the stats to `on_progress`; `phase`: what the run now waits on, if that changed."""
@@ -175,14 +195,14 @@ class _Run:
 
     async def _call_one(self, key: str, slots: asyncio.Semaphore) -> None:
         try:
-            await self._call_rows(self.plan.rows_by_key[key], slots)
+            await self._call_rows(self.rows_by_key[key], slots)
         except Exception as exc:  # ours or a bug, anywhere in the row: the run stops, it escapes
             self.failure = self.failure or exc
             self.stop()
             raise
 
     async def _call_rows(self, rows: list[int], slots: asyncio.Semaphore) -> None:
-        request = self.plan.requests[rows[0]]
+        request = self.requests[self.rows.key[rows[0]]]
         async with slots:
             estimate = self.spend.reserve(request)
             if estimate is None:
@@ -199,28 +219,36 @@ class _Run:
     def finish(self, checkpoint_at: Path | None, *, label: str | None = None, cell: str | None = None) -> SummaryRun:
         """The run as it ended, checkpointed if whole, and recorded in the run history."""
         self.report()
-        rows = [r or _unresolved(self.plan, i, "unfinished", UNFINISHED) for i, r in enumerate(self.results)]
-        if checkpoint_at is not None and all(r.status in ("ok", "error") for r in rows):
-            save_checkpoint(checkpoint_at, rows)
+        self.requests.clear()  # the calls are made (or never will be): their prompts are not kept
+        for row, status in enumerate(self.rows.status):
+            if status == "unfinished":
+                self.rows.settle(row, "unfinished", UNFINISHED)
+        run = self._summary_run(label)
+        if checkpoint_at is not None and all(status in ("ok", "error") for status in self.rows.status):
+            save_checkpoint(checkpoint_at, run.results)
         setup = self.plan.setup
-        run = SummaryRun(
-            rows, self.stats, model=setup.model, experiment=setup.context.experiment,
-            schema_name=setup.schema.__name__ if setup.schema else None, prompt=self.plan.prompt,
-            cache_mode=setup.context.mode, params=setup.params, label=label or API_LABEL,
-        )
         history.record_run(run, json_schema=schema_json(setup.schema) if setup.schema else None, cell=cell,
                            answers=setup.context.store)
         return run
 
+    def _summary_run(self, label: str | None) -> SummaryRun:
+        setup = self.plan.setup
+        return SummaryRun(
+            self.rows, self.stats, model=setup.model, experiment=setup.context.experiment,
+            schema_name=setup.schema.__name__ if setup.schema else None, prompt=self.plan.prompt,
+            cache_mode=setup.context.mode, params=setup.params, label=label or API_LABEL,
+        )
+
     def from_checkpoint(self, path: Path) -> bool:
-        """Fill every row from the run's checkpoint, as cached rows; False if there is none."""
+        """Every row from the run's checkpoint instead, as cached rows; False if there is none."""
         saved = load_checkpoint(path, self.plan.setup.schema)
-        if saved is None or len(saved) != len(self.plan.conversations):
+        if saved is None or len(saved) != len(self.rows):
             return False
-        for row, (conversation, result) in enumerate(zip(self.plan.conversations, saved)):
-            self.results[row] = result.model_copy(update={
-                "cached": True, "cost": 0.0, "latency_s": 0.0, "metadata": conversation.metadata,
-            })
+        self.stats = RunStats(total=len(self.rows), model=self.plan.setup.model)
+        self.requests.clear()
+        self.rows_by_key.clear()
+        for row, result in enumerate(saved):
+            self.rows.put(row, result.model_copy(update={"cached": True, "cost": 0.0, "latency_s": 0.0}))
             self.stats.record(cached=True, error=result.status == "error", cost=result.fresh_cost)
         return True
 
@@ -261,10 +289,10 @@ async def asummarise(
     plan = _plan(conversations, prompt, CallSetup.create(options, variables), limit=limit, variables=variables)
     run = _Run(plan, on_progress)
     on_interrupt(run.stop)
-    saved_at = plan.checkpoint_path(checkpoint)
+    misses = run.serve_hits()
+    saved_at = _checkpoint_path(checkpoint, run.rows)
     if saved_at is not None and run.from_checkpoint(saved_at):
         return run.finish(checkpoint_at=None, label=label, cell=cell)
-    misses = run.serve_hits()
     if misses and not run.stopped:
         misses = await _through_batches(run, misses, submit=batch, label=label)
     if misses and not run.stopped:
@@ -314,22 +342,6 @@ def estimate(
     reply = plan.reply_length()
     return Estimate(
         total=run.stats.total, cached=run.stats.cached, fresh=len(misses),
-        estimated_cost=budget.estimate_total([plan.requests[plan.rows_by_key[k][0]] for k in misses], reply),
+        estimated_cost=budget.estimate_total([run.requests[key] for key in misses], reply),
         model=plan.setup.model, experiment=plan.context.experiment, reply_basis=reply.basis,
-    )
-
-
-def _result(plan: _Plan, row: int, entry: CacheEntry, *, cached: bool) -> SummaryResult:
-    conversation, schema = plan.conversations[row], plan.setup.schema
-    return result_from_entry(entry, conversation_id=conversation.chat_id, key=plan.requests[row].key, cached=cached,
-                             parse=schema.model_validate_json if schema is not None else None,
-                             metadata=conversation.metadata)
-
-
-def _unresolved(plan: _Plan, row: int, status: Any, why: str) -> SummaryResult:
-    """A row with no answer: skipped by the budget, or unfinished when the run stopped."""
-    conversation = plan.conversations[row]
-    return SummaryResult(
-        conversation_id=conversation.chat_id, status=status, error=why,
-        key=plan.requests[row].key, metadata=conversation.metadata,
     )

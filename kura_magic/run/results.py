@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+import hashlib
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,9 +43,7 @@ class SummaryResult(BaseModel):
 
     def summary_fields(self) -> dict[str, Any]:
         """The summary as columns: the schema's fields, or one 'summary' column."""
-        if isinstance(self.summary, BaseModel):
-            return self.summary.model_dump(mode="json")
-        return {"summary": self.summary}
+        return _summary_fields(self.summary)
 
 
 def result_from_entry(entry: CacheEntry, *, conversation_id: str, key: str, cached: bool,
@@ -59,13 +59,157 @@ def result_from_entry(entry: CacheEntry, *, conversation_id: str, key: str, cach
         >>> hit.summary, hit.cost, hit.fresh_cost
         ('Refund issued.', 0.0, 0.002)
     """
-    cost, latency = entry.charged(cached=cached)
-    facts: dict[str, Any] = {"conversation_id": conversation_id, "key": key, "cached": cached, "cost": cost,
-                             "latency_s": latency, "fresh_cost": entry.cost, "usage": entry.usage,
-                             "metadata": metadata or {}}
-    if entry.error is not None:
-        return SummaryResult(**facts, status="error", error=f"{entry.error_type}: {entry.error}")
-    return SummaryResult(**facts, summary=entry.response if parse is None else parse(entry.response or ""))
+    table = ResultTable()
+    table.fill(table.add(conversation_id, key, metadata or {}), entry, cached=cached, parse=parse)
+    return table.row(0)
+
+
+KEYS_SHOWN = 1000  # a run's provenance lists its cache keys up to this many; past it, their digest only
+
+
+class ResultTable:
+    """A run's results held as columns, one slot per conversation in input order; a
+    `SummaryResult` is made only when a row is asked for (`row`), so a million cached rows
+    cost their strings and a few list slots each, not a tree of objects.
+
+    Example:
+        >>> table = ResultTable()
+        >>> row = table.add("c1", "k1", {})
+        >>> table.fill(row, CacheEntry(model="m", response="Refund issued.", cost=0.002), cached=True)
+        >>> table.row(row).summary, table.row(row).cost, len(table)
+        ('Refund issued.', 0.0, 1)
+    """
+
+    def __init__(self) -> None:
+        self.conversation_id: list[str] = []
+        self.key: list[str] = []
+        self.metadata: list[dict[str, Any] | None] = []  # None: none (most conversations)
+        self.summary: list[Any] = []
+        self.cached: list[bool] = []
+        self.cost: list[float | None] = []
+        self.fresh_cost: list[float | None] = []
+        self.latency_s: list[float] = []
+        self.error: list[str | None] = []
+        self.status: list[ResultStatus] = []
+        self.tokens = array("q")  # prompt, completion and total tokens, three per row
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def add(self, conversation_id: str, key: str, metadata: dict[str, Any]) -> int:
+        """A row with no answer yet (status 'unfinished'); returns its index."""
+        self.conversation_id.append(conversation_id)
+        self.key.append(key)
+        self.metadata.append(metadata or None)
+        self.summary.append(None)
+        self.cached.append(False)
+        self.cost.append(None)
+        self.fresh_cost.append(None)
+        self.latency_s.append(0.0)
+        self.error.append(None)
+        self.status.append("unfinished")
+        self.tokens.extend((0, 0, 0))
+        return len(self.key) - 1
+
+    def fill(self, row: int, entry: CacheEntry, *, cached: bool, parse: Callable[[str], Any] | None = None) -> None:
+        """Give `row` the answer or error of `entry` (see `result_from_entry`)."""
+        self.cost[row], self.latency_s[row] = entry.charged(cached=cached)
+        self.cached[row], self.fresh_cost[row] = cached, entry.cost
+        usage = entry.usage
+        self.tokens[3 * row : 3 * row + 3] = array("q", (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens))
+        if entry.error is not None:
+            self.status[row], self.error[row] = "error", f"{entry.error_type}: {entry.error}"
+        else:
+            self.status[row] = "ok"
+            self.summary[row] = entry.response if parse is None else parse(entry.response or "")
+
+    def settle(self, row: int, status: ResultStatus, why: str) -> None:
+        """Give `row` no answer: skipped by the budget, or unfinished when the run stopped."""
+        self.status[row], self.error[row] = status, why
+
+    def put(self, row: int, result: SummaryResult) -> None:
+        """Give `row` everything of `result` (a checkpoint's row) but its id, key and metadata."""
+        usage = result.usage
+        self.summary[row], self.cached[row], self.cost[row] = result.summary, result.cached, result.cost
+        self.fresh_cost[row], self.latency_s[row] = result.fresh_cost, result.latency_s
+        self.error[row], self.status[row] = result.error, result.status
+        self.tokens[3 * row : 3 * row + 3] = array("q", (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens))
+
+    @classmethod
+    def of(cls, results: Iterable[SummaryResult]) -> ResultTable:
+        """The table of `results` as they are."""
+        table = cls()
+        for result in results:
+            table.put(table.add(result.conversation_id, result.key, result.metadata), result)
+        return table
+
+    def row(self, index: int) -> SummaryResult:
+        """The result of one row, made now."""
+        prompt, completion, total = self.tokens[3 * index : 3 * index + 3]
+        return SummaryResult.model_construct(
+            conversation_id=self.conversation_id[index], summary=self.summary[index], cached=self.cached[index],
+            cost=self.cost[index], fresh_cost=self.fresh_cost[index], latency_s=self.latency_s[index],
+            error=self.error[index], status=self.status[index], key=self.key[index],
+            usage=Usage.model_construct(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total),
+            metadata=dict(self.metadata[index] or {}),
+        )
+
+    def keys_digest(self) -> str:
+        """sha256 of the rows' cache keys, in order (the run history's `keys_digest`)."""
+        digest = hashlib.sha256()
+        for index, key in enumerate(self.key):
+            digest.update(f"\n{key}".encode() if index else key.encode())
+        return digest.hexdigest()
+
+    def columns(self) -> dict[str, Sequence[Any]]:
+        """The table for `to_pandas`: id, the summary (or a schema's fields), cached, cost,
+        latency, error, status. A schema's fields are the one part made row by row."""
+        if all(summary is None or isinstance(summary, str) for summary in self.summary):
+            summary: dict[str, Sequence[Any]] = {"summary": self.summary}
+        else:
+            import pandas
+
+            fields = [_summary_fields(summary) for summary in self.summary]
+            summary = {name: column.tolist() for name, column in pandas.DataFrame(fields).items()}
+        return {"conversation_id": self.conversation_id, **summary, "cached": self.cached, "cost": self.cost,
+                "latency_s": self.latency_s, "error": self.error, "status": self.status}
+
+
+def _summary_fields(summary: Any) -> dict[str, Any]:
+    return summary.model_dump(mode="json") if isinstance(summary, BaseModel) else {"summary": summary}
+
+
+class ResultRows(Sequence[SummaryResult]):
+    """A run's `.results`: a sequence of `SummaryResult` in input order, each made when read.
+
+    Example:
+        >>> rows = ResultRows(ResultTable.of([SummaryResult(conversation_id="c1", summary="hi")]))
+        >>> [r.summary for r in rows], rows[0].conversation_id
+        (['hi'], 'c1')
+    """
+
+    def __init__(self, table: ResultTable) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @overload
+    def __getitem__(self, index: int) -> SummaryResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[SummaryResult]: ...
+
+    def __getitem__(self, index: int | slice) -> SummaryResult | list[SummaryResult]:
+        if isinstance(index, slice):
+            return [self.table.row(i) for i in range(len(self.table))[index]]
+        return self.table.row(range(len(self.table))[index])
+
+    def __iter__(self) -> Iterator[SummaryResult]:
+        return (self.table.row(i) for i in range(len(self.table)))
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} results>"
 
 
 class SummaryRun:
@@ -79,7 +223,7 @@ class SummaryRun:
 
     def __init__(
         self,
-        results: list[SummaryResult],
+        results: Sequence[SummaryResult] | ResultTable,
         stats: RunStats,
         *,
         model: str,
@@ -90,7 +234,7 @@ class SummaryRun:
         params: dict[str, Any] | None = None,
         label: str | None = None,
     ) -> None:
-        self.results = results
+        self.table = results if isinstance(results, ResultTable) else ResultTable.of(results)
         self.stats = stats
         self.model = model
         self.experiment = experiment
@@ -103,8 +247,17 @@ class SummaryRun:
         self.changes = ""  # what changed since the previous run of the same label
         self.missing: list[str] = []  # a loaded run: conversations whose answer left the cache
 
+    @property
+    def results(self) -> ResultRows:
+        """The results, in input order: a sequence of `SummaryResult`, each made when read."""
+        return ResultRows(self.table)
+
+    @results.setter
+    def results(self, results: Sequence[SummaryResult]) -> None:
+        self.table = ResultTable.of(results)
+
     def __len__(self) -> int:
-        return len(self.results)
+        return len(self.table)
 
     def __iter__(self) -> Iterator[SummaryResult]:
         return iter(self.results)
@@ -118,22 +271,11 @@ class SummaryRun:
         return f"<SummaryRun {run}{self.model} experiment={self.experiment!r}: {self.stats.summary_line()}{missing}>"
 
     def to_pandas(self) -> pandas.DataFrame:
-        """One row per conversation: id, summary (or schema fields), cached, cost, latency, error."""
+        """One row per conversation: id, summary (or schema fields), cached, cost, latency, error;
+        built from the run's columns, not row by row."""
         import pandas
 
-        rows = [
-            {
-                "conversation_id": r.conversation_id,
-                **r.summary_fields(),
-                "cached": r.cached,
-                "cost": r.cost,
-                "latency_s": r.latency_s,
-                "error": r.error,
-                "status": r.status,
-            }
-            for r in self.results
-        ]
-        return pandas.DataFrame(rows)
+        return pandas.DataFrame(self.table.columns())
 
     def embed(self, *, model: str, dimensions: int | None = None) -> Embeddings:
         """Embed the summaries that succeeded (Kura's next step), through the embedding cache.
@@ -158,8 +300,14 @@ class SummaryRun:
             "cache_mode": self.cache_mode,
             "schema": self.schema_name,
             "stats": self.stats.model_dump(),
-            "keys": [r.key for r in self.results],
+            **self._keys(),
         }
+
+    def _keys(self) -> dict[str, Any]:
+        """The rows' cache keys: listed for a run of up to `KEYS_SHOWN` rows; their count and
+        digest always, so the metadata of a million rows stays small."""
+        listed = {"keys": list(self.table.key)} if len(self.table) <= KEYS_SHOWN else {}
+        return {**listed, "key_count": len(self.table), "keys_digest": self.table.keys_digest()}
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict, dict]:
         """HTML, and for where HTML does not render (a terminal, GitHub's text view, nbconvert

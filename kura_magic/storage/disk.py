@@ -1,6 +1,8 @@
 """The disk store: diskcache under one directory, JSON bytes only, least-recently-used
-eviction, leases on calls in flight for processes that share the directory, and a damaged
-database file survived: warned about once, then moved aside by a full clear."""
+eviction (a read refreshes an entry's access time at most once a period, so a re-run of
+recently used entries is a pure read), leases on calls in flight for processes that share
+the directory, and a damaged database file survived: warned about once, then moved aside
+by a full clear."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import diskcache
 
@@ -25,6 +27,13 @@ DATABASE_FILES = ("cache.db", "cache.db-wal", "cache.db-shm")
 PASSING_TROUBLE = (diskcache.Timeout, sqlite3.OperationalError, OSError)
 # What a pickled value reads as: bytes no entry or vector can be, so a miss that is dropped.
 UNREADABLE = b""
+REFRESH_S = 24 * 3600.0  # a hit refreshes its entry's access time at most this often
+# One entry as a read sees it; diskcache's own `get` under least-recently-used eviction
+# writes the access time on every hit, so reads go through this instead.
+_SELECT = (
+    "SELECT rowid, access_time, mode, filename, value FROM Cache"
+    " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
+)
 
 
 class _JSONOnlyDisk(diskcache.Disk):
@@ -58,6 +67,11 @@ class _PickledData(Exception):
 class DiskStore(Store):
     """diskcache under `directory`, least-recently-used eviction past `size_limit` bytes.
 
+    `refresh_s`: the granularity of that eviction order. A hit writes its entry's access
+    time only if the last one is older than this (default a day): a re-run of entries used
+    within the period writes nothing, and eviction still takes the least recently used
+    first, to within a period.
+
     `tag_index`: index entries by experiment, for clearing or listing one experiment without
     a full scan. A store that only ever holds one (the embedding store) goes without: the
     index is one more B-tree to update on every write.
@@ -75,10 +89,11 @@ class DiskStore(Store):
 
     def __init__(
         self, directory: str | Path, *, size_limit: int = 5 * 1024**3, tag_index: bool = True,
-        ttl_s: float | None = None,
+        ttl_s: float | None = None, refresh_s: float = REFRESH_S,
     ) -> None:
         self.directory = Path(directory).expanduser()
         self.size_limit = size_limit
+        self.refresh_s = refresh_s
         self.ttl_s = ttl_s  # each entry written is served this long (diskcache's `expire`)
         self.tag_index = tag_index
         self.damage: str | None = None  # what is wrong with the database file, once found
@@ -133,35 +148,30 @@ class DiskStore(Store):
         return default
 
     def read_bytes(self, key: str, *, experiment: str) -> bytes | None:
-        return self._attempt("read", key, lambda cache: cache.get(storage_key(key, experiment)), None)
+        return self.read_many([key], experiment=experiment).get(key)
 
     def read_many(self, keys: Sequence[str], *, experiment: str) -> dict[str, bytes]:
-        """One transaction per `BATCH` keys (a read updates the access time, so it writes)."""
-        return self._read_batches(keys, lambda cache, batch: _read_batch(cache, batch, experiment))
+        """Plain reads, `BATCH` keys at a time; the entries last used more than `refresh_s`
+        ago are then marked used now, in one write per batch (none at all on a re-run)."""
+        return self._read_batches(keys, experiment, refresh_s=self.refresh_s)
 
     def peek_many(self, keys: Sequence[str], *, experiment: str) -> dict[str, bytes]:
-        """Plain reads on a connection of their own: no access-time update, no write lock."""
-        return self._read_batches(keys, lambda _, batch: _read(self._reader, batch, experiment))
+        """Plain reads that never count as a use: no access-time update, no write lock."""
+        return self._read_batches(keys, experiment, refresh_s=None)
 
-    def _read_batches(
-        self, keys: Sequence[str], read: Callable[[diskcache.Cache, Sequence[str]], dict[str, bytes]]
-    ) -> dict[str, bytes]:
-        """`read` the keys `BATCH` at a time; after a failed batch the rest are misses too,
-        with the one warning."""
+    def _read_batches(self, keys: Sequence[str], experiment: str, *, refresh_s: float | None) -> dict[str, bytes]:
+        """The keys read `BATCH` at a time; after a failed batch the rest are misses too,
+        with the one warning. A refresh that fails loses no hit (it is bookkeeping)."""
         found: dict[str, bytes] = {}
         for batch in chunks(keys, BATCH):
-            got = self._attempt("read", batch[0], lambda cache: read(cache, batch), None)
+            got = self._attempt("read", batch[0], partial(_read, keys=batch, experiment=experiment,
+                                                          refresh_s=refresh_s), None)
             if got is None:
                 break
-            found.update(got)
+            found.update(got.found)
+            if got.stale:
+                self._attempt("access-time update", batch[0], partial(_mark_used, rows=got.stale), None)
         return found
-
-    @cached_property
-    def _reader(self) -> diskcache.Cache:
-        """The same database, read without refreshing what is read (evicting is not its job)."""
-        reader = diskcache.Cache(str(self.directory), disk=_JSONOnlyDisk, timeout=STORAGE_TIMEOUT_S)
-        reader.reset("eviction_policy", "none", update=False)  # this instance only
-        return reader
 
     def write_bytes(self, key: str, data: bytes, *, experiment: str) -> bool:
         return self.write_many({key: data}, experiment=experiment) == 1
@@ -288,18 +298,34 @@ class DiskStore(Store):
             self._cache.close()
         if "_leases" in self.__dict__:
             self._leases.close()
-        if "_reader" in self.__dict__:
-            self.__dict__.pop("_reader").close()
 
 
-def _read_batch(cache: diskcache.Cache, keys: Sequence[str], experiment: str) -> dict[str, bytes]:
+class _Read(NamedTuple):
+    found: dict[str, bytes]  # by key
+    stale: list[tuple[float, int]]  # (now, rowid) of the found entries due an access-time update
+
+
+def _read(cache: diskcache.Cache, *, keys: Sequence[str], experiment: str, refresh_s: float | None) -> _Read:
+    """The stored bytes of `keys` (absent or expired ones left out), read outside any
+    transaction; with `refresh_s`, which of them were last used longer ago than that."""
+    now, read = time.time(), _Read({}, [])
+    for key in keys:
+        rows = cache._sql(_SELECT, (storage_key(key, experiment), now)).fetchall()
+        if not rows:
+            continue
+        ((rowid, access_time, mode, filename, value),) = rows
+        try:
+            read.found[key] = cache._disk.fetch(mode, filename, value, False)
+        except OSError:  # its file went with an eviction meanwhile: a miss
+            continue
+        if refresh_s is not None and access_time < now - refresh_s:
+            read.stale.append((now, rowid))
+    return read
+
+
+def _mark_used(cache: diskcache.Cache, *, rows: list[tuple[float, int]]) -> None:
     with cache.transact():
-        return _read(cache, keys, experiment)
-
-
-def _read(cache: diskcache.Cache, keys: Sequence[str], experiment: str) -> dict[str, bytes]:
-    found = {key: cache.get(storage_key(key, experiment)) for key in keys}
-    return {key: data for key, data in found.items() if data is not None}
+        cache._con.executemany("UPDATE Cache SET access_time = ? WHERE rowid = ?", rows)
 
 
 def _write_batch(cache: diskcache.Cache, items: Sequence[tuple[str, bytes]], experiment: str,
