@@ -5,6 +5,7 @@ tables as HTML, never widget reprs such as `VBox(children=(IntProgress(...`."""
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 
@@ -13,10 +14,14 @@ import pytest
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 from nbformat.v4 import new_code_cell, new_notebook
+from pydantic import BaseModel, Field
 
 import kura_magic as km
 from helpers import PROMPT, make_conversations
+from kura_magic.run.results import SummaryResult, SummaryRun
 from kura_magic.testing import LoopbackLLM
+from kura_magic.types import RunStats
+from kura_magic.views import results_table
 
 SETUP = ("from kura_magic.inputs.samples import sample_conversations\nconvs = sample_conversations(4)\nnumber = 42\n"
          "%load_ext kura_magic")
@@ -31,6 +36,23 @@ KEYLESS = ('import os\nkey = os.environ.pop("OPENAI_API_KEY")',
 TEXT_PANEL = "%config KuraMagics.panel = 'text'"  # where ipywidgets is not installed
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 WIDGET_REPRS = ("VBox(", "IntProgress(", "HBox(", "Label(value")
+
+
+class Wide(BaseModel):
+    """Twelve fields, a list among them, as the issue's user had."""
+
+    summary: str
+    request: str
+    topics: list[str] = Field(min_length=3)
+    sentiment: str
+    language: str
+    product: str
+    urgency: int
+    resolved: bool
+    channel: str
+    next_step: str
+    reason: str
+    explanation: str
 
 
 @pytest.fixture
@@ -131,7 +153,24 @@ def test_a_runs_text_is_its_summary_line_over_a_text_table_and_its_repr_one_line
     assert lines[-1] == "all 3 rows: v1.to_pandas()"
 
 
-def test_long_replies_are_cut_with_the_whole_a_click_away_and_escaped(llm_server, llm):
+def table_args(page: str) -> dict:
+    """The DataTables arguments of the (one) interactive table in `page`, its rows decoded."""
+    found = re.search(r"let dt_args = (\{.*?\n\s*\});", page, re.S)
+    assert found, "an interactive table"
+    args = json.loads(found.group(1))
+    args["rows"] = json.loads(args.pop("data_json"))
+    args["titles"] = re.findall(r"<th>(.*?)</th>", args["table_html"])
+    return args
+
+
+def static_preview(page: str) -> str:
+    """What shows where JavaScript does not run: the static table itables puts beside the live one."""
+    found = re.search(r'<div id="itables_[\w]+_fallback">(.*?)</div><script>', page, re.S)
+    assert found, "a static preview"
+    return found.group(1)
+
+
+def test_long_replies_are_escaped_and_kept_once_whole_in_each_view(llm_server, llm):
     reply = "<script>alert(1)</script> " + "word " * 100
     llm_server.reply = lambda messages: reply
     try:
@@ -139,29 +178,66 @@ def test_long_replies_are_cut_with_the_whole_a_click_away_and_escaped(llm_server
     finally:
         llm_server.reply = None
     page = run._repr_html_()
+    whole = f'<div class="kura-long">{html.escape(reply)}</div>'
 
     assert run[0].summary.startswith("<script>alert(1)</script> word word")
-    assert "<script>" not in page
-    assert page.count('<details class="kura-cut"><summary>&lt;script&gt;alert(1)&lt;/script&gt; word') == 2
-    assert page.count(f"{html.escape(run[0].summary)}</details>") == 2, "the whole reply, escaped"
-    assert 'overflow-x:auto' in page, "a wide table scrolls inside its own box"
+    assert "<script>alert(1)" not in page
+    assert [row[2] for row in table_args(page)["rows"]] == [whole, whole], "the whole reply, once per row"
+    assert static_preview(page).count(whole) == 2, "the static preview: the same, nothing cut"
+    assert "<details" not in page, "no preview followed by the whole text again"
 
 
-def test_the_id_stays_in_view_and_cached_rows_say_what_they_saved(llm):
+def test_cached_rows_say_what_they_saved_and_figures_sort_by_value(llm):
     first = km.summarise(make_conversations(3), PROMPT)
-    page = km.summarise(make_conversations(3), PROMPT)._repr_html_()
+    args = table_args(km.summarise(make_conversations(3), PROMPT)._repr_html_())
 
-    assert page.count('class="kura-id" style="text-align:left;white-space:nowrap;position:sticky;left:0') == 3
-    assert page.count('<span class="kura-badge kura-cached"') == 3
-    for result in first:
-        assert f"saved {km.formatting.money(result.cost)}" in page
+    assert args["titles"] == ["id", "status", "summary", "cost", "latency", "error"]
+    assert args["fixedColumns"] == {"left": 2}, "the id and the status stay in view when the table scrolls right"
+    assert [row[1] for row in args["rows"]] == ["cached"] * 3
+    for row, result in zip(args["rows"], first):
+        assert row[3] == f'<span data-sort="{result.cost:.6g}">saved {km.formatting.money(result.cost)}</span>'
+    assert args["columnDefs"][0]["targets"] == [3, 4] and "data-sort" in args["columnDefs"][0]["render"]
 
 
-def test_a_long_run_shows_its_first_rows_and_how_many_more(llm):
-    page = km.summarise(make_conversations(km.formatting.TABLE_ROWS + 7), PROMPT)._repr_html_()
+def test_a_twelve_field_result_heads_every_column_and_keeps_list_items_apart(llm):
+    run = km.summarise(make_conversations(4), PROMPT, schema=Wide)
+    page = run._repr_html_()
+    args = table_args(page)
 
-    assert page.count('<span class="kura-badge kura-fresh"') == km.formatting.TABLE_ROWS
-    assert "… 7 more rows: use <code>.to_pandas()</code>" in page
+    assert args["titles"] == ["id", "status", *Wide.model_fields, "cost", "latency", "error"]
+    topics = args["titles"].index("topics")
+    items = [item for item in run[0].summary.topics]
+    assert len(items) >= 3 and args["rows"][0][topics] == (
+        '<ul class="kura-list">' + "".join(f"<li>{html.escape(item)}</li>" for item in items) + "</ul>")
+    preview = static_preview(page)
+    assert all(f"{title}</th>" in preview for title in args["titles"]), "headed where JavaScript does not run"
+    assert preview.count("<tr>") == 4 and preview.count('<ul class="kura-list">') == 4
+
+
+def test_a_saved_table_of_200_rows_and_12_fields_stays_under_its_bound(llm, monkeypatch):
+    monkeypatch.setattr(results_table, "_LIBRARY_SENT", False)  # as in a new kernel
+    run = km.summarise(make_conversations(200, text="Mi pedido no llegó y nadie responde, " * 4), PROMPT,
+                       schema=Wide)
+    first, second = run._repr_html_(), run._repr_html_()
+    library = len(first) - len(second)
+
+    args = table_args(second)
+    assert len(args["rows"]) == 200 and args["pageLength"] == 10
+    assert args["layout"] == results_table.LAYOUT, "paginated, with a search box"
+    assert 500_000 < library < 1_050_000, f"the table library, once per kernel: {library} B"
+    assert len(second.encode()) < 240_000, f"200 rows x 12 fields: {len(second.encode())} B"
+    assert "<script" not in second.split("kura-caption")[0], "the library is not sent twice"
+
+
+def test_a_huge_run_embeds_its_first_rows_and_says_so(monkeypatch):
+    monkeypatch.setattr(results_table, "EMBED_ROWS", 25)
+    run = SummaryRun([SummaryResult(conversation_id=f"c{i}", summary=f"answer {i}", cost=0.001) for i in range(300)],
+                     RunStats(total=300, done=300, fresh=300), model="m", experiment="e", label="big")
+    page = results_table.results_table_html(run)
+
+    assert len(table_args(page)["rows"]) == 25
+    assert ("this table holds the first 25 of 300 rows (a table keeps at most 25 rows or 400,000 characters of "
+            "text in the notebook); all of them: big.to_pandas()") in page
 
 
 def test_budget_skips_are_said_once_not_row_by_row(llm):
@@ -175,5 +251,4 @@ def test_budget_skips_are_said_once_not_row_by_row(llm):
     assert skipped > 10
     budget = km.formatting.money(one_call * 3.5)
     assert page.count(f"{skipped} calls skipped: budget of {budget} reached") == 1
-    assert "kura-skipped" not in page, "no row per skipped call"
-    assert page.count('<span class="kura-badge kura-fresh"') == run.stats.fresh
+    assert [row[1] for row in table_args(page)["rows"]] == ["fresh"] * run.stats.fresh, "no row per skipped call"

@@ -6,27 +6,23 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kura_magic import formatting
 from kura_magic.diffs import Chunk, cut_chunks, margins, word_diff
 from kura_magic.types import RunStats
 from kura_magic.views import text as plain
-from kura_magic.views.theme import BADGE_COLOURS, BAR_PARTS, DIFFERS_CSS, EDGES, FAILED, QUIET_GREY, RUNNING_EDGE, TRACK
+from kura_magic.views.results_table import library_once, results_table_html
+from kura_magic.views.theme import BAR_PARTS, DIFFERS_CSS, EDGES, FAILED, QUIET_GREY, RUNNING_EDGE, TRACK
 
 if TYPE_CHECKING:
     from kura_magic.run.compare import Comparison
-    from kura_magic.run.results import SummaryResult, SummaryRun
+    from kura_magic.run.results import SummaryRun
     from kura_magic.views.history import RunHistory
 
 LEFT = ' style="text-align:left"'  # JupyterLab right-aligns table cells; text reads better left
 # The id column never wraps and stays in view when a wide table scrolls right.
 KEY_STYLE = "text-align:left;white-space:nowrap;position:sticky;left:0;background:var(--jp-layout-color0, #fff)"
-BADGE_STYLE = "background:{colour};color:#fff;border-radius:8px;padding:0 7px;font-size:11px;white-space:nowrap"
-
-
-class Badge(str):
-    """A cell shown as a coloured status badge (`kura-badge kura-<text>`)."""
 
 
 class Key(str):
@@ -78,9 +74,6 @@ def _cell(value: str) -> str:
     if isinstance(value, Markup):
         return f"<td{LEFT}>{value}</td>"
     text = html.escape(value)
-    if isinstance(value, Badge):
-        style = BADGE_STYLE.format(colour=BADGE_COLOURS.get(value, BADGE_COLOURS["skipped"]))
-        return f'<td><span class="kura-badge kura-{text}" style="{style}">{text}</span></td>'
     if isinstance(value, Key):
         return f'<td class="kura-id" style="{KEY_STYLE}">{text}</td>'
     return f"<td>{text}</td>" if isinstance(value, Figure) else f"<td{LEFT}>{cut_html(value)}</td>"
@@ -180,19 +173,9 @@ def _stacked_bar(stats: RunStats) -> str:
 
 
 def results_html(run: SummaryRun) -> str:
-    """A run as a table: id, the summary (or the schema's fields), status, cost (or what a
-    cached row saved), latency, error. Rows without an answer are said once per reason, above."""
-    answered = [result for result in run.results if result.status not in plain.UNANSWERED]
-    shown = answered[: formatting.TABLE_ROWS]
-    columns = _summary_columns(shown)
-    named = f"run {run.run_id} · " if run.run_id else ""
-    missing = f" · {len(run.missing)} answers missing from the cache" if run.missing else ""
-    return table_html(
-        "results", ["id", *columns, "", "cost", "latency", "error"],
-        [(_result_cells(result, columns), None) for result in shown],
-        caption=f"{named}{run.model} · experiment {run.experiment} · {run.stats.summary_line()}{missing}",
-        hidden=len(answered) - len(shown), hidden_hint=".to_pandas()", notes=plain.unanswered_notes(run.results),
-    )
+    """A run as an interactive table (`results_table`), carrying the table library if it is
+    this kernel's first table."""
+    return results_table_html(run, library=library_once())
 
 
 def runs_html(history: RunHistory) -> str:
@@ -203,34 +186,6 @@ def runs_html(history: RunHistory) -> str:
             for cells in history.cells()[-formatting.ROW_LIMIT:]]
     return table_html("runs", header, rows, caption=history.caption,
                       hidden=len(history.frame) - formatting.ROW_LIMIT, hidden_hint="km.runs()")
-
-
-def _summary_columns(results: Sequence[SummaryResult]) -> list[str]:
-    columns: dict[str, None] = {}
-    for result in results:
-        if result.summary is not None:
-            columns.update(dict.fromkeys(result.summary_fields()))
-    return list(columns) or ["summary"]
-
-
-def _result_cells(result: SummaryResult, columns: list[str]) -> list[str]:
-    fields = result.summary_fields() if result.summary is not None else {}
-    return [
-        Key(result.conversation_id),
-        *(_cell_text(fields.get(column)) for column in columns),
-        Badge(plain.status_badge(result)),
-        Figure(plain.cost_text(result)),
-        Figure(formatting.duration(result.latency_s)),
-        result.error or "",
-    ]
-
-
-def _cell_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value)
 
 
 def comparison_html(comparison: Comparison) -> str:
