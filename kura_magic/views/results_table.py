@@ -105,6 +105,14 @@ CSS = "".join(f".kura-results .kura-badge.kura-{status} {{ background: {colour};
 """
 
 
+# The static preview's look where a page keeps styles but runs no script (an nbconvert export
+# opened with scripts off, an untrusted notebook): text left and on top, each long text a small
+# box that scrolls, so ten rows of twelve fields stay a page or two tall. GitHub drops styles:
+# there each text shows whole.
+PREVIEW_CSS = ('<style>.kura-results div[id$="_fallback"] :is(th,td){text-align:left;vertical-align:top}'
+               '.kura-results div[id$="_fallback"] .kura-long{min-width:18em;max-height:7.5em;overflow:auto}</style>')
+
+
 class Embedded(NamedTuple):
     """The rows a table carries, and how many answered rows the run has in all."""
 
@@ -134,7 +142,7 @@ def results_table_html(run: SummaryRun, *, library: str = "") -> str:
         f'<div class="kura-results {formatting.NO_MATHS}">{library}'
         f'<p class="kura-caption">{html.escape(caption)}</p>'
         + "".join(f'<p class="kura-note">{html.escape(note)}</p>' for note in notes)
-        + _datatable(embedded) + "</div>"
+        + PREVIEW_CSS + _datatable(embedded) + "</div>"
     )
 
 
@@ -148,7 +156,8 @@ def embed_rows(run: Iterable[SummaryResult]) -> Embedded:
         [['c0', 'fresh', 'ok', '<span data-sort="0.001">$0.00100</span>', '<span data-sort="0">0 ms</span>', '']]
     """
     answered = (result for result in run if result.status not in plain.UNANSWERED)
-    results, count, chars = [], 0, 0
+    results: list[SummaryResult] = []
+    count = chars = 0
     for result in answered:
         count += 1
         if len(results) < EMBED_ROWS and (chars < EMBED_CHARS or not results):
@@ -256,4 +265,6 @@ def library_html() -> str:
 
     dark = ("<script type=\"module\">const { set_or_remove_dark_class } = "
             f"await window.{_itables_underscore_version()}; set_or_remove_dark_class();</script>")
-    return generate_init_offline_itables_html(options.dt_bundle) + dark
+    scripts = generate_init_offline_itables_html(options.dt_bundle)
+    # without its closing <noscript> note ("is your notebook trusted?"): the table's preview says enough
+    return scripts[: scripts.rindex("</script>") + len("</script>")] + dark

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from jupyter_e2e import (
+    DOCS,
     LIVE_CONVERSATIONS,
     TOKEN,
     cell_at,
@@ -37,7 +38,7 @@ from kura_magic.local.launcher import free_port
 from kura_magic.testing import LoopbackLLM
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Locator, Page
+    from playwright.sync_api import Browser, Locator, Page
 
 pytestmark = pytest.mark.e2e
 
@@ -225,7 +226,8 @@ def wide_reply(messages: list[dict]) -> str:
 
 
 def test_a_twelve_field_result_reads_as_a_table(
-    lab: str, new_page: Callable[[str], Page], loopback: LoopbackLLM, tmp_path: Path
+    lab: str, lab_root: Path, new_page: Callable[[str], Page], browser: Browser, loopback: LoopbackLLM,
+    tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -271,6 +273,36 @@ def test_a_twelve_field_result_reads_as_a_table(
         expect(errors).to_have_count(3)
         errors.first.scroll_into_view_if_needed()  # the error column, at the far right
         shoot(cell, "results_errors_only.png", selector=".kura-results")
+        page.keyboard.press("Control+s")
+        expect(page.locator(".jp-mod-dirty")).to_have_count(0)
+    static_preview_reads(lab_root / "nb" / "wide.ipynb", browser, tmp_path)
+
+
+def static_preview_reads(notebook: Path, browser: Browser, tmp_path: Path) -> None:
+    """The saved notebook exported by nbconvert and opened where JavaScript does not run (as on
+    GitHub, or untrusted): the static preview shows the first page, every column headed, lists
+    as bullets, the model's markup as text."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from playwright.sync_api import expect
+
+    exported = tmp_path / "wide.html"
+    exported.write_text(HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))[0], encoding="utf-8")
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1600, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(exported.as_uri())
+        preview = page.locator("div.kura-results div[id$='_fallback'] table")
+        expect(preview).to_be_visible()
+        expect(preview.locator("thead th")).to_have_text(
+            [re.compile(r"id$"), "status", *WIDE_FIELDS, "cost", "latency", "error"])
+        expect(preview.locator("tbody tr")).to_have_count(10)
+        expect(preview.locator("tbody tr").first.locator("ul.kura-list > li")).to_have_text(TOPICS)
+        expect(preview).to_contain_text("<script>alert(1)</script> FIN.")
+        DOCS.mkdir(exist_ok=True)
+        page.locator("div.kura-results").first.screenshot(path=str(DOCS / "results_static_preview.png"))
+    finally:
+        context.close()
 
 
 def saved_outputs(path: Path) -> list[int]:
