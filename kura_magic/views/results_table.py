@@ -6,8 +6,8 @@ Where JavaScript does not run (GitHub, an untrusted notebook) itables shows its 
 instead: the same cells, the first page of rows, a header on every column, lists as bullets.
 
 What a saved notebook keeps is bounded: at most `EMBED_ROWS` rows or `EMBED_CHARS` characters of
-cells per table (the table says when it holds fewer rows than the run), and the DataTables
-library itself, about 1 MB, once per kernel: in the first table shown (`library_once`).
+field text per table (the table says when it holds fewer rows than the run), and the DataTables
+library itself, about 0.97 MB, once per kernel: in the first table shown (`library_once`).
 
 Built from the run's public face only (iteration, `len`, `stats`), so its storage may change."""
 
@@ -33,7 +33,8 @@ LONG_CHARS = 80  # text longer than this is clamped to three lines until its row
 # The columns around the summary's fields: id and status first (they stay in view when the table
 # scrolls right), the figures and the error last.
 LEADING, TRAILING = ("id", "status"), ("cost", "latency", "error")
-# The controls around the table, whatever its size: rows per page, the search, a count, the pages.
+# The controls around a table of more than one page (itables leaves them off one that fits on a
+# page): rows per page, the search, a count, the pages.
 LAYOUT = {"topStart": "pageLength", "topEnd": "search", "bottomStart": "info", "bottomEnd": "paging"}
 
 # The status is plain text (the filter lists its values); the live table draws it as a badge.
@@ -246,9 +247,9 @@ def library_once() -> str:
     process shows a table, and "" after: every later table on the page uses it from there.
 
     Example:
-        >>> first, second = library_once(), library_once()
-        >>> len(first) > 500_000, second
-        (True, '')
+        >>> _ = library_once()   # the first table of this process carries it
+        >>> library_once(), len(library_html()) > 500_000
+        ('', True)
     """
     global _LIBRARY_SENT
     if _LIBRARY_SENT:
