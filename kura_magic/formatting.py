@@ -121,8 +121,6 @@ ROW_LIMIT = 200
 # A comparison shows at most this many rows (the differing ones first): each row holds two
 # outputs, and a saved notebook keeps them all.
 COMPARE_ROW_LIMIT = 50
-# A run's results table is shorter: the first rows to look at, then how many more.
-TABLE_ROWS = 50
 # A run's results as text (terminal IPython): the first rows.
 TEXT_ROWS = 20
 # A table cell's text longer than this is cut, the whole a click away.

@@ -100,7 +100,7 @@ def test_cache_table_has_a_row_per_experiment_and_the_whole_cache():
 
 
 ACTIONS = {"kura-clear-experiment": "clear_experiment", "kura-clear-all": "clear_all",
-           "kura-clear-embeddings": "clear_embeddings"}
+           "kura-clear-embeddings": "clear_embeddings", "kura-clear-history": "clear_history"}
 
 
 class Button:
@@ -174,7 +174,8 @@ def run_with(panel: RunPanel, conversations, **options) -> km.SummaryRun:
     return run
 
 
-CONTROLS = ("kura-experiment-select", "kura-clear-experiment", "kura-clear-all", "kura-clear-embeddings")
+CONTROLS = ("kura-experiment-select", "kura-clear-experiment", "kura-clear-all", "kura-clear-embeddings",
+            "kura-clear-history")
 
 
 def disabled(root) -> list[bool]:
@@ -270,6 +271,37 @@ def test_clear_all_asks_once_then_clears_on_the_second_click(llm):
     llm.reset()
     assert run_with(live_run_panel(), conversations).stats.fresh == 3
     assert llm.request_count == 3
+
+
+def test_clear_history_asks_by_its_own_count_then_deletes_only_the_history(llm):
+    conversations = make_conversations(3)
+    km.summarise(conversations, PROMPT, label="v1")
+    km.summarise(conversations, "In one line: {{ transcript }}", label="v2")
+    panel = live_cache_panel()
+    button, clear_all = find(panel.widget, "kura-clear-history"), find(panel.widget, "kura-clear-all")
+    assert button.description == "Clear history"
+
+    clear_all.click()
+    clear_all.click()
+    assert km.cache_info().entries == 0 and len(km.runs()) == 2, "clearing the cache keeps the history"
+    button.click()
+    assert button.description == "Delete the 2 recorded runs?"
+    assert text(panel, "kura-status") == ("click again within 5 s to delete the 2 recorded runs of the run history; "
+                                          "they cannot be rebuilt from the cache")
+    assert len(km.runs()) == 2, "the first click only asks"
+    clear_all.click()
+    assert clear_all.description == "Really clear all?" and button.description == "Clear history", (
+        "another button's click is not this confirmation")
+    button.click()
+    assert len(km.runs()) == 2, "a click after another button's asks again"
+
+    button.click()
+    assert button.description == "Clear history"
+    assert text(panel, "kura-status") == "deleted 2 recorded runs; the cache's entries are kept"
+    assert len(km.runs()) == 0
+    llm.reset()
+    km.summarise(conversations, PROMPT)
+    assert llm.request_count == 3 and len(km.runs()) == 1
 
 
 def test_a_clear_in_one_cache_panel_updates_every_other_one(llm):
@@ -430,13 +462,13 @@ def test_during_a_run_the_buttons_and_selector_are_off(llm):
         panel.update(stats)
         seen.append(disabled(cache_panel.widget))
 
-    assert disabled(cache_panel.widget) == [False] * 4
+    assert disabled(cache_panel.widget) == [False] * len(CONTROLS)
     panel.start()
     run = km.summarise(make_conversations(3), PROMPT, on_progress=progress, max_concurrency=1)
     panel.finish(run.stats)
 
-    assert seen and all(row == [True] * 4 for row in seen)
-    assert disabled(cache_panel.widget) == [False] * 4
+    assert seen and all(row == [True] * len(CONTROLS) for row in seen)
+    assert disabled(cache_panel.widget) == [False] * len(CONTROLS)
 
 
 def test_a_click_during_a_run_changes_nothing_and_says_why(llm):
@@ -460,7 +492,7 @@ def test_a_click_during_a_run_changes_nothing_and_says_why(llm):
     assert km.cache_info().entries == 6
     assert km.active_experiment() == "default"
     assert selector.value == "default"
-    assert [b.description for b in buttons] == ["Clear experiment", "Clear all", "Clear embeddings"]
+    assert [b.description for b in buttons] == ["Clear experiment", "Clear all", "Clear embeddings", "Clear history"]
     buttons[0].click()
     assert buttons[0].description == "Really clear default?", "after the run the buttons work again"
 
@@ -639,8 +671,8 @@ def test_the_magic_turns_the_buttons_off_while_it_runs(shell, llm, monkeypatch):
     with capture_output():
         shell.run_cell_magic("summarise", "convs", PROMPT)
 
-    assert seen and all(row == [True] * 4 for row in seen)
-    assert disabled(cache_panel.widget) == [False] * 4
+    assert seen and all(row == [True] * len(CONTROLS) for row in seen)
+    assert disabled(cache_panel.widget) == [False] * len(CONTROLS)
     assert text(cache_panel, "kura-experiment-size").startswith("default: 3 entries")
 
 
@@ -683,7 +715,7 @@ def test_an_error_before_any_call_is_the_cells_one_message_and_frees_the_buttons
 
     assert ([final(shown)] if shown.outputs else []) == shown_before, \
         "the error is the one message: no panel, or the one shown emptied"
-    assert disabled(cache_panel.widget) == [False] * 4, "the buttons work again after a failed run"
+    assert disabled(cache_panel.widget) == [False] * len(CONTROLS), "the buttons work again after a failed run"
     assert llm.request_count == 0
 
 

@@ -38,6 +38,7 @@ from kura_magic.errors import KuraMagicError
 from kura_magic.run import session
 from kura_magic.run.embeddings import clear_embedding_cache
 from kura_magic.run.session import active_experiment, cache_info, clear_all_caches, clear_cache
+from kura_magic.storage.runlog import clear_history, records
 from kura_magic.types import CacheInfo, RunStats
 
 if TYPE_CHECKING:
@@ -73,6 +74,9 @@ BUTTONS = {
                              "all {entries} entries of the whole cache, every experiment (the run history stays)"),
     "clear_embeddings": Destructive("Clear embeddings", "Really clear embeddings?", "kura-clear-embeddings",
                                     "the {vectors} vectors of the embedding cache"),
+    # the one thing the cache cannot give back: asked apart, by its own count
+    "clear_history": Destructive("Clear history", "Delete the {runs}?", "kura-clear-history",
+                                 "the {runs} of the run history; they cannot be rebuilt from the cache"),
 }
 
 
@@ -245,6 +249,11 @@ class CachePanel(_Shown):
             removed = clear_embedding_cache()
             self._done(f"cleared {removed} vectors from the embedding cache")
 
+    def clear_history(self) -> None:
+        if self._confirmed("clear_history"):
+            removed = clear_history()
+            self._done(f"deleted {formatting.counted(removed, 'recorded run')}; the cache's entries are kept")
+
     def choose(self, name: str) -> None:
         """A name chosen or typed in the experiment chooser: switch to it if it is another."""
         if name and name != self.experiment:
@@ -288,7 +297,8 @@ class CachePanel(_Shown):
         """What the buttons' questions and warnings are formatted with."""
         info = self.info
         return {"experiment": self.experiment, "own": info.for_experiment(self.experiment).entries,
-                "entries": info.entries, "vectors": info.embeddings.entries}
+                "entries": info.entries, "vectors": info.embeddings.entries,
+                "runs": formatting.counted(len(records()), "recorded run")}
 
     def _done(self, status: str) -> None:
         """After a change to the cache: say what happened here; every cache panel re-reads it."""

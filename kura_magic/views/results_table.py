@@ -6,8 +6,8 @@ Where JavaScript does not run (GitHub, an untrusted notebook) itables shows its 
 instead: the same cells, the first page of rows, a header on every column, lists as bullets.
 
 What a saved notebook keeps is bounded: at most `EMBED_ROWS` rows or `EMBED_CHARS` characters of
-cells per table (the table says when it holds fewer rows than the run), and the DataTables
-library itself, about 1 MB, once per kernel: in the first table shown (`library_once`).
+field text per table (the table says when it holds fewer rows than the run), and the DataTables
+library itself, about 0.97 MB, once per kernel: in the first table shown (`library_once`).
 
 Built from the run's public face only (iteration, `len`, `stats`), so its storage may change."""
 
@@ -33,7 +33,8 @@ LONG_CHARS = 80  # text longer than this is clamped to three lines until its row
 # The columns around the summary's fields: id and status first (they stay in view when the table
 # scrolls right), the figures and the error last.
 LEADING, TRAILING = ("id", "status"), ("cost", "latency", "error")
-# The controls around the table, whatever its size: rows per page, the search, a count, the pages.
+# The controls around a table of more than one page (itables leaves them off one that fits on a
+# page): rows per page, the search, a count, the pages.
 LAYOUT = {"topStart": "pageLength", "topEnd": "search", "bottomStart": "info", "bottomEnd": "paging"}
 
 # The status is plain text (the filter lists its values); the live table draws it as a badge.
@@ -105,6 +106,14 @@ CSS = "".join(f".kura-results .kura-badge.kura-{status} {{ background: {colour};
 """
 
 
+# The static preview's look where a page keeps styles but runs no script (an nbconvert export
+# opened with scripts off, an untrusted notebook): text left and on top, each long text a small
+# box that scrolls, so ten rows of twelve fields stay a page or two tall. GitHub drops styles:
+# there each text shows whole.
+PREVIEW_CSS = ('<style>.kura-results div[id$="_fallback"] :is(th,td){text-align:left;vertical-align:top}'
+               '.kura-results div[id$="_fallback"] .kura-long{min-width:18em;max-height:7.5em;overflow:auto}</style>')
+
+
 class Embedded(NamedTuple):
     """The rows a table carries, and how many answered rows the run has in all."""
 
@@ -134,7 +143,7 @@ def results_table_html(run: SummaryRun, *, library: str = "") -> str:
         f'<div class="kura-results {formatting.NO_MATHS}">{library}'
         f'<p class="kura-caption">{html.escape(caption)}</p>'
         + "".join(f'<p class="kura-note">{html.escape(note)}</p>' for note in notes)
-        + _datatable(embedded) + "</div>"
+        + PREVIEW_CSS + _datatable(embedded) + "</div>"
     )
 
 
@@ -148,7 +157,8 @@ def embed_rows(run: Iterable[SummaryResult]) -> Embedded:
         [['c0', 'fresh', 'ok', '<span data-sort="0.001">$0.00100</span>', '<span data-sort="0">0 ms</span>', '']]
     """
     answered = (result for result in run if result.status not in plain.UNANSWERED)
-    results, count, chars = [], 0, 0
+    results: list[SummaryResult] = []
+    count = chars = 0
     for result in answered:
         count += 1
         if len(results) < EMBED_ROWS and (chars < EMBED_CHARS or not results):
@@ -237,9 +247,9 @@ def library_once() -> str:
     process shows a table, and "" after: every later table on the page uses it from there.
 
     Example:
-        >>> first, second = library_once(), library_once()
-        >>> len(first) > 500_000, second
-        (True, '')
+        >>> _ = library_once()   # the first table of this process carries it
+        >>> library_once(), len(library_html()) > 500_000
+        ('', True)
     """
     global _LIBRARY_SENT
     if _LIBRARY_SENT:
@@ -256,4 +266,6 @@ def library_html() -> str:
 
     dark = ("<script type=\"module\">const { set_or_remove_dark_class } = "
             f"await window.{_itables_underscore_version()}; set_or_remove_dark_class();</script>")
-    return generate_init_offline_itables_html(options.dt_bundle) + dark
+    scripts = generate_init_offline_itables_html(options.dt_bundle)
+    # without its closing <noscript> note ("is your notebook trusted?"): the table's preview says enough
+    return scripts[: scripts.rindex("</script>") + len("</script>")] + dark
