@@ -18,7 +18,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
@@ -29,11 +29,13 @@ from kura_magic.calls.calls import CallContext, CallSetup
 from kura_magic.calls.gateway import DEFAULT_COMPLETION_TOKENS, litellm
 from kura_magic.config import Settings, settings
 from kura_magic.errors import BatchError, CacheWarning
-from kura_magic.run.results import SummaryRun
 from kura_magic.storage.batches import EMBEDDINGS, ENDED, BatchBook, BatchRecord
 from kura_magic.storage.opening import open_store
 from kura_magic.storage.vectors import SCOPE, EmbeddingStore
 from kura_magic.types import CacheEntry, ChatRequest, Usage
+
+if TYPE_CHECKING:
+    from kura_magic.run.results import SummaryRun
 
 SUBMIT_LEASE_S = 300.0  # a process that dies while submitting lets its keys go this soon
 PENDING_LEASE_S = 25 * 3600.0  # a submitted batch: its 24-hour window, and an hour to collect it
