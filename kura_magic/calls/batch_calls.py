@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -204,21 +205,36 @@ def line_failure(line: dict[str, Any]) -> Failure:
 
 
 def batch_price(provider: Provider, usage: Usage, transport: dict[str, Any]) -> float | None:
-    """What one line costs at the batch price; None where litellm knows no price."""
+    """What a line (or lines) of `usage` cost at the batch price; None where litellm knows no price.
+
+    Example:
+        >>> batch_price(Provider("openai", "mine", {}), Usage(prompt_tokens=10, completion_tokens=2),
+        ...             {"input_cost_per_token": 1.0, "output_cost_per_token": 2.0})
+        7.0
+    """
     if "input_cost_per_token" in transport:  # priced by `model_prices`: the documented discount
-        return BATCH_DISCOUNT * (usage.prompt_tokens * transport["input_cost_per_token"]
-                                 + usage.completion_tokens * transport["output_cost_per_token"])
-    lib = gateway.litellm()
+        rates: tuple[float, float] | None = (BATCH_DISCOUNT * transport["input_cost_per_token"],
+                                             BATCH_DISCOUNT * transport["output_cost_per_token"])
+    else:
+        rates = _litellm_batch_rates(provider.name, provider.model)
+    if rates is None:
+        return None
+    return usage.prompt_tokens * rates[0] + usage.completion_tokens * rates[1]
+
+
+@lru_cache(maxsize=64)
+def _litellm_batch_rates(provider: str, model: str) -> tuple[float, float] | None:
+    """litellm's batch price of a prompt token and of a reply token (`batch_cost_calculator`
+    on a million of each: per token, it costs a line what pricing the line would), or None."""
+    lib, million = gateway.litellm(), 1_000_000
     try:
-        lib.get_model_info(model=provider.model, custom_llm_provider=provider.name)
-        prompt, completion = lib.cost_calculator.batch_cost_calculator(
-            usage=lib.Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                            total_tokens=usage.prompt_tokens + usage.completion_tokens),
-            model=provider.model, custom_llm_provider=provider.name,
-        )
+        lib.get_model_info(model=model, custom_llm_provider=provider)
+        prices = [lib.cost_calculator.batch_cost_calculator(
+            usage=lib.Usage(prompt_tokens=prompt, completion_tokens=reply, total_tokens=prompt + reply),
+            model=model, custom_llm_provider=provider) for prompt, reply in ((million, 0), (0, million))]
     except Exception:  # litellm raises a bare Exception for unmapped models
         return None
-    return float(prompt + completion)
+    return float(sum(prices[0])) / million, float(sum(prices[1])) / million
 
 
 def schema_check(schema: type[BaseModel] | None, *, structured: bool) -> Callable[[str], str | None]:

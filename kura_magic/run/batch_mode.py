@@ -168,7 +168,10 @@ class _Job:
 
     def estimate(self, keys: list[str]) -> float | None:
         """What `keys` will cost at the batch price; None where litellm knows no price."""
-        return _total([batch_calls.batch_price(self.provider, self.expected(key), self.transport) for key in keys])
+        usages = [self.expected(key) for key in keys]
+        expected = Usage(prompt_tokens=sum(u.prompt_tokens for u in usages),
+                         completion_tokens=sum(u.completion_tokens for u in usages))
+        return batch_calls.batch_price(self.provider, expected, self.transport)
 
 
 async def settle(setup: CallSetup, requests: Mapping[str, ChatRequest], *, submit: bool,
