@@ -111,7 +111,7 @@ def test_a_run_of_some_of_a_batch_s_rows_collects_it_and_shows_only_its_own(llm)
     assert llm.chat_requests == []
 
 
-def test_a_normal_run_meeting_a_pending_batch_waits_for_it_and_pays_nothing(llm):
+def test_a_normal_run_meeting_a_pending_batch_shows_its_rows_pending_and_pays_nothing(llm):
     llm.batches.delay_s = 60
     conversations = make_conversations(3)
     km.summarise(conversations, PROMPT, batch=True)
