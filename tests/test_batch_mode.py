@@ -111,7 +111,7 @@ def test_a_run_of_some_of_a_batch_s_rows_collects_it_and_shows_only_its_own(llm)
     assert llm.chat_requests == []
 
 
-def test_a_normal_run_meeting_a_pending_batch_waits_for_it_and_pays_nothing(llm):
+def test_a_normal_run_meeting_a_pending_batch_shows_its_rows_pending_and_pays_nothing(llm):
     llm.batches.delay_s = 60
     conversations = make_conversations(3)
     km.summarise(conversations, PROMPT, batch=True)
@@ -347,3 +347,15 @@ def test_a_failed_line_is_sorted_as_a_failed_call_would_be(status, kind):
     line = {"custom_id": "k", "response": {"status_code": status, "body": {"error": {"message": "no"}}}}
 
     assert batch_calls.line_failure(line).kind == kind
+
+
+def test_a_batch_the_provider_refuses_is_one_error_and_its_calls_are_let_go(llm, backend):
+    conversations = make_conversations(3)
+    llm.fail_next(1, status=400)  # the upload
+
+    with pytest.raises(BatchError, match="the provider did not take the batch .*3 calls were not sent"):
+        km.summarise(conversations, PROMPT, batch=True)
+    normal = km.summarise(conversations, PROMPT)
+
+    assert llm.batches.batch_ids == [] and BatchBook.of(km.config.settings()).records() == []
+    assert statuses(normal) == ["ok"] * 3 and len(llm.chat_requests) == 3, "no lease left held"

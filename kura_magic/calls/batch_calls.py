@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -122,12 +123,27 @@ def split(lines: Sequence[dict[str, Any]], *, max_lines: int | None = None,
 
 
 def jsonl(lines: Sequence[dict[str, Any]]) -> bytes:
-    """`lines` as a JSONL file."""
+    """`lines` as a JSONL file.
+
+    Example:
+        >>> jsonl([{"a": 1}, {"b": 2}])
+        b'{"a": 1}\\n{"b": 2}\\n'
+    """
     return "".join(json.dumps(line) + "\n" for line in lines).encode("utf-8")
 
 
 async def submit(provider: Provider, data: bytes, *, endpoint: str = CHAT_ENDPOINT) -> Any:
-    """Upload one JSONL file and create a batch of it; litellm's batch object."""
+    """Upload one JSONL file and create a batch of it; litellm's batch object.
+
+    Example:
+        >>> import asyncio
+        >>> from kura_magic.calls.calls import CallSetup
+        >>> provider = provider_of("openai/gpt-4o-mini", {})
+        >>> line = chat_line("k1", CallSetup.create({"model": "openai/gpt-4o-mini"}).request("hi"), provider)
+        >>> batch = asyncio.run(submit(provider, jsonl([line])))
+        >>> batch.request_counts.total, asyncio.run(retrieve(provider, batch.id)).status
+        (1, 'completed')
+    """
     lib = gateway.litellm()
     uploaded = await lib.acreate_file(file=("kura_magic_batch.jsonl", data), purpose="batch", **provider.where)
     return await lib.acreate_batch(completion_window="24h", endpoint=endpoint, input_file_id=uploaded.id,
@@ -135,17 +151,24 @@ async def submit(provider: Provider, data: bytes, *, endpoint: str = CHAT_ENDPOI
 
 
 async def retrieve(provider: Provider, batch_id: str) -> Any:
-    """The batch object as the provider reports it now."""
+    """The batch object as the provider reports it now (see `submit`'s example)."""
     return await gateway.litellm().aretrieve_batch(batch_id=batch_id, **provider.where)
 
 
 async def cancel(provider: Provider, batch_id: str) -> Any:
-    """Ask the provider to cancel a batch; the batch object."""
+    """Ask the provider to cancel a batch; the batch object (its state says whether it was
+    still running: a batch that has ended stays as it ended)."""
     return await gateway.litellm().acancel_batch(batch_id=batch_id, **provider.where)
 
 
 async def file_lines(provider: Provider, file_id: str | None) -> list[dict[str, Any]]:
-    """The lines of an output or error file (none if the batch has no such file)."""
+    """The lines of an output or error file (none if the batch has no such file).
+
+    Example:
+        >>> import asyncio
+        >>> asyncio.run(file_lines(provider_of("openai/gpt-4o-mini", {}), None))
+        []
+    """
     if not file_id:
         return []
     content = await gateway.litellm().afile_content(file_id=file_id, **provider.where)
@@ -164,7 +187,17 @@ def chat_answer(line: dict[str, Any], *, model: str, provider: Provider, transpo
                 check: Callable[[str], str | None]) -> Answer:
     """A chat batch's output or error line as a normal call's outcome would be: an answer, a
     deterministic error (cached), or a transient or unknown one (not cached); `check` says
-    what is wrong with a reply under the run's schema (None: nothing)."""
+    what is wrong with a reply under the run's schema (None: nothing).
+
+    Example:
+        >>> line = {"custom_id": "k", "response": {"status_code": 200, "body": {
+        ...     "choices": [{"message": {"content": "Refund issued."}, "finish_reason": "stop"}],
+        ...     "usage": {"prompt_tokens": 10, "completion_tokens": 3}}}}
+        >>> answer = chat_answer(line, model="openai/gpt-4o-mini", provider=provider_of("openai/gpt-4o-mini", {}),
+        ...                      transport={}, check=lambda text: None)
+        >>> answer.entry.response, answer.cacheable, round(answer.entry.cost, 9)  # 10 x 7.5e-8 + 3 x 3e-7
+        ('Refund issued.', True, 1.65e-06)
+    """
     response = line.get("response") or {}
     body = response.get("body") or {}
     if line.get("error") or response.get("status_code") != 200:
@@ -204,26 +237,47 @@ def line_failure(line: dict[str, Any]) -> Failure:
 
 
 def batch_price(provider: Provider, usage: Usage, transport: dict[str, Any]) -> float | None:
-    """What one line costs at the batch price; None where litellm knows no price."""
+    """What a line (or lines) of `usage` cost at the batch price; None where litellm knows no price.
+
+    Example:
+        >>> batch_price(Provider("openai", "mine", {}), Usage(prompt_tokens=10, completion_tokens=2),
+        ...             {"input_cost_per_token": 1.0, "output_cost_per_token": 2.0})
+        7.0
+    """
     if "input_cost_per_token" in transport:  # priced by `model_prices`: the documented discount
-        return BATCH_DISCOUNT * (usage.prompt_tokens * transport["input_cost_per_token"]
-                                 + usage.completion_tokens * transport["output_cost_per_token"])
-    lib = gateway.litellm()
+        rates: tuple[float, float] | None = (BATCH_DISCOUNT * transport["input_cost_per_token"],
+                                             BATCH_DISCOUNT * transport["output_cost_per_token"])
+    else:
+        rates = _litellm_batch_rates(provider.name, provider.model)
+    if rates is None:
+        return None
+    return usage.prompt_tokens * rates[0] + usage.completion_tokens * rates[1]
+
+
+@lru_cache(maxsize=64)
+def _litellm_batch_rates(provider: str, model: str) -> tuple[float, float] | None:
+    """litellm's batch price of a prompt token and of a reply token (`batch_cost_calculator`
+    on a million of each: per token, it costs a line what pricing the line would), or None."""
+    lib, million = gateway.litellm(), 1_000_000
     try:
-        lib.get_model_info(model=provider.model, custom_llm_provider=provider.name)
-        prompt, completion = lib.cost_calculator.batch_cost_calculator(
-            usage=lib.Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                            total_tokens=usage.prompt_tokens + usage.completion_tokens),
-            model=provider.model, custom_llm_provider=provider.name,
-        )
+        lib.get_model_info(model=model, custom_llm_provider=provider)
+        prices = [lib.cost_calculator.batch_cost_calculator(
+            usage=lib.Usage(prompt_tokens=prompt, completion_tokens=reply, total_tokens=prompt + reply),
+            model=model, custom_llm_provider=provider) for prompt, reply in ((million, 0), (0, million))]
     except Exception:  # litellm raises a bare Exception for unmapped models
         return None
-    return float(prompt + completion)
+    return float(sum(prices[0])) / million, float(sum(prices[1])) / million
 
 
 def schema_check(schema: type[BaseModel] | None, *, structured: bool) -> Callable[[str], str | None]:
     """What is wrong with a reply under `schema` (None: nothing); without the schema's class
-    (a batch collected by another process) a `structured` reply must at least be JSON."""
+    (a batch collected by another process) a `structured` reply must at least be JSON.
+
+    Example:
+        >>> check = schema_check(None, structured=True)
+        >>> check('{"summary": "ok"}') is None, check("not JSON")[:30]
+        (True, 'the reply did not match the sc')
+    """
     def check(text: str) -> str | None:
         try:
             if schema is not None:

@@ -18,7 +18,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
@@ -27,13 +27,16 @@ from kura_magic.calls import batch_calls, gateway
 from kura_magic.calls.batch_calls import Answer, Provider
 from kura_magic.calls.calls import CallContext, CallSetup
 from kura_magic.calls.gateway import DEFAULT_COMPLETION_TOKENS, litellm
+from kura_magic.calls.provider_errors import classify
 from kura_magic.config import Settings, settings
 from kura_magic.errors import BatchError, CacheWarning
-from kura_magic.run.results import SummaryRun
 from kura_magic.storage.batches import EMBEDDINGS, ENDED, BatchBook, BatchRecord
 from kura_magic.storage.opening import open_store
 from kura_magic.storage.vectors import SCOPE, EmbeddingStore
 from kura_magic.types import CacheEntry, ChatRequest, Usage
+
+if TYPE_CHECKING:
+    from kura_magic.run.results import SummaryRun
 
 SUBMIT_LEASE_S = 300.0  # a process that dies while submitting lets its keys go this soon
 PENDING_LEASE_S = 25 * 3600.0  # a submitted batch: its 24-hour window, and an hour to collect it
@@ -165,7 +168,10 @@ class _Job:
 
     def estimate(self, keys: list[str]) -> float | None:
         """What `keys` will cost at the batch price; None where litellm knows no price."""
-        return _total([batch_calls.batch_price(self.provider, self.expected(key), self.transport) for key in keys])
+        usages = [self.expected(key) for key in keys]
+        expected = Usage(prompt_tokens=sum(u.prompt_tokens for u in usages),
+                         completion_tokens=sum(u.completion_tokens for u in usages))
+        return batch_calls.batch_price(self.provider, expected, self.transport)
 
 
 async def settle(setup: CallSetup, requests: Mapping[str, ChatRequest], *, submit: bool,
@@ -248,32 +254,39 @@ async def _submit(job: _Job, collector: _Collector, *, label: str | None) -> Non
 
 async def _send(job: _Job, keys: list[str], token: str, collector: _Collector, *, label: str | None) -> None:
     """Submit `keys` (leased to `token`) in as many batches as the limits need; each batch's
-    record is written, and its leases lengthened, as soon as it is created."""
+    record is written, and its leases lengthened, as soon as it is created. A part the
+    provider refuses is one `BatchError`; its keys and the rest are let go."""
     context, provider = job.context, job.provider
-    left = dict.fromkeys(keys, token)
+    left, records, failure = dict.fromkeys(keys, token), [], None
     try:
         for part in batch_calls.split([job.lines[key] for key in keys]):
-            endpoint = part[0]["url"]
-            batch = await batch_calls.submit(provider, batch_calls.jsonl(part), endpoint=endpoint)
-            sent = [line["custom_id"] for line in part]
-            record = BatchRecord(
-                batch_id=batch.id, provider=provider.name, model=job.model, experiment=context.experiment,
-                keys=sent, token=token, api_base=provider.api_base, state=batch.status, label=label,
-                kind=job.kind, estimated_cost=job.estimate(sent),
-            )
-            if collector.book.save(record):
-                context.store.renew(dict.fromkeys(sent, token), experiment=context.experiment, ttl_s=PENDING_LEASE_S)
-            else:  # its leases lapse soon, as if this process had died while submitting
-                warnings.warn(f"batch {batch.id} could not be recorded in the cache's store: only this kernel "
-                              "knows it, and another run may pay for its calls again", CacheWarning, stacklevel=2)
-            for key in sent:
-                del left[key]
-            await collector.poll(record)
-    except Exception as exc:  # litellm raises many classes: the unsent keys are let go, one error says why
-        raise BatchError(f"the provider did not take the batch ({type(exc).__name__}: {str(exc)[:200]}); "
-                         f"{len(left)} calls were not sent and nothing of them was spent") from None
+            batch = await batch_calls.submit(provider, batch_calls.jsonl(part), endpoint=part[0]["url"])
+            records.append(_recorded(job, batch, [line["custom_id"] for line in part], token, collector.book, label))
+            for line in part:
+                del left[line["custom_id"]]
+    except Exception as exc:  # litellm raises many classes; raised below, outside `except`, so that
+        failure = classify(exc)  # no chained exception keeps the provider's text (it may repeat a key)
     finally:
         context.store.release(left, experiment=context.experiment)
+    if failure is not None:
+        raise BatchError(f"the provider did not take the batch ({failure.error_type}: {failure.message}); "
+                         f"{len(left)} calls were not sent and nothing of them was spent")
+    for record in records:
+        await collector.poll(record)
+
+
+def _recorded(job: _Job, batch: Any, keys: list[str], token: str, book: BatchBook, label: str | None) -> BatchRecord:
+    """The record of a batch just created, written to the store, its keys' leases lengthened."""
+    context, provider = job.context, job.provider
+    record = BatchRecord(batch_id=batch.id, provider=provider.name, model=job.model, experiment=context.experiment,
+                         keys=keys, token=token, api_base=provider.api_base, state=batch.status, label=label,
+                         kind=job.kind, estimated_cost=job.estimate(keys))
+    if book.save(record):
+        context.store.renew(dict.fromkeys(keys, token), experiment=context.experiment, ttl_s=PENDING_LEASE_S)
+    else:  # its leases lapse soon, as if this process had died while submitting
+        warnings.warn(f"batch {batch.id} could not be recorded in the cache's store: only this kernel knows it, "
+                      "and another run may pay for its calls again", CacheWarning, stacklevel=3)
+    return record
 
 
 async def _attach(job: _Job, keys: list[str], collector: _Collector) -> None:

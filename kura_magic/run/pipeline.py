@@ -309,6 +309,8 @@ async def _through_batches(run: _Run, misses: list[str], *, submit: bool, label:
     plan = run.plan
     settled = await batch_mode.settle(plan.setup, {key: plan.requests[plan.rows_by_key[key][0]] for key in misses},
                                       submit=submit, label=label)
+    if not (settled.entries or settled.found or settled.pending):  # no batch has any of them
+        return [] if submit else misses
     for key in misses:  # a batch may carry other runs' keys too
         rows, entry = plan.rows_by_key[key], settled.entries.get(key) or settled.found.get(key)
         if entry is not None:
