@@ -306,18 +306,17 @@ summarise = blocking(asummarise)
 async def _through_batches(run: _Run, misses: list[str], *, submit: bool, label: str | None) -> list[str]:
     """Fill the rows a provider batch answered or still holds (see `batch_mode.settle`); the
     misses left to call now (none when `submit`: they went into a batch)."""
-    plan = run.plan
-    settled = await batch_mode.settle(plan.setup, {key: plan.requests[plan.rows_by_key[key][0]] for key in misses},
+    settled = await batch_mode.settle(run.plan.setup, {key: run.requests[key] for key in misses},
                                       submit=submit, label=label)
     if not (settled.entries or settled.found or settled.pending):  # no batch has any of them
         return [] if submit else misses
     for key in misses:  # a batch may carry other runs' keys too
-        rows, entry = plan.rows_by_key[key], settled.entries.get(key) or settled.found.get(key)
+        rows, entry = run.rows_by_key[key], settled.entries.get(key) or settled.found.get(key)
         if entry is not None:
             run.fill(rows, entry, joined=key in settled.found)
         elif key in settled.pending:
             for row in rows:
-                run.results[row] = _unresolved(plan, row, "pending", settled.pending[key])
+                run.rows.settle(row, "pending", settled.pending[key])
     run.report()
     return [] if submit else [key for key in misses if not settled.resolved(key)]
 

@@ -124,7 +124,8 @@ class ResultTable:
             self.summary[row] = entry.response if parse is None else parse(entry.response or "")
 
     def settle(self, row: int, status: ResultStatus, why: str) -> None:
-        """Give `row` no answer: skipped by the budget, or unfinished when the run stopped."""
+        """Give `row` no answer: skipped by the budget, pending in a provider batch, or unfinished
+        when the run stopped."""
         self.status[row], self.error[row] = status, why
 
     def put(self, row: int, result: SummaryResult) -> None:
