@@ -118,22 +118,25 @@ class _Run:
                 self.rows_by_key[request.key].append(row)
             else:
                 waiting.setdefault(request.key, (request, []))[1].append(row)
-        found = self.plan.context.lookup_many(list(waiting))
+        found, served = self.plan.context.lookup_many(list(waiting)), []
         for key, (request, rows) in waiting.items():
             entry = found.get(key)
             if entry is None:
                 self.requests[key], self.rows_by_key[key] = request, rows
             else:
-                self.fill(rows, entry, joined=True)
+                served += self._give(rows, entry, joined=True)
+        self.stats.record_many(served)
 
     def fill(self, rows: list[int], entry: CacheEntry, *, joined: bool) -> None:
         """Give `entry` to `rows`: the first is fresh unless `joined`, repeats are cached."""
-        parse = self.plan.parse()
+        self.stats.record_many(self._give(rows, entry, joined=joined))
+
+    def _give(self, rows: list[int], entry: CacheEntry, *, joined: bool) -> list[tuple[bool, bool, float | None, bool]]:
+        """`fill` without the counting: what `RunStats.record_many` is to count."""
+        parse, error, retryable = self.plan.parse(), entry.error is not None, is_transient(entry.error_type)
         for position, row in enumerate(rows):
-            cached = joined or position > 0
-            self.rows.fill(row, entry, cached=cached, parse=parse)
-            self.stats.record(cached=cached, error=entry.error is not None, cost=entry.cost,
-                              retryable=is_transient(entry.error_type))
+            self.rows.fill(row, entry, cached=joined or position > 0, parse=parse)
+        return [(joined or position > 0, error, entry.cost, retryable) for position in range(len(rows))]
 
     def skip(self, rows: list[int]) -> None:
         """Rows whose call the budget refused; the stats say the budget and the estimate."""
