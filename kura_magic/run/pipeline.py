@@ -101,19 +101,23 @@ class _Run:
     def serve_hits(self) -> list[str]:
         """Read the conversations `BATCH` at a time: each becomes a row (id, key, metadata),
         filled at once if its key is cached; the rest keep their request. Returns the keys
-        that must be called. Only the missing calls' requests outlive their batch."""
+        that must be called. Only the missing calls' requests outlive their batch. Stopped
+        (an interrupt), it reads no further: the run holds the rows read so far."""
         for batch in iter(lambda: list(islice(self.plan.conversations, BATCH)), []):
             self._serve_batch(batch)
             self.report()
+            if self.stopped:
+                self.stats.interrupted = True
+                break
         return list(self.rows_by_key)
 
     def _serve_batch(self, conversations: list[Conversation]) -> None:
         setup, template = self.plan.setup, self.plan.template
         waiting: dict[str, tuple[ChatRequest, list[int]]] = {}
+        self.stats.total += len(conversations)
         for conversation in conversations:
             request = setup.request(template.render(conversation))
             row = self.rows.add(conversation.chat_id, request.key, conversation.metadata)
-            self.stats.total += 1
             if request.key in self.rows_by_key:  # a repeat of a call already waiting: joined
                 self.rows_by_key[request.key].append(row)
             else:
