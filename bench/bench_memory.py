@@ -16,6 +16,7 @@ under 2 GB; the time per conversation flat). The cache is filled directly, as
 `bench_summarise.py --direct-fill` does, a slice at a time.
 
     python bench/bench_memory.py [--items 100000] [--rounds 3] [--million] [--million-items N]
+                                 [--million-cache DIR]
 """
 
 from __future__ import annotations
@@ -182,15 +183,19 @@ def rss_rows(items: int, rounds: int) -> None:
           f"{'OK' if ratio <= TARGET_RATIO else 'OVER'}")
 
 
-def million_row(items: int) -> None:
-    directory = tempfile.mkdtemp(prefix="kura-bench-1m-")
+def million_row(items: int, directory: str | None) -> None:
+    """`directory`: one an earlier --million filled with `items` (its JSONL file and cache)."""
+    reuse = directory is not None
+    directory = directory or tempfile.mkdtemp(prefix="kura-bench-1m-")
     os.environ["KURA_MAGIC_CACHE"] = directory
     path = Path(directory) / "conversations.jsonl"
-    started = time.perf_counter()
-    write_jsonl(path, items)
-    fill(rows(items))
-    print(f"wrote {items} lines and filled the cache directly: {time.perf_counter() - started:.0f} s")
+    if not reuse:
+        started = time.perf_counter()
+        write_jsonl(path, items)
+        fill(rows(items))
+        print(f"wrote {items} lines and filled the cache directly: {time.perf_counter() - started:.0f} s")
     limits = sorted({min(items, n) for n in (10_000, 100_000, items)})
+    print(f"the million row's cache and file: {directory} (--million-cache to reuse them)")
     result = in_child("million", directory, "--jsonl", str(path), "--limits", ",".join(map(str, limits)))
     for limit, seconds in result["per_item_s"].items():
         print(f"  summarise(path, limit={int(limit):>9,}): {seconds * 1e6:.1f} us/conversation, "
@@ -205,6 +210,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--million", action="store_true", help="also the 1,000,000-conversation row")
     parser.add_argument("--million-items", type=int, default=1_000_000)
+    parser.add_argument("--million-cache", help="a directory an earlier --million filled (it prints where)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--jsonl", help=argparse.SUPPRESS)
@@ -215,7 +221,7 @@ def main() -> None:
         return
     rss_rows(args.items, args.rounds)
     if args.million:
-        million_row(args.million_items)
+        million_row(args.million_items, args.million_cache)
 
 
 if __name__ == "__main__":
