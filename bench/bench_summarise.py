@@ -2,8 +2,11 @@
 
 The floor is the least any cache must do per item, measured in the same process
 on the same cache directory: sha256 of the item's messages, one diskcache get,
-one pydantic validation of the stored JSON. Rounds alternate summarise and the floor
-(A B, B A, ...); medians and min-max are printed. Target: summarise <= 1.0x the floor.
+one pydantic validation of the stored JSON. Two floors: the least-recently-used one (a get
+that writes the access time, as diskcache's LRU eviction does on every hit) and the no-write
+one (a get that writes nothing). Rounds alternate summarise and the floors (A B C, C B A,
+...); medians and min-max are printed. Targets: summarise <= 1.0x the LRU floor and
+<= 1.5x the no-write floor (a re-run of entries used within a day writes nothing).
 
     python bench/bench_summarise.py [--items 10000] [--rounds 5] [--cache DIR] [--direct-fill]
 
@@ -26,7 +29,7 @@ from collections.abc import Callable
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-TARGET_RATIO = 1.0
+TARGETS = {"floor, LRU get": 1.0, "floor, no-write get": 1.5}
 PROMPT = "Summarise this support conversation in one line:\n{{ transcript }}"
 
 
@@ -101,12 +104,14 @@ def time_summarise(data: list[dict]) -> float:
     return elapsed
 
 
-def time_floor(data: list[dict], directory: str, keys: list[str]) -> float:
+def time_floor(data: list[dict], directory: str, keys: list[str], *, writes: bool) -> float:
     import diskcache
 
     from kura_magic.types import CacheEntry
 
-    store = diskcache.Cache(directory)
+    store = diskcache.Cache(directory)  # with the store's own setting: least-recently-used
+    if not writes:
+        store.reset("eviction_policy", "none", update=False)  # this instance: a get writes nothing
     started = time.perf_counter()
     for row, key in zip(data, keys):
         hashlib.sha256(json.dumps(row["messages"], sort_keys=True).encode()).hexdigest()
@@ -157,16 +162,16 @@ def main() -> None:
     keys = [r.key for r in kura_magic.summarise(data, PROMPT, model="openai/gpt-4o-mini")]
     times = interleaved({
         "summarise": lambda: time_summarise(data),
-        "floor": lambda: time_floor(data, directory, keys),
+        "floor, LRU get": lambda: time_floor(data, directory, keys, writes=True),
+        "floor, no-write get": lambda: time_floor(data, directory, keys, writes=False),
     }, args.rounds)
-    ratios = [ours / floor for ours, floor in zip(times["summarise"], times["floor"])]
-    print(f"cached summarise: {spread(times['summarise'])}, "
-          f"{spread(times['summarise'], 1e6 / items, 'us/item')}")
-    print(f"floor (sha256 + diskcache get + pydantic validate): {spread(times['floor'])}, "
-          f"{spread(times['floor'], 1e6 / items, 'us/item')}")
-    ratio = statistics.median(ratios)
-    print(f"ratio: {spread(ratios, unit='x')} over {args.rounds} rounds "
-          f"(target <= {TARGET_RATIO}x) -> {'OK' if ratio <= TARGET_RATIO else 'OVER'}")
+    for name, values in times.items():
+        print(f"{name}: {spread(values)}, {spread(values, 1e6 / items, 'us/item')}")
+    for floor, target in TARGETS.items():
+        ratios = [ours / anchor for ours, anchor in zip(times["summarise"], times[floor])]
+        ratio = statistics.median(ratios)
+        print(f"summarise / {floor} (sha256 + get + pydantic validate): {spread(ratios, unit='x')} over "
+              f"{args.rounds} rounds (target <= {target}x) -> {'OK' if ratio <= target else 'OVER'}")
 
 
 if __name__ == "__main__":

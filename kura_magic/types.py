@@ -4,6 +4,7 @@ request, what the cache keeps per call, what a store holds, and a run's statisti
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -235,6 +236,11 @@ class CacheInfo(StoreInfo):
     embeddings: ExperimentInfo = Field(default_factory=ExperimentInfo)
 
 
+# What `RunStats.record` counts.
+_RECORDED = ("done", "errors", "errors_cached", "errors_retryable", "cached", "fresh", "cost", "cost_unknown",
+             "saved_cost", "saved_unknown")
+
+
 class RunStats(BaseModel):
     """Counts, money and time of one run, updated live while it goes.
 
@@ -276,18 +282,35 @@ class RunStats(BaseModel):
         included; the panel shows answers and failures apart (`texts`). A cached row's cost
         counts as saved, a fresh row's as spent.
         """
-        self.done += 1
-        self.errors += error
-        self.errors_cached += error and cached
-        self.errors_retryable += error and retryable
-        self.cached += cached
-        self.fresh += not cached
-        total, unknown = ("saved_cost", "saved_unknown") if cached else ("cost", "cost_unknown")
-        if cost is None:
-            setattr(self, unknown, getattr(self, unknown) + 1)
-        else:
-            # Rounded so the same calls add up to the same total in any order (spent == saved).
-            setattr(self, total, round(getattr(self, total) + cost, 12))
+        self.record_many([(cached, error, cost, retryable)])
+
+    def record_many(self, rows: Iterable[tuple[bool, bool, float | None, bool]]) -> None:
+        """`record` for each (cached, error, cost, retryable) of `rows`, counted on plain
+        numbers and set once (a pydantic attribute set costs a microsecond; a million rows).
+
+        Example:
+            >>> stats = RunStats()
+            >>> stats.record_many([(True, False, 0.5, False), (False, True, None, True)])
+            >>> stats.cached, stats.fresh, stats.errors_retryable, stats.saved_cost, stats.cost_unknown
+            (1, 1, 1, 0.5, 1)
+        """
+        counts = {name: getattr(self, name) for name in _RECORDED}
+        for cached, error, cost, retryable in rows:
+            counts["done"] += 1
+            counts["errors"] += error
+            counts["errors_cached"] += error and cached
+            counts["errors_retryable"] += error and retryable
+            counts["cached"] += cached
+            counts["fresh"] += not cached
+            total, unknown = ("saved_cost", "saved_unknown") if cached else ("cost", "cost_unknown")
+            if cost is None:
+                counts[unknown] += 1
+            else:
+                # Rounded so the same calls add up to the same total in any order (spent == saved).
+                counts[total] = round(counts[total] + cost, 12)
+        for name, value in counts.items():
+            if value != getattr(self, name):
+                setattr(self, name, value)
 
     @property
     def spent_text(self) -> str:

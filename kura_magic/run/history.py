@@ -31,8 +31,10 @@ from kura_magic.storage.runlog import (
     AnswerStore,
     RecordedRow,
     RunRecord,
+    encode_rows,
     prompt_hash,
     prune,
+    read_row_keys,
     read_rows,
     records,
     rewrite_record,
@@ -90,14 +92,16 @@ def _save(run: SummaryRun, store: Store, *, json_schema: dict[str, Any] | None, 
     record.keys_digest = run.table.keys_digest()  # as `keys_digest` of the rows, without making them
     if history and _repeats(history[-1], record):
         return _fold_into(history[-1], run, record, store)
-    rows = [RecordedRow(conversation_id=r.conversation_id, key=r.key, status=r.status, cached=r.cached,
-                        error=r.error if r.status in ("skipped", "unfinished", "pending") else None) for r in run.results]
+    table = run.table
     previous = next((r for r in reversed(history) if run.label and r.label == run.label), None)
     if previous is not None:
         try:
-            record.changes = change_note(previous, record, rows, read_rows(previous, store))
+            keys_before = read_row_keys(previous, store)
+            reused = sum(hit and key in keys_before for key, hit in zip(table.key, table.cached))
+            record.changes = change_note(previous, record, reused)
         except CacheError:  # the previous run's rows are gone: no note, the run is still recorded
             pass
+    rows = encode_rows(table.conversation_id, table.key, table.status, table.cached, table.error)
     if not write_record(record, rows, store):
         return False
     run.run_id, run.changes = record.run_id, record.changes
@@ -148,8 +152,9 @@ def answer_store(store: Store | None) -> AnswerStore | None:
     return AnswerStore(kind=store.kind, location=store.location)
 
 
-def change_note(before: RunRecord, after: RunRecord, rows: list[RecordedRow], rows_before: list[RecordedRow]) -> str:
-    """What changed from run `before` to run `after` of the same cell, in one line.
+def change_note(before: RunRecord, after: RunRecord, reused: int) -> str:
+    """What changed from run `before` to run `after` of the same cell, in one line; `reused`:
+    the rows of `after` served from the cache with a key `before` had too.
 
     Example:
         >>> from kura_magic.types import RunStats
@@ -157,8 +162,7 @@ def change_note(before: RunRecord, after: RunRecord, rows: list[RecordedRow], ro
         >>> old = RunRecord(run_id="a1", created_at=datetime.now(timezone.utc), experiment="e", model="m",
         ...                 prompt="In one line: {{ transcript }}", prompt_hash="x", stats=stats)
         >>> new = old.model_copy(update={"run_id": "b2", "prompt": "In two lines: {{ transcript }}"})
-        >>> change_note(old, new, [RecordedRow(conversation_id="1", key="k1", cached=True)],
-        ...             [RecordedRow(conversation_id="1", key="k1")])
+        >>> change_note(old, new, reused=1)
         'since run a1: prompt changed (2 words) · 1 fresh · 1 unchanged answer reused'
     """
     parts = []
@@ -169,8 +173,6 @@ def change_note(before: RunRecord, after: RunRecord, rows: list[RecordedRow], ro
     parts += [f"{name} {a} → {b}" for name, (a, b) in setting_changes(settings_then, settings_now).items()]
     if not parts:
         parts.append("nothing changed" if before.prompt == after.prompt else "only white space changed")
-    keys_before = {row.key for row in rows_before}
-    reused = sum(row.cached and row.key in keys_before for row in rows)
     texts = after.stats.texts()
     parts.append(texts["kura-fresh"])
     if after.stats.errors:

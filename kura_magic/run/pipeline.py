@@ -101,39 +101,46 @@ class _Run:
     def serve_hits(self) -> list[str]:
         """Read the conversations `BATCH` at a time: each becomes a row (id, key, metadata),
         filled at once if its key is cached; the rest keep their request. Returns the keys
-        that must be called. Only the missing calls' requests outlive their batch."""
+        that must be called. Only the missing calls' requests outlive their batch. Stopped
+        (an interrupt), it reads no further: the run holds the rows read so far."""
         for batch in iter(lambda: list(islice(self.plan.conversations, BATCH)), []):
             self._serve_batch(batch)
             self.report()
+            if self.stopped:
+                self.stats.interrupted = True
+                break
         return list(self.rows_by_key)
 
     def _serve_batch(self, conversations: list[Conversation]) -> None:
         setup, template = self.plan.setup, self.plan.template
         waiting: dict[str, tuple[ChatRequest, list[int]]] = {}
+        self.stats.total += len(conversations)
         for conversation in conversations:
             request = setup.request(template.render(conversation))
             row = self.rows.add(conversation.chat_id, request.key, conversation.metadata)
-            self.stats.total += 1
             if request.key in self.rows_by_key:  # a repeat of a call already waiting: joined
                 self.rows_by_key[request.key].append(row)
             else:
                 waiting.setdefault(request.key, (request, []))[1].append(row)
-        found = self.plan.context.lookup_many(list(waiting))
+        found, served = self.plan.context.lookup_many(list(waiting)), []
         for key, (request, rows) in waiting.items():
             entry = found.get(key)
             if entry is None:
                 self.requests[key], self.rows_by_key[key] = request, rows
             else:
-                self.fill(rows, entry, joined=True)
+                served += self._give(rows, entry, joined=True)
+        self.stats.record_many(served)
 
     def fill(self, rows: list[int], entry: CacheEntry, *, joined: bool) -> None:
         """Give `entry` to `rows`: the first is fresh unless `joined`, repeats are cached."""
-        parse = self.plan.parse()
+        self.stats.record_many(self._give(rows, entry, joined=joined))
+
+    def _give(self, rows: list[int], entry: CacheEntry, *, joined: bool) -> list[tuple[bool, bool, float | None, bool]]:
+        """`fill` without the counting: what `RunStats.record_many` is to count."""
+        parse, error, retryable = self.plan.parse(), entry.error is not None, is_transient(entry.error_type)
         for position, row in enumerate(rows):
-            cached = joined or position > 0
-            self.rows.fill(row, entry, cached=cached, parse=parse)
-            self.stats.record(cached=cached, error=entry.error is not None, cost=entry.cost,
-                              retryable=is_transient(entry.error_type))
+            self.rows.fill(row, entry, cached=joined or position > 0, parse=parse)
+        return [(joined or position > 0, error, entry.cost, retryable) for position in range(len(rows))]
 
     def skip(self, rows: list[int]) -> None:
         """Rows whose call the budget refused; the stats say the budget and the estimate."""

@@ -11,12 +11,16 @@ listing the history reads only the small halves.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import warnings
 import weakref
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from kura_magic.config import settings
 from kura_magic.errors import CacheError, CacheWarning, DataError
@@ -37,7 +41,7 @@ class RecordedRow(BaseModel):
     key: str
     status: ResultStatus = "ok"
     cached: bool = False
-    error: str | None = None  # only for rows that never got an answer (skipped, unfinished)
+    error: str | None = None  # only for rows that never got an answer (skipped, unfinished, pending)
 
 
 class AnswerStore(BaseModel):
@@ -198,10 +202,54 @@ def import_row(row: dict[str, Any], *, experiment: str) -> str:
     return record.run_id
 
 
-def write_record(record: RunRecord, rows: list[RecordedRow], store: Store) -> bool:
-    """Store a run's rows, then its record (so a listed record always has its rows); False if
-    the store could not keep them (its cache warning says why)."""
-    data = RecordedRows(rows=rows).model_dump_json().encode("utf-8")
+def read_row_keys(record: RunRecord, store: Store) -> set[str]:
+    """The cache keys of a recorded run's rows (read without making a row object each);
+    a CacheError if they are gone or unreadable."""
+    data = store.read_bytes(record.run_id + ROWS, experiment=record.experiment)
+    try:
+        return {row["key"] for row in _ROW_KEYS.validate_json(data or b"")["rows"]}
+    except ValidationError:
+        raise CacheError(f"the rows of run {record.run_id} are missing or unreadable") from None
+
+
+class _RowKey(TypedDict):
+    key: str
+
+
+class _RowKeys(TypedDict):
+    rows: list[_RowKey]
+
+
+_ROW_KEYS = TypeAdapter(_RowKeys)
+
+
+def encode_rows(ids: Sequence[str], keys: Sequence[str], statuses: Sequence[str], cached: Sequence[bool],
+                errors: Sequence[str | None]) -> bytes:
+    """A run's `.rows` entry (as `RecordedRows` reads it) from its columns, written a row at a
+    time: a million rows make no million objects. Only rows that never got an answer keep
+    their error.
+
+    Example:
+        >>> RecordedRows.model_validate_json(encode_rows(["c"], ["k"], ["ok"], [True], [None])).rows[0].key
+        'k'
+    """
+    out = io.StringIO()
+    out.write('{"rows":[')
+    for index, (conversation_id, key, status, hit, error) in enumerate(zip(ids, keys, statuses, cached, errors)):
+        kept = error if status in ("skipped", "unfinished", "pending") else None
+        out.write(("," if index else "") + _ROW.encode(
+            {"conversation_id": conversation_id, "key": key, "status": status, "cached": hit, "error": kept}))
+    out.write("]}")
+    return out.getvalue().encode("utf-8")
+
+
+_ROW = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def write_record(record: RunRecord, rows: list[RecordedRow] | bytes, store: Store) -> bool:
+    """Store a run's rows (or their `encode_rows`), then its record (so a listed record always
+    has its rows); False if the store could not keep them (its cache warning says why)."""
+    data = rows if isinstance(rows, bytes) else RecordedRows(rows=rows).model_dump_json().encode("utf-8")
     if not store.write_bytes(record.run_id + ROWS, data, experiment=record.experiment):
         return False
     return store.write_bytes(record.run_id, record.model_dump_json().encode("utf-8"), experiment=record.experiment)
