@@ -117,3 +117,22 @@ def test_the_provenance_of_a_large_run_names_its_keys_by_digest(llm):
     assert provenance["keys_digest"] == records()[-1].keys_digest
     small = km.summarise(make_conversations(3), PROMPT, model=MODEL, api_key=API_KEY).provenance()
     assert small["keys"] == [r.key for r in km.load_run(-1)] and small["key_count"] == 3
+
+
+def test_showing_a_large_run_makes_only_the_rows_it_shows(monkeypatch):
+    from kura_magic import formatting
+    from kura_magic.run.results import ResultTable
+    from kura_magic.views.results_table import EMBED_ROWS
+
+    rows = [SummaryResult(conversation_id=f"c{i}", summary=f"answer {i}", cached=True, cost=0.0,
+                          status="skipped" if i % 1000 == 0 else "ok", error="skipped: budget" if i % 1000 == 0 else None)
+            for i in range(30_000)]
+    run = SummaryRun(rows, RunStats(total=30_000, cached=29_970, skipped=30), model=MODEL, experiment="e")
+    made = []
+    real_row = ResultTable.row
+    monkeypatch.setattr(ResultTable, "row", lambda table, index: made.append(index) or real_row(table, index))
+    bundle, _ = run._repr_mimebundle_()
+    assert "30 calls skipped: budget" in bundle["text/plain"]
+    assert "all 30000 rows (29950 more not shown)" in bundle["text/plain"]
+    assert f"holds the first {EMBED_ROWS:,} of 29,970 rows" in bundle["text/html"]
+    assert len(made) <= 2 * (EMBED_ROWS + formatting.TEXT_ROWS + 30)

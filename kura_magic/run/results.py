@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -265,6 +265,21 @@ class SummaryRun:
 
     def __getitem__(self, index: int) -> SummaryResult:
         return self.results[index]
+
+    def rows_with_status(self, statuses: Collection[str], *, among: bool = True) -> tuple[int, Iterator[SummaryResult]]:
+        """How many rows have a status in `statuses` (not in them, with `among=False`), counted
+        from the status column, and those rows in order, each made only when reached: a view
+        of a million rows makes only the ones it shows.
+
+        Example:
+            >>> run = SummaryRun([SummaryResult(conversation_id="a", status="skipped"),
+            ...                   SummaryResult(conversation_id="b")], RunStats(), model="m", experiment="e")
+            >>> count, rows = run.rows_with_status({"skipped"}, among=False)
+            >>> count, [r.conversation_id for r in rows]
+            (1, ['b'])
+        """
+        picked = [index for index, status in enumerate(self.table.status) if (status in statuses) == among]
+        return len(picked), (self.table.row(index) for index in picked)
 
     def __repr__(self) -> str:
         run = f"run {self.run_id} " if self.run_id else ""

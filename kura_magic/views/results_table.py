@@ -9,7 +9,7 @@ What a saved notebook keeps is bounded: at most `EMBED_ROWS` rows or `EMBED_CHAR
 field text per table (the table says when it holds fewer rows than the run), and the DataTables
 library itself, about 0.97 MB, once per kernel: in the first table shown (`library_once`).
 
-Built from the run's public face only (iteration, `len`, `stats`), so its storage may change."""
+Built from the run's public face only (`rows_with_status`, `len`, `stats`), so its storage may change."""
 
 from __future__ import annotations
 
@@ -134,8 +134,9 @@ def results_table_html(run: SummaryRun, *, library: str = "") -> str:
         >>> "&lt;b&gt;Refund&lt;/b&gt;" in page and "<b>Refund" not in page
         True
     """
-    embedded = embed_rows(run)
-    notes = [*plain.unanswered_notes(run), *_cut_note(run, embedded)]
+    answered, rows = run.rows_with_status(plain.UNANSWERED, among=False)
+    embedded = embed_rows(rows, answered)
+    notes = [*plain.unanswered_notes(run.rows_with_status(plain.UNANSWERED)[1]), *_cut_note(run, embedded)]
     named = f"run {run.run_id} · " if run.run_id else ""
     missing = f" · {len(run.missing)} answers missing from the cache" if run.missing else ""
     caption = f"{named}{run.model} · experiment {run.experiment} · {run.stats.summary_line()}{missing}"
@@ -147,23 +148,23 @@ def results_table_html(run: SummaryRun, *, library: str = "") -> str:
     )
 
 
-def embed_rows(run: Iterable[SummaryResult]) -> Embedded:
-    """The answered rows a table carries (skipped and unfinished ones are said once, above it):
-    the first, up to `EMBED_ROWS` rows or `EMBED_CHARS` characters, each cell escaped HTML.
+def embed_rows(answered: Iterable[SummaryResult], count: int) -> Embedded:
+    """The rows a table carries of the `count` answered rows `answered` gives (skipped and
+    unfinished ones are said once, above it): the first, up to `EMBED_ROWS` rows or
+    `EMBED_CHARS` characters, each cell escaped HTML. No row past those is read.
 
     Example:
         >>> from kura_magic.run.results import SummaryResult
-        >>> embed_rows([SummaryResult(conversation_id="c0", summary="ok", cost=0.001)]).rows
+        >>> embed_rows([SummaryResult(conversation_id="c0", summary="ok", cost=0.001)], 1).rows
         [['c0', 'fresh', 'ok', '<span data-sort="0.001">$0.00100</span>', '<span data-sort="0">0 ms</span>', '']]
     """
-    answered = (result for result in run if result.status not in plain.UNANSWERED)
     results: list[SummaryResult] = []
-    count = chars = 0
+    chars = 0
     for result in answered:
-        count += 1
-        if len(results) < EMBED_ROWS and (chars < EMBED_CHARS or not results):
-            results.append(result)
-            chars += sum(len(str(value)) for value in result.summary_fields().values())
+        if len(results) == EMBED_ROWS or (chars >= EMBED_CHARS and results):
+            break
+        results.append(result)
+        chars += sum(len(str(value)) for value in result.summary_fields().values())
     columns = list(dict.fromkeys(itertools.chain.from_iterable(
         result.summary_fields() for result in results if result.summary is not None))) or ["summary"]
     return Embedded([_cells(result, columns) for result in results], columns, count)

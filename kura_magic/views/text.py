@@ -4,6 +4,7 @@ type hints only, so the data classes may import this module when they are shown.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -126,16 +127,16 @@ def results_text(run: SummaryRun, *, width: int | None = None) -> str:
         c0  fresh   $0.00100  Refund asked.
         all 1 rows: v1.to_pandas()
     """
-    answered = [result for result in run.results if result.status not in UNANSWERED]
+    answered, shown = run.rows_with_status(UNANSWERED, among=False)
     rows = [(result.conversation_id, status_badge(result), cost_text(result), result.summary_text() or result.error or "")
-            for result in answered[: formatting.TEXT_ROWS]]
+            for result in itertools.islice(shown, formatting.TEXT_ROWS)]
     table = [("id", "status", "cost", "summary"), *rows]
     widths = [min(max(len(row[i]) for row in table), 24) for i in range(3)]
     room = max((width or formatting.terminal_width()) - sum(widths) - 6, 20)
     lines = formatting.text_rows(table, [*widths, room])
-    more = f" ({len(answered) - len(rows)} more not shown)" if len(answered) > len(rows) else ""
+    more = f" ({answered - len(rows)} more not shown)" if answered > len(rows) else ""
     hint = f"all {len(run.results)} rows{more}: {run.label or 'run'}.to_pandas()"
-    return "\n".join([*lines, *unanswered_notes(run.results), hint])
+    return "\n".join([*lines, *unanswered_notes(run.rows_with_status(UNANSWERED)[1]), hint])
 
 
 def status_badge(result: SummaryResult) -> str:
