@@ -64,7 +64,7 @@ def peak_mib() -> float:
 def rows(n: int) -> Iterator[dict]:
     """The bench's conversations, one at a time (as `bench_summarise.conversations`)."""
     for start in range(0, n, FILL_SLICE):
-        yield from conversations(min(n, start + FILL_SLICE))[start:]
+        yield from conversations(min(n, start + FILL_SLICE), start)
 
 
 def fill(source: Iterator[dict]) -> int:

@@ -33,7 +33,8 @@ TARGETS = {"floor, LRU get": 1.0, "floor, no-write get": 1.5}
 PROMPT = "Summarise this support conversation in one line:\n{{ transcript }}"
 
 
-def conversations(n: int) -> list[dict]:
+def conversations(n: int, start: int = 0) -> list[dict]:
+    """Conversations `start` to `n` (exclusive) of the bench's endless supply."""
     return [
         {
             "chat_id": f"chat-{i}",
@@ -42,7 +43,7 @@ def conversations(n: int) -> list[dict]:
                 {"role": "assistant", "content": f"Order {i} ships tomorrow; sorry for the wait."},
             ],
         }
-        for i in range(n)
+        for i in range(start, n)
     ]
 
 
