@@ -467,6 +467,16 @@ class CallSetup:
         messages = ({"role": "user", "content": prompt},) if isinstance(prompt, str) else prompt
         return ChatRequest(self.model, messages, self.schema, self.params, self.transport, self.recipe)
 
+    def key(self, prompt: str) -> str:
+        """The key of `request(prompt)`, without making the request (a cached run's hits).
+
+        Example:
+            >>> setup = CallSetup.create({"model": "openai/gpt-4o-mini"})
+            >>> setup.key("hi") == setup.request("hi").key
+            True
+        """
+        return self.recipe.key(({"role": "user", "content": prompt},))
+
     @cached_property
     def recipe(self) -> KeyRecipe:
         """What every request's key shares (model, schema, params), canonicalised once."""

@@ -112,21 +112,25 @@ class _Run:
         return list(self.rows_by_key)
 
     def _serve_batch(self, conversations: list[Conversation]) -> None:
-        setup, template = self.plan.setup, self.plan.template
-        waiting: dict[str, tuple[ChatRequest, list[int]]] = {}
+        setup, template, table = self.plan.setup, self.plan.template, self.rows
+        # Each new key's rows and prompt; the prompt becomes a request only if the key is missing.
+        waiting: dict[str, tuple[str, list[int]]] = {}
         self.stats.total += len(conversations)
         for conversation in conversations:
-            request = setup.request(template.render(conversation))
-            row = self.rows.add(conversation.chat_id, request.key, conversation.metadata)
-            if request.key in self.rows_by_key:  # a repeat of a call already waiting: joined
-                self.rows_by_key[request.key].append(row)
+            prompt = template.render(conversation)
+            key = setup.key(prompt)
+            row = table.add(conversation.chat_id, key, conversation.metadata)
+            if key in self.rows_by_key:  # a repeat of a call already waiting: joined
+                self.rows_by_key[key].append(row)
+            elif key in waiting:
+                waiting[key][1].append(row)
             else:
-                waiting.setdefault(request.key, (request, []))[1].append(row)
+                waiting[key] = (prompt, [row])
         found, served = self.plan.context.lookup_many(list(waiting)), []
-        for key, (request, rows) in waiting.items():
+        for key, (prompt, rows) in waiting.items():
             entry = found.get(key)
             if entry is None:
-                self.requests[key], self.rows_by_key[key] = request, rows
+                self.requests[key], self.rows_by_key[key] = setup.request(prompt), rows
             else:
                 served += self._give(rows, entry, joined=True)
         self.stats.record_many(served)

@@ -50,18 +50,19 @@ class ResponseStore:
         return self._entries(read(keys, experiment=experiment), experiment)
 
     def _entries(self, found: Mapping[str, bytes], experiment: str) -> dict[str, CacheEntry]:
-        entries = {key: self._entry(key, data, experiment) for key, data in found.items()}
-        return {key: entry for key, entry in entries.items() if entry is not None}
+        """`found`'s entries decoded straight from their JSON bytes; an unreadable one is a
+        miss, dropped."""
+        entries: dict[str, CacheEntry] = {}
+        for key, data in found.items():
+            try:
+                entries[key] = CacheEntry.model_validate_json(data)
+            except ValidationError:
+                warnings.warn(f"cache entry {key} was unreadable; treating it as a miss", CacheWarning)
+                self.backend.delete(key, experiment=experiment)
+        return entries
 
     def _entry(self, key: str, data: bytes | None, experiment: str) -> CacheEntry | None:
-        if data is None:
-            return None
-        try:
-            return CacheEntry.model_validate_json(data)
-        except ValidationError:
-            warnings.warn(f"cache entry {key} was unreadable; treating it as a miss", CacheWarning)
-            self.backend.delete(key, experiment=experiment)
-            return None
+        return None if data is None else self._entries({key: data}, experiment).get(key)
 
     def set(self, key: str, entry: CacheEntry, *, experiment: str) -> bool:
         """Store `entry` under `key` in `experiment`, replacing any older one; False if the
