@@ -91,6 +91,7 @@ def schema_json(schema: type[BaseModel]) -> dict[str, Any]:
     return schema.model_json_schema()
 
 
+_json_string = json.encoder.encode_basestring  # what _CANONICAL writes for a str (ensure_ascii=False)
 _CANONICAL = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode_other
 )
@@ -166,9 +167,31 @@ class KeyRecipe:
 
     def key(self, messages: Sequence[Mapping[str, Any]]) -> str:
         """The key of one call with these messages (only their role and content count)."""
-        text = canonical_json([{"role": m["role"], "content": _content(m["content"])} for m in messages])
+        text = _text_messages_json(messages)
+        if text is None:
+            text = canonical_json([{"role": m["role"], "content": _content(m["content"])} for m in messages])
         digest = hashlib.sha256(f"{self.head}{text}{self.tail}".encode("utf-8")).hexdigest()
         return f"km{CACHE_FORMAT}-{self.kind}-{digest}"
+
+
+def _text_messages_json(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    """`canonical_json` of the messages' role and content when every one is plain text (a
+    run's prompts), written directly: the same text, without the encoder's walk. None
+    otherwise (structured content, a number): the encoder's turn.
+
+    Example:
+        >>> messages = [{"role": "user", "content": 'caf\u00e9 "x"'}]
+        >>> _text_messages_json(messages) == canonical_json(messages)
+        True
+    """
+    parts = []
+    for message in messages:
+        role, content = message["role"], message["content"]
+        if type(role) is not str or type(content) is not str:
+            return None
+        # Sorted keys put "content" before "role"; strings escaped as with ensure_ascii=False.
+        parts.append(f'{{"content":{_json_string(content)},"role":{_json_string(role)}}}')
+    return f"[{','.join(parts)}]"
 
 
 def _content(content: Any) -> Any:

@@ -139,6 +139,10 @@ class CallContext:
         """The cached entries of `keys`, fetched in as few trips as the store allows."""
         return self.responses.get_many(keys, experiment=self.experiment) if self.reads else {}
 
+    def lookup_each(self, keys: list[str]) -> Iterator[tuple[str, CacheEntry]]:
+        """`lookup_many`'s (key, entry) pairs, each entry decoded when it is reached."""
+        return self.responses.each(keys, experiment=self.experiment) if self.reads else iter(())
+
     async def fetch(self, request: ChatRequest, *, own_limit: bool = False) -> tuple[CacheEntry, bool]:
         """The entry for `request`: joined from the identical call in flight in this process,
         found in the cache meanwhile, or made now. True means this fetch did not make it.
@@ -466,6 +470,16 @@ class CallSetup:
         """The request for one prompt (a user message) or a conversation of messages."""
         messages = ({"role": "user", "content": prompt},) if isinstance(prompt, str) else prompt
         return ChatRequest(self.model, messages, self.schema, self.params, self.transport, self.recipe)
+
+    def key(self, prompt: str) -> str:
+        """The key of `request(prompt)`, without making the request (a cached run's hits).
+
+        Example:
+            >>> setup = CallSetup.create({"model": "openai/gpt-4o-mini"})
+            >>> setup.key("hi") == setup.request("hi").key
+            True
+        """
+        return self.recipe.key(({"role": "user", "content": prompt},))
 
     @cached_property
     def recipe(self) -> KeyRecipe:

@@ -139,6 +139,8 @@ def _from_rows(rows: Iterable[Any], *, origin: str) -> Iterator[Conversation]:
 
 
 def _to_conversation(row: Any, index: int, origin: str) -> Conversation:
+    if type(row) is dict:  # the common case first: no isinstance walk through the ABCs
+        return _validated(_normalise(row, index), index, origin)
     if isinstance(row, Conversation):
         return row
     if isinstance(row, str):
@@ -148,14 +150,32 @@ def _to_conversation(row: Any, index: int, origin: str) -> Conversation:
             f"row {index} of {origin} is a {type(row).__name__}: each row must be a "
             "conversation, a dict or a string"
         )
+    return _validated(_normalise(row, index), index, origin)
+
+
+def _validated(row: dict[str, Any], index: int, origin: str) -> Conversation:
     try:
-        return Conversation.model_validate(_normalise(dict(row), index))
+        return Conversation.model_validate(row)
     except ValidationError as exc:
         raise DataError(_describe_row_error(exc, index, origin)) from None
 
 
-def _normalise(row: dict[str, Any], index: int) -> dict[str, Any]:
-    """Map the accepted row shapes onto Kura's: ids, a text column, extra columns as metadata."""
+def _normalise(row: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """Map the accepted row shapes onto Kura's: ids, a text column, extra columns as metadata
+    (a new dict: `row` is left as it is).
+
+    Example:
+        >>> _normalise({"id": 7, "text": "hi", "lang": "en"}, 0)
+        {'messages': [{'role': 'user', 'content': 'hi'}], 'chat_id': 7, 'metadata': {'lang': 'en'}}
+        >>> _normalise({"chat_id": "a", "messages": []}, 0)
+        {'messages': [], 'chat_id': 'a', 'metadata': {}}
+    """
+    if len(row) == 2 and "messages" in row:  # Kura's own shape, id and messages: nothing to map
+        first, second = row
+        id_field = second if first == "messages" else first
+        if id_field in _ID_FIELDS and row[id_field] is not None:
+            return {"messages": row["messages"], "chat_id": row[id_field], "metadata": {}}
+    row = dict(row)
     chat_id = next((row.pop(k) for k in _ID_FIELDS if row.get(k) is not None), index)
     known = {"created_at", "messages", "metadata"}
     text_field = next((k for k in _TEXT_FIELDS if k in row and "messages" not in row), None)

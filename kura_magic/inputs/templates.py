@@ -70,7 +70,9 @@ class PromptTemplate:
         failure names the conversation and the cause."""
         names = {**self.namespace, "conversation": conversation, "transcript": conversation.transcript(), **extra}
         try:
-            context = self.template.new_context(names, shared=True)  # shared: names has the globals
+            # Jinja's `new_context` would copy the globals' names into each context, for the
+            # module exports a prompt never makes; `names` holds the globals already.
+            context = _ENVIRONMENT.context_class(_ENVIRONMENT, names, self.template.name, self.template.blocks)
             text = _ENVIRONMENT.concat(self.template.root_render_func(context)).strip()
         except jinja2.UndefinedError as exc:
             raise TemplateError(
@@ -82,7 +84,7 @@ class PromptTemplate:
                 f"the prompt does not render for conversation {conversation.chat_id!r}: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
-        problem = lone_surrogate(text)
+        problem = None if text.isascii() else lone_surrogate(text)  # ASCII has no surrogates
         if problem is not None:
             raise TemplateError(
                 f"the prompt for conversation {conversation.chat_id!r} {problem} (in the prompt, "

@@ -103,33 +103,43 @@ class _Run:
         filled at once if its key is cached; the rest keep their request. Returns the keys
         that must be called. Only the missing calls' requests outlive their batch. Stopped
         (an interrupt), it reads no further: the run holds the rows read so far."""
-        for batch in iter(lambda: list(islice(self.plan.conversations, BATCH)), []):
-            self._serve_batch(batch)
+        while self._serve_batch(islice(self.plan.conversations, BATCH)):
             self.report()
             if self.stopped:
                 self.stats.interrupted = True
                 break
         return list(self.rows_by_key)
 
-    def _serve_batch(self, conversations: list[Conversation]) -> None:
-        setup, template = self.plan.setup, self.plan.template
-        waiting: dict[str, tuple[ChatRequest, list[int]]] = {}
-        self.stats.total += len(conversations)
+    def _serve_batch(self, conversations: Iterator[Conversation]) -> int:
+        """Serve the hits of up to `BATCH` conversations; how many were read. A conversation
+        and an entry live only while their row is made (a batch of them alive at once would
+        outlast the collector's youngest generation and make it sweep every object there is)."""
+        setup, template, table = self.plan.setup, self.plan.template, self.rows
+        # Each new key's first row and prompt; its repeats in this batch. A prompt becomes a
+        # request only if its key is missing.
+        firsts: dict[str, int] = {}
+        prompts: dict[str, str] = {}
+        repeats: dict[str, list[int]] = {}
+        start = len(table)
         for conversation in conversations:
-            request = setup.request(template.render(conversation))
-            row = self.rows.add(conversation.chat_id, request.key, conversation.metadata)
-            if request.key in self.rows_by_key:  # a repeat of a call already waiting: joined
-                self.rows_by_key[request.key].append(row)
+            prompt = template.render(conversation)
+            key = setup.key(prompt)
+            row = table.add(conversation.chat_id, key, conversation.metadata)
+            if key in self.rows_by_key:  # a repeat of a call already waiting: joined
+                self.rows_by_key[key].append(row)
+            elif key in firsts:
+                repeats.setdefault(key, []).append(row)
             else:
-                waiting.setdefault(request.key, (request, []))[1].append(row)
-        found, served = self.plan.context.lookup_many(list(waiting)), []
-        for key, (request, rows) in waiting.items():
-            entry = found.get(key)
-            if entry is None:
-                self.requests[key], self.rows_by_key[key] = request, rows
-            else:
-                served += self._give(rows, entry, joined=True)
+                firsts[key], prompts[key] = row, prompt
+        read = len(table) - start
+        self.stats.total += read
+        served: list[tuple[bool, bool, float | None, bool]] = []
+        for key, entry in self.plan.context.lookup_each(list(firsts)):
+            served += self._give([firsts.pop(key), *repeats.get(key, ())], entry, joined=True)
+        for key, first in firsts.items():
+            self.requests[key], self.rows_by_key[key] = setup.request(prompts[key]), [first, *repeats.get(key, ())]
         self.stats.record_many(served)
+        return read
 
     def fill(self, rows: list[int], entry: CacheEntry, *, joined: bool) -> None:
         """Give `entry` to `rows`: the first is fresh unless `joined`, repeats are cached."""

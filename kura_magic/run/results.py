@@ -115,8 +115,7 @@ class ResultTable:
         """Give `row` the answer or error of `entry` (see `result_from_entry`)."""
         self.cost[row], self.latency_s[row] = entry.charged(cached=cached)
         self.cached[row], self.fresh_cost[row] = cached, entry.cost
-        usage = entry.usage
-        self.tokens[3 * row : 3 * row + 3] = array("q", (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens))
+        self._set_tokens(row, entry.usage)
         if entry.error is not None:
             self.status[row], self.error[row] = "error", f"{entry.error_type}: {entry.error}"
         else:
@@ -130,11 +129,14 @@ class ResultTable:
 
     def put(self, row: int, result: SummaryResult) -> None:
         """Give `row` everything of `result` (a checkpoint's row) but its id, key and metadata."""
-        usage = result.usage
         self.summary[row], self.cached[row], self.cost[row] = result.summary, result.cached, result.cost
         self.fresh_cost[row], self.latency_s[row] = result.fresh_cost, result.latency_s
         self.error[row], self.status[row] = result.error, result.status
-        self.tokens[3 * row : 3 * row + 3] = array("q", (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens))
+        self._set_tokens(row, result.usage)
+
+    def _set_tokens(self, row: int, usage: Usage) -> None:
+        tokens, at = self.tokens, 3 * row  # item by item: no array made for three numbers
+        tokens[at], tokens[at + 1], tokens[at + 2] = usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
 
     @classmethod
     def of(cls, results: Iterable[SummaryResult]) -> ResultTable:

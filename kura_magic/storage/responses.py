@@ -46,22 +46,37 @@ class ResponseStore:
             >>> list(store.get_many(["a", "b"], experiment="x"))
             ['a']
         """
-        read = self.backend.read_many if use else self.backend.peek_many
-        return self._entries(read(keys, experiment=experiment), experiment)
+        return dict(self.each(keys, experiment=experiment, use=use))
 
-    def _entries(self, found: Mapping[str, bytes], experiment: str) -> dict[str, CacheEntry]:
-        entries = {key: self._entry(key, data, experiment) for key, data in found.items()}
-        return {key: entry for key, entry in entries.items() if entry is not None}
+    def each(self, keys: Sequence[str], *, experiment: str, use: bool = True) -> Iterator[tuple[str, CacheEntry]]:
+        """`get_many`'s (key, entry) pairs, each entry decoded only when it is reached: a run
+        serving its hits holds one entry at a time, not a batch of them.
+
+        Example:
+            >>> from kura_magic.storage.base import MemoryStore
+            >>> store = ResponseStore(MemoryStore())
+            >>> store.set("a", CacheEntry(model="m", response="hi"), experiment="x")
+            True
+            >>> [(key, entry.response) for key, entry in store.each(["a", "b"], experiment="x")]
+            [('a', 'hi')]
+        """
+        read = self.backend.read_many if use else self.backend.peek_many
+        return self._decoded(read(keys, experiment=experiment), experiment)
+
+    def _decoded(self, found: Mapping[str, bytes], experiment: str) -> Iterator[tuple[str, CacheEntry]]:
+        """`found`'s entries decoded straight from their JSON bytes; an unreadable one is a
+        miss, dropped."""
+        for key, data in found.items():
+            try:
+                entry = CacheEntry.model_validate_json(data)
+            except ValidationError:
+                warnings.warn(f"cache entry {key} was unreadable; treating it as a miss", CacheWarning)
+                self.backend.delete(key, experiment=experiment)
+                continue
+            yield key, entry
 
     def _entry(self, key: str, data: bytes | None, experiment: str) -> CacheEntry | None:
-        if data is None:
-            return None
-        try:
-            return CacheEntry.model_validate_json(data)
-        except ValidationError:
-            warnings.warn(f"cache entry {key} was unreadable; treating it as a miss", CacheWarning)
-            self.backend.delete(key, experiment=experiment)
-            return None
+        return None if data is None else dict(self._decoded({key: data}, experiment)).get(key)
 
     def set(self, key: str, entry: CacheEntry, *, experiment: str) -> bool:
         """Store `entry` under `key` in `experiment`, replacing any older one; False if the
@@ -117,4 +132,4 @@ class ResponseStore:
         """
         for batch in chunks(self.backend.keys(experiment=experiment), BATCH):
             found = self.backend.peek_many(batch, experiment=experiment)
-            yield from ((key, found[key]) for key in self._entries(found, experiment))
+            yield from ((key, found[key]) for key, _ in self._decoded(found, experiment))
