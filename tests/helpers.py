@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from kura_magic.testing.redis import redis_server_path
 from kura_magic.testing.seaweed import weed_path
@@ -127,3 +127,21 @@ def race_two_processes(folder: Path, *, count: int, mine: str, options: str = ""
     for name in "ab":
         (folder / f"{name}.go").touch()
     return [json.loads(worker.communicate(timeout=120)[0].splitlines()[-1]) for worker in workers]
+
+
+class Ticket(BaseModel):
+    """Twelve fields, a list among them, as issue 21's user had (the browser test defines it
+    in its notebook from this source)."""
+
+    summary: str
+    request: str
+    topics: list[str] = Field(min_length=3)
+    sentiment: str
+    language: str
+    product: str
+    urgency: int
+    resolved: bool
+    channel: str
+    next_step: str
+    quote: str
+    explanation: str

@@ -14,10 +14,9 @@ import pytest
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 from nbformat.v4 import new_code_cell, new_notebook
-from pydantic import BaseModel, Field
 
 import kura_magic as km
-from helpers import PROMPT, make_conversations
+from helpers import PROMPT, Ticket, make_conversations
 from kura_magic.run.results import SummaryResult, SummaryRun
 from kura_magic.testing import LoopbackLLM
 from kura_magic.types import RunStats
@@ -36,23 +35,6 @@ KEYLESS = ('import os\nkey = os.environ.pop("OPENAI_API_KEY")',
 TEXT_PANEL = "%config KuraMagics.panel = 'text'"  # where ipywidgets is not installed
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 WIDGET_REPRS = ("VBox(", "IntProgress(", "HBox(", "Label(value")
-
-
-class Wide(BaseModel):
-    """Twelve fields, a list among them, as the issue's user had."""
-
-    summary: str
-    request: str
-    topics: list[str] = Field(min_length=3)
-    sentiment: str
-    language: str
-    product: str
-    urgency: int
-    resolved: bool
-    channel: str
-    next_step: str
-    reason: str
-    explanation: str
 
 
 @pytest.fixture
@@ -200,11 +182,11 @@ def test_cached_rows_say_what_they_saved_and_figures_sort_by_value(llm):
 
 
 def test_a_twelve_field_result_heads_every_column_and_keeps_list_items_apart(llm):
-    run = km.summarise(make_conversations(4), PROMPT, schema=Wide)
+    run = km.summarise(make_conversations(4), PROMPT, schema=Ticket)
     page = run._repr_html_()
     args = table_args(page)
 
-    assert args["titles"] == ["id", "status", *Wide.model_fields, "cost", "latency", "error"]
+    assert args["titles"] == ["id", "status", *Ticket.model_fields, "cost", "latency", "error"]
     topics = args["titles"].index("topics")
     items = [item for item in run[0].summary.topics]
     assert len(items) >= 3 and args["rows"][0][topics] == (
@@ -217,7 +199,7 @@ def test_a_twelve_field_result_heads_every_column_and_keeps_list_items_apart(llm
 def test_a_saved_table_of_200_rows_and_12_fields_stays_under_its_bound(llm, monkeypatch):
     monkeypatch.setattr(results_table, "_LIBRARY_SENT", False)  # as in a new kernel
     run = km.summarise(make_conversations(200, text="Mi pedido no llegó y nadie responde, " * 4), PROMPT,
-                       schema=Wide)
+                       schema=Ticket)
     first, second = run._repr_html_(), run._repr_html_()
     library = len(first) - len(second)
 

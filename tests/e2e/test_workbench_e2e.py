@@ -11,6 +11,7 @@ Needs `scripts/install_e2e.sh`; KURA_E2E_REQUIRE=1 (as in CI) fails rather than 
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from helpers import Ticket
 from jupyter_e2e import (
     DOCS,
     LIVE_CONVERSATIONS,
@@ -52,22 +54,7 @@ SHORT_RUN = """%%summarise live --limit 3 --out v1 --experiment kept
 Summarise: {{ transcript }}"""
 # A 12-field schema, a list among its fields; 30 conversations, long and not all English,
 # markdown and HTML inside, three of which the model refuses (an error row each).
-WIDE_SCHEMA = """from pydantic import BaseModel, Field
-
-class Ticket(BaseModel):
-    summary: str
-    request: str
-    topics: list[str] = Field(min_length=3)
-    sentiment: str
-    language: str
-    product: str
-    urgency: int
-    resolved: bool
-    channel: str
-    next_step: str
-    quote: str
-    explanation: str
-
+WIDE_SCHEMA = "from pydantic import BaseModel, Field\n\n" + inspect.getsource(Ticket) + """
 tickets = [{"chat_id": f"t{i:02d}", "created_at": "2026-01-01T00:00:00",
             "messages": [{"role": "user", "content": ("[[refuse]] " if i % 10 == 3 else "")
                           + f"Ticket {i}: **mi pedido** <b>no llegó</b> " + "y nadie responde. " * 20},
