@@ -398,7 +398,21 @@ class Lease:
         self.store.release({self.key: self.token}, experiment=self.experiment)
 
 
-class CallOptions(TypedDict, total=False):
+class SharedOptions(TypedDict, total=False):
+    """The `CallOptions` that say how a run is made and where its calls go, not what varies
+    between calls: every run of a sweep shares them (see `run.sweep.SweepOptions`)."""
+
+    temperature: float
+    max_tokens: int | None
+    schema: str | type[BaseModel] | None
+    experiment: str | None
+    cache_mode: CacheMode
+    api_key: str | None
+    api_base: str | None
+    store: Store | None
+
+
+class CallOptions(SharedOptions, total=False):
     """The options `summarise`, `estimate` and `complete` share, under one set of names.
 
     model: litellm's name, e.g. 'openai/gpt-4o-mini' (default: the session's model);
@@ -413,15 +427,7 @@ class CallOptions(TypedDict, total=False):
     """
 
     model: str | None
-    temperature: float
-    max_tokens: int | None
     params: Mapping[str, Any] | None
-    schema: str | type[BaseModel] | None
-    experiment: str | None
-    cache_mode: CacheMode
-    api_key: str | None
-    api_base: str | None
-    store: Store | None
     sample: int
     ttl: float | str | None
 

@@ -14,14 +14,13 @@ import itertools
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
 from typing_extensions import Unpack
 
 from kura_magic import formatting
 from kura_magic.background import blocking, on_interrupt
-from kura_magic.calls.calls import CallOptions
+from kura_magic.calls.calls import CallOptions, SharedOptions
 from kura_magic.errors import BudgetError, ConfigError
 from kura_magic.formatting import counted
 from kura_magic.inputs.loaders import ConversationSource, load_conversations
@@ -29,8 +28,7 @@ from kura_magic.keys import equal_numbers_alike
 from kura_magic.run.pipeline import asummarise, estimate
 from kura_magic.run.results import SummaryResult, SummaryRun
 from kura_magic.run.scoring import Scored, ScoreFunction, Scorer
-from kura_magic.storage.base import Store
-from kura_magic.types import CacheMode, Conversation, RunStats
+from kura_magic.types import Conversation, RunStats
 
 if TYPE_CHECKING:
     import pandas
@@ -38,18 +36,9 @@ if TYPE_CHECKING:
 Prompts = str | Sequence[str] | Mapping[str, str]
 
 
-class SweepOptions(TypedDict, total=False):
+class SweepOptions(SharedOptions, total=False):
     """The `CallOptions` every run of a sweep shares; what varies is the grid's (prompts,
     models, params). A parameter held fixed is a list of one: params={"seed": [7]}."""
-
-    temperature: float
-    max_tokens: int | None
-    schema: str | type[BaseModel] | None
-    experiment: str | None
-    cache_mode: CacheMode
-    api_key: str | None
-    api_base: str | None
-    store: Store | None
 
 
 SweepProgress = Callable[[str, RunStats], None]  # a variant's name, its samples' stats so far
