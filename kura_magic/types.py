@@ -19,6 +19,7 @@ from kura_magic.keys import KeyRecipe
 CacheMode = Literal["read_write", "read_only", "refresh", "off"]
 CACHE_MODES: tuple[CacheMode, ...] = ("read_write", "read_only", "refresh", "off")
 ResultStatus = Literal["ok", "error", "skipped", "unfinished", "pending"]  # how one row of a run ended
+UNANSWERED: frozenset[ResultStatus] = frozenset({"skipped", "unfinished", "pending"})  # rows that got no answer
 
 
 def lone_surrogate(text: str) -> str | None:

@@ -25,7 +25,7 @@ from kura_magic.run import batch_mode, history
 from kura_magic.run.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from kura_magic.run.results import Estimate, ResultTable, SummaryRun
 from kura_magic.storage.base import BATCH
-from kura_magic.types import CacheEntry, ChatRequest, Conversation, RunStats
+from kura_magic.types import UNANSWERED, CacheEntry, ChatRequest, Conversation, RunStats
 
 ProgressCallback = Callable[[RunStats], None]
 UNFINISHED = "interrupted before it finished"
@@ -241,7 +241,7 @@ class _Run:
             if status == "unfinished":
                 self.rows.settle(row, "unfinished", UNFINISHED)
         run = self._summary_run(label)
-        if checkpoint_at is not None and all(status in ("ok", "error") for status in self.rows.status):
+        if checkpoint_at is not None and not any(status in UNANSWERED for status in self.rows.status):
             save_checkpoint(checkpoint_at, run.results)
         setup = self.plan.setup
         history.record_run(run, json_schema=schema_json(setup.schema) if setup.schema else None, cell=cell,

@@ -26,7 +26,7 @@ from kura_magic.config import settings
 from kura_magic.errors import CacheError, CacheWarning, DataError
 from kura_magic.storage.base import Store
 from kura_magic.storage.opening import open_store
-from kura_magic.types import CacheMode, ResultStatus, RunStats
+from kura_magic.types import UNANSWERED, CacheMode, ResultStatus, RunStats
 
 RECORD_FORMAT = 1
 
@@ -236,7 +236,7 @@ def encode_rows(ids: Sequence[str], keys: Sequence[str], statuses: Sequence[str]
     out = io.StringIO()
     out.write('{"rows":[')
     for index, (conversation_id, key, status, hit, error) in enumerate(zip(ids, keys, statuses, cached, errors)):
-        kept = error if status in ("skipped", "unfinished", "pending") else None
+        kept = error if status in UNANSWERED else None
         out.write(("," if index else "") + _ROW.encode(
             {"conversation_id": conversation_id, "key": key, "status": status, "cached": hit, "error": kept}))
     out.write("]}")

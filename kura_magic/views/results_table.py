@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kura_magic import formatting
+from kura_magic.types import UNANSWERED
 from kura_magic.views import text as plain
 from kura_magic.views.theme import BADGE_COLOURS, CACHED
 
@@ -134,9 +135,9 @@ def results_table_html(run: SummaryRun, *, library: str = "") -> str:
         >>> "&lt;b&gt;Refund&lt;/b&gt;" in page and "<b>Refund" not in page
         True
     """
-    answered, rows = run.rows_with_status(plain.UNANSWERED, among=False)
+    answered, rows = run.rows_with_status(UNANSWERED, among=False)
     embedded = embed_rows(rows, answered)
-    notes = [*plain.unanswered_notes(run.rows_with_status(plain.UNANSWERED)[1]), *_cut_note(run, embedded)]
+    notes = [*plain.unanswered_notes(run.rows_with_status(UNANSWERED)[1]), *_cut_note(run, embedded)]
     named = f"run {run.run_id} · " if run.run_id else ""
     missing = f" · {len(run.missing)} answers missing from the cache" if run.missing else ""
     caption = f"{named}{run.model} · experiment {run.experiment} · {run.stats.summary_line()}{missing}"

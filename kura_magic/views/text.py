@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from kura_magic import formatting
 from kura_magic.diffs import Chunk, changed_words, margins, word_diff
-from kura_magic.types import CacheInfo, RunStats
+from kura_magic.types import UNANSWERED, CacheInfo, ResultStatus, RunStats
 
 if TYPE_CHECKING:
     import pandas
@@ -93,7 +93,8 @@ def prompt_summary(prompts: tuple[str, str]) -> str:
 
 
 # Rows without an answer, said once per reason above the table rather than row by row.
-UNANSWERED = {"skipped": "skipped", "unfinished": "not finished", "pending": "pending in a provider batch"}
+UNANSWERED_WORDS: dict[ResultStatus, str] = {"skipped": "skipped", "unfinished": "not finished",
+                                             "pending": "pending in a provider batch"}
 
 
 def unanswered_notes(results: Iterable[SummaryResult]) -> list[str]:
@@ -106,12 +107,12 @@ def unanswered_notes(results: Iterable[SummaryResult]) -> list[str]:
         >>> unanswered_notes(rows)
         ['40 calls skipped: budget of $0.01 reached']
     """
-    reasons: dict[tuple[str, str], int] = {}
+    reasons: dict[tuple[ResultStatus, str], int] = {}
     for result in results:
         if result.status in UNANSWERED:
             why = (result.error or "").removeprefix(f"{result.status}: ")
             reasons[result.status, why] = reasons.get((result.status, why), 0) + 1
-    return [f"{count} {'call' if count == 1 else 'calls'} {UNANSWERED[status]}: {why}"
+    return [f"{count} {'call' if count == 1 else 'calls'} {UNANSWERED_WORDS[status]}: {why}"
             for (status, why), count in reasons.items()]
 
 
